@@ -1,0 +1,2 @@
+//! The `compute_ctl` binary.
+fn main() {}

@@ -1,0 +1,159 @@
+//! Neon's `ComputeSpec` JSON, as compute_ctl reads it. Fields we do not act on are still
+//! accepted (and listed in the `spec_accepted` record), as Neon's compute_ctl does.
+
+use serde::{Deserialize, Serialize};
+
+/// A Postgres identifier (role or database name), as the spec gives it: unquoted.
+pub type PgIdent = String;
+
+/// The compute spec: the cluster to declare (roles, databases, settings) and where the data
+/// comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ComputeSpec {
+    pub format_version: f32,
+    #[serde(default)]
+    pub operation_uuid: Option<String>,
+    pub cluster: Cluster,
+    #[serde(default)]
+    pub delta_operations: Option<Vec<DeltaOp>>,
+    /// Skip roles, databases and delta operations (settings are still applied).
+    #[serde(default)]
+    pub skip_pg_catalog_updates: bool,
+
+    // Neon storage. For backwards compatibility Neon also reads these from the `neon.*`
+    // settings in `cluster.settings`; `spec::Storage` resolves both.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub timeline_id: Option<String>,
+    #[serde(default)]
+    pub pageserver_connstring: Option<String>,
+    #[serde(default)]
+    pub safekeeper_connstrings: Vec<String>,
+    /// Used as the password to the pageserver and safekeepers (`NEON_AUTH_TOKEN`).
+    #[serde(default)]
+    pub storage_auth_token: Option<String>,
+
+    /// compute_ctl's extension to Neon's format: an upstream PostgreSQL server to copy or
+    /// follow (`postgresql://replicator@host:port/postgres`).
+    #[serde(default)]
+    pub upstream_connstring: Option<String>,
+    /// compute_ctl's extension: the replication slot a `Replica` streams through.
+    #[serde(default)]
+    pub upstream_slot_name: Option<String>,
+
+    #[serde(default)]
+    pub mode: ComputeMode,
+
+    /// Neon requires it; we accept its absence.
+    #[serde(default)]
+    pub suspend_timeout_seconds: Option<i64>,
+}
+
+/// What kind of compute this is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ComputeMode {
+    /// A read-write node.
+    #[default]
+    Primary,
+    /// A read-only node pinned at an LSN; needs a storage that serves old LSNs (Neon).
+    Static(states::Lsn),
+    /// A read-only hot standby that follows its storage.
+    Replica,
+}
+
+impl ComputeMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ComputeMode::Primary => "primary",
+            ComputeMode::Static(_) => "static",
+            ComputeMode::Replica => "replica",
+        }
+    }
+
+    /// Whether the compute accepts writes (and so gets roles and databases applied).
+    pub fn is_read_write(&self) -> bool {
+        matches!(self, ComputeMode::Primary)
+    }
+}
+
+/// The cluster's desired contents.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<Role>,
+    #[serde(default)]
+    pub databases: Vec<Database>,
+    /// Text placed at the top of `postgresql.conf`, before `settings`.
+    #[serde(default)]
+    pub postgresql_conf: Option<String>,
+    /// Settings appended to `postgresql.conf`.
+    #[serde(default)]
+    pub settings: Option<Vec<GenericOption>>,
+}
+
+impl Cluster {
+    /// The settings, in order (none when absent).
+    pub fn settings(&self) -> &[GenericOption] {
+        self.settings.as_deref().unwrap_or(&[])
+    }
+
+    /// The value of the last setting named `name`.
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.settings()
+            .iter()
+            .rev()
+            .find(|s| s.name == name)
+            .and_then(|s| s.value.as_deref())
+    }
+}
+
+/// A role the cluster must have.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Role {
+    pub name: PgIdent,
+    /// A SCRAM-SHA-256 verifier, or an md5 hash (32 hex digits, of password + role name), or
+    /// `null`: no password.
+    #[serde(default)]
+    pub encrypted_password: Option<String>,
+    #[serde(default)]
+    pub options: Option<Vec<GenericOption>>,
+}
+
+/// A database the cluster must have.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Database {
+    pub name: PgIdent,
+    pub owner: PgIdent,
+    /// `CREATE DATABASE` options (`TEMPLATE`, `LC_COLLATE`, `LC_CTYPE`, `ENCODING`, ...).
+    #[serde(default)]
+    pub options: Option<Vec<GenericOption>>,
+}
+
+/// A named value: a setting, a role option, or a database option.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GenericOption {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Neon's hint of the type (`bool`, `integer`, `string`, `enum`...); quoting does not
+    /// depend on it.
+    #[serde(default)]
+    pub vartype: Option<String>,
+}
+
+/// A change the declared state cannot express: a rename or a drop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeltaOp {
+    /// `delete_db`, `rename_db`, `delete_role` or `rename_role`.
+    pub action: String,
+    pub name: PgIdent,
+    #[serde(default)]
+    pub new_name: Option<PgIdent>,
+}

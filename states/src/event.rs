@@ -1,0 +1,112 @@
+//! Events: everything that can happen to a compute, as the core sees it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StepError;
+use crate::spec_ref::SpecRef;
+use crate::step::{ShutdownMode, StepId, StepOutput};
+
+/// An input to a phase. The driver turns HTTP requests, finished steps, signals, the
+/// postmaster's exit and the clock into these.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A spec was durably accepted (stored and journaled) and is now the desired one.
+    SpecAccepted { spec: SpecRef },
+    /// The executor was handed the worker step `id` (its `step_started` record is durable).
+    StepStarted { id: StepId },
+    /// The worker step `id` ended.
+    StepFinished {
+        id: StepId,
+        result: Result<StepOutput, StepError>,
+    },
+    /// The postmaster exited without being asked to stop.
+    PostmasterExited { status: ExitStatus },
+    /// Time passed: the monitor interval elapsed or a phase's deadline came.
+    Tick,
+    /// Stop Postgres and exit (SIGTERM, SIGINT, `POST /terminate`).
+    Terminate { mode: ShutdownMode },
+    /// Apply the desired spec again after a failure (`POST /recover`).
+    Recover,
+}
+
+impl Event {
+    pub fn name(&self) -> EventName {
+        match self {
+            Event::SpecAccepted { .. } => EventName::SpecAccepted,
+            Event::StepStarted { .. } => EventName::StepStarted,
+            Event::StepFinished { result: Ok(_), .. } => EventName::StepSucceeded,
+            Event::StepFinished { result: Err(_), .. } => EventName::StepFailed,
+            Event::PostmasterExited { .. } => EventName::PostmasterExited,
+            Event::Tick => EventName::Tick,
+            Event::Terminate { .. } => EventName::Terminate,
+            Event::Recover => EventName::Recover,
+        }
+    }
+}
+
+/// The name of an event, for journal causes and the transition table. A finished step is
+/// named by its outcome, because the two lead to different phases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventName {
+    SpecAccepted,
+    StepStarted,
+    StepSucceeded,
+    StepFailed,
+    PostmasterExited,
+    Tick,
+    Terminate,
+    Recover,
+}
+
+impl EventName {
+    pub const ALL: [EventName; 8] = [
+        EventName::SpecAccepted,
+        EventName::StepStarted,
+        EventName::StepSucceeded,
+        EventName::StepFailed,
+        EventName::PostmasterExited,
+        EventName::Tick,
+        EventName::Terminate,
+        EventName::Recover,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventName::SpecAccepted => "spec_accepted",
+            EventName::StepStarted => "step_started",
+            EventName::StepSucceeded => "step_succeeded",
+            EventName::StepFailed => "step_failed",
+            EventName::PostmasterExited => "postmaster_exited",
+            EventName::Tick => "tick",
+            EventName::Terminate => "terminate",
+            EventName::Recover => "recover",
+        }
+    }
+}
+
+impl fmt::Display for EventName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a process ended: its exit code, or the signal that killed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exit code {code}"),
+            (None, Some(signal)) => write!(f, "signal {signal}"),
+            (None, None) => write!(f, "unknown status"),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The pure lifecycle core of compute_ctl: phases, events, steps, and the transitions between
+//! them. No I/O, no threads, no clock: time comes in as `Now`, effects go out as `Step`s.
+//!
+//! The driver in the `compute_ctl` crate owns the one `Phase` of a process and feeds it
+//! `Event`s; each answer is a `Next` (the next phase and the steps to run) or a `Rejected`.
+
+pub mod error;
+pub mod event;
+pub mod lsn;
+pub mod phase;
+pub mod spec_ref;
+pub mod step;
+pub mod table;
+pub mod time;
+
+pub use error::{ErrorKind, Rejection, StepError};
+pub use event::{Event, EventName, ExitStatus};
+pub use lsn::Lsn;
+pub use phase::{Ctx, Next, Phase, PhaseName, Policy, Rejected, Transition};
+pub use spec_ref::SpecRef;
+pub use step::{ExitReason, ShutdownMode, Step, StepId, StepName, StepOutput};
+pub use time::Now;

@@ -1,0 +1,72 @@
+//! `configuration_pending`: a newer spec is durably accepted and its apply is handed to the
+//! executor; the phase becomes `configuring` once the step has started.
+
+use crate::error::Rejection;
+use crate::event::Event;
+use crate::spec_ref::SpecRef;
+use crate::step::{ExitReason, Step, StepId};
+use crate::time::Now;
+
+use super::{
+    fail, postmaster_exited, terminate, Configuring, Ctx, Next, PhaseName, Rejected, Transition,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigurationPending {
+    pub ctx: Ctx,
+    pub postmaster: u32,
+    /// The spec the pending `apply_spec` step applies.
+    pub target: SpecRef,
+    /// The pending `apply_spec` step.
+    pub in_flight: StepId,
+}
+
+impl ConfigurationPending {
+    fn reject(self, rejection: Rejection) -> Rejected {
+        Rejected::new(self, rejection)
+    }
+}
+
+impl Transition for ConfigurationPending {
+    fn on_event(mut self, event: Event, now: Now) -> Result<Next, Rejected> {
+        const PHASE: PhaseName = PhaseName::ConfigurationPending;
+        match event {
+            // Waits behind the pending apply; `configuring` picks it up when that ends.
+            Event::SpecAccepted { spec } => {
+                self.ctx.accept(spec);
+                Ok(Next::stay(self))
+            }
+            Event::StepStarted { id } => {
+                if id != self.in_flight {
+                    return Err(self.reject(Rejection::StaleStep { phase: PHASE, id }));
+                }
+                let configuring = Configuring {
+                    ctx: self.ctx,
+                    target: self.target,
+                    postmaster: self.postmaster,
+                    in_flight: id,
+                    first_start: false,
+                };
+                Ok(Next::to(configuring, Vec::new()))
+            }
+            // The driver reports a step as started when it hands it over, before the worker
+            // can finish it: a finish here is out of order.
+            Event::StepFinished { id, .. } => {
+                Err(self.reject(Rejection::StaleStep { phase: PHASE, id }))
+            }
+            Event::PostmasterExited { status } => {
+                let error = postmaster_exited(PHASE, status);
+                let steps = vec![Step::CancelSteps, Step::StopSidecar];
+                Ok(fail(self.ctx, error, None, now, steps))
+            }
+            Event::Tick => Ok(Next::stay(self)),
+            Event::Terminate { mode } => Ok(terminate(
+                self.ctx,
+                Some(self.postmaster),
+                mode,
+                ExitReason::Requested,
+            )),
+            Event::Recover => Err(self.reject(Rejection::NotFailed { phase: PHASE })),
+        }
+    }
+}

@@ -1,0 +1,581 @@
+//! The eleven phases of a compute, one file each, and the `Phase` enum that dispatches to them.
+//!
+//! Every phase handles every event in an exhaustive `match` without a wildcard arm: adding an
+//! event or a phase does not compile until each pair is decided.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ErrorKind, Rejection, StepError};
+use crate::event::Event;
+use crate::spec_ref::SpecRef;
+use crate::step::{ExitReason, ShutdownMode, Step, StepId, StepName};
+use crate::time::Now;
+
+mod basebackup;
+mod configuration_pending;
+mod configuring;
+mod empty;
+mod failed;
+mod init;
+mod running;
+mod starting;
+mod startup;
+mod sync_safekeepers;
+mod terminated;
+mod terminating;
+
+pub use basebackup::Basebackup;
+pub use configuration_pending::ConfigurationPending;
+pub use configuring::Configuring;
+pub use empty::{Empty, SpecFetch};
+pub use failed::Failed;
+pub use init::Init;
+pub use running::Running;
+pub use starting::Starting;
+pub use startup::Startup;
+pub use sync_safekeepers::SyncSafekeepers;
+pub use terminated::Terminated;
+pub use terminating::Terminating;
+
+/// A phase's reaction to an event: given the event and the time, the next phase and the steps
+/// it needs, as data. Implementations perform no I/O.
+pub trait Transition: Sized {
+    fn on_event(self, event: Event, now: Now) -> Result<Next, Rejected>;
+}
+
+/// The outcome of an accepted event: the phase after it (possibly the same phase with new
+/// data) and the steps to hand to the executor, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Next {
+    pub phase: Phase,
+    pub steps: Vec<Step>,
+}
+
+impl Next {
+    pub fn stay(phase: impl Into<Phase>) -> Next {
+        Next {
+            phase: phase.into(),
+            steps: Vec::new(),
+        }
+    }
+
+    pub fn to(phase: impl Into<Phase>, steps: Vec<Step>) -> Next {
+        Next {
+            phase: phase.into(),
+            steps,
+        }
+    }
+}
+
+/// An event the phase refuses; the phase comes back unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub phase: Phase,
+    pub rejection: Rejection,
+}
+
+impl Rejected {
+    pub fn new(phase: impl Into<Phase>, rejection: Rejection) -> Rejected {
+        Rejected {
+            phase: phase.into(),
+            rejection,
+        }
+    }
+}
+
+/// Limits and delays the core applies; the driver builds it from the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// How long `failed` keeps serving before the process exits (`--failed-linger`).
+    pub failed_linger_ms: u64,
+    /// How many times a start-up step with a retryable error is tried in all.
+    pub step_attempts_max: u32,
+    /// The delay before the second attempt; it doubles with each attempt after.
+    pub retry_backoff_ms_min: u64,
+    /// The longest delay between two attempts.
+    pub retry_backoff_ms_max: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            failed_linger_ms: 30_000,
+            step_attempts_max: 5,
+            retry_backoff_ms_min: 200,
+            retry_backoff_ms_max: 10_000,
+        }
+    }
+}
+
+impl Policy {
+    /// The delay after failed attempt number `attempt` (1-based): exponential, capped.
+    pub fn backoff_ms(&self, attempt: u32) -> u64 {
+        let doublings = attempt.saturating_sub(1).min(32);
+        self.retry_backoff_ms_min
+            .saturating_mul(1u64 << doublings)
+            .min(self.retry_backoff_ms_max)
+    }
+}
+
+/// What every phase knows besides its own data: the desired and applied specs, the policy,
+/// and the counter that names steps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ctx {
+    pub policy: Policy,
+    /// The newest durably accepted spec: what the compute must end up running.
+    pub desired: Option<SpecRef>,
+    /// The spec the running Postgres was last confirmed to run; `None` until the first apply
+    /// of this process run.
+    pub applied: Option<SpecRef>,
+    /// The last step id handed out.
+    last_step_id: u64,
+}
+
+impl Ctx {
+    pub fn new(policy: Policy) -> Ctx {
+        Ctx {
+            policy,
+            desired: None,
+            applied: None,
+            last_step_id: 0,
+        }
+    }
+
+    /// A fresh id for a worker step.
+    pub(crate) fn next_step_id(&mut self) -> StepId {
+        self.last_step_id += 1;
+        StepId(self.last_step_id)
+    }
+
+    /// Takes `spec` as the desired spec. Generations only grow: an older one is a defect in
+    /// the driver, and is kept out rather than trusted.
+    pub(crate) fn accept(&mut self, spec: SpecRef) {
+        let newer = self
+            .desired
+            .as_ref()
+            .is_none_or(|d| spec.generation >= d.generation);
+        debug_assert!(newer, "spec {spec} is older than the desired one");
+        if newer {
+            self.desired = Some(spec);
+        }
+    }
+}
+
+/// A start-up step's progress within its phase: the attempt in flight, or the wait before
+/// the next one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRun {
+    /// 1 for the first try.
+    pub attempt: u32,
+    /// The step in flight; `None` while waiting for `retry_at_ms`.
+    pub in_flight: Option<StepId>,
+    /// When the next attempt begins.
+    pub retry_at_ms: Option<u64>,
+    /// Why the previous attempt failed.
+    pub last_error: Option<StepError>,
+}
+
+impl StepRun {
+    pub(crate) fn first(id: StepId) -> StepRun {
+        StepRun {
+            attempt: 1,
+            in_flight: Some(id),
+            retry_at_ms: None,
+            last_error: None,
+        }
+    }
+
+    pub(crate) fn is_in_flight(&self, id: StepId) -> bool {
+        self.in_flight == Some(id)
+    }
+
+    /// After a failed attempt: wait, then try again, if the error is worth it and attempts
+    /// remain. `None` means give up.
+    pub(crate) fn retry_after(
+        &self,
+        error: StepError,
+        policy: &Policy,
+        now: Now,
+    ) -> Option<StepRun> {
+        if !error.retryable || self.attempt >= policy.step_attempts_max {
+            return None;
+        }
+        Some(StepRun {
+            attempt: self.attempt + 1,
+            in_flight: None,
+            retry_at_ms: Some(now.mono_ms.saturating_add(policy.backoff_ms(self.attempt))),
+            last_error: Some(error),
+        })
+    }
+
+    /// On a tick: whether the wait is over, and so the next attempt starts now.
+    pub(crate) fn due(&self, now: Now) -> bool {
+        self.in_flight.is_none() && self.retry_at_ms.is_some_and(|at| now.mono_ms >= at)
+    }
+
+    pub(crate) fn start(&mut self, id: StepId) {
+        self.in_flight = Some(id);
+        self.retry_at_ms = None;
+    }
+}
+
+/// The name of a phase, as in the JSON of the HTTP API and the journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseName {
+    Empty,
+    Init,
+    SyncSafekeepers,
+    Basebackup,
+    Starting,
+    Configuring,
+    ConfigurationPending,
+    Running,
+    Failed,
+    Terminating,
+    Terminated,
+}
+
+impl PhaseName {
+    pub const ALL: [PhaseName; 11] = [
+        PhaseName::Empty,
+        PhaseName::Init,
+        PhaseName::SyncSafekeepers,
+        PhaseName::Basebackup,
+        PhaseName::Starting,
+        PhaseName::Configuring,
+        PhaseName::ConfigurationPending,
+        PhaseName::Running,
+        PhaseName::Failed,
+        PhaseName::Terminating,
+        PhaseName::Terminated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseName::Empty => "empty",
+            PhaseName::Init => "init",
+            PhaseName::SyncSafekeepers => "sync_safekeepers",
+            PhaseName::Basebackup => "basebackup",
+            PhaseName::Starting => "starting",
+            PhaseName::Configuring => "configuring",
+            PhaseName::ConfigurationPending => "configuration_pending",
+            PhaseName::Running => "running",
+            PhaseName::Failed => "failed",
+            PhaseName::Terminating => "terminating",
+            PhaseName::Terminated => "terminated",
+        }
+    }
+
+    /// Whether a new spec may be accepted in this phase (else HTTP 409).
+    pub fn takes_spec(self) -> bool {
+        !matches!(self, PhaseName::Terminating | PhaseName::Terminated)
+    }
+}
+
+impl fmt::Display for PhaseName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The lifecycle position of the compute; only the driver holds one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Empty(Empty),
+    Init(Init),
+    SyncSafekeepers(SyncSafekeepers),
+    Basebackup(Basebackup),
+    Starting(Starting),
+    Configuring(Configuring),
+    ConfigurationPending(ConfigurationPending),
+    Running(Running),
+    Failed(Failed),
+    Terminating(Terminating),
+    Terminated(Terminated),
+}
+
+impl Phase {
+    /// The first phase of a process run: `empty`, asking the control plane for a spec when
+    /// there is one to ask (`fetch_spec`). The driver then feeds the spec from the journal or
+    /// the spec file, if it has one, as `SpecAccepted`.
+    pub fn boot(policy: Policy, fetch_spec: bool) -> Next {
+        Empty::boot(Ctx::new(policy), fetch_spec)
+    }
+
+    pub fn name(&self) -> PhaseName {
+        match self {
+            Phase::Empty(_) => PhaseName::Empty,
+            Phase::Init(_) => PhaseName::Init,
+            Phase::SyncSafekeepers(_) => PhaseName::SyncSafekeepers,
+            Phase::Basebackup(_) => PhaseName::Basebackup,
+            Phase::Starting(_) => PhaseName::Starting,
+            Phase::Configuring(_) => PhaseName::Configuring,
+            Phase::ConfigurationPending(_) => PhaseName::ConfigurationPending,
+            Phase::Running(_) => PhaseName::Running,
+            Phase::Failed(_) => PhaseName::Failed,
+            Phase::Terminating(_) => PhaseName::Terminating,
+            Phase::Terminated(_) => PhaseName::Terminated,
+        }
+    }
+
+    pub fn ctx(&self) -> &Ctx {
+        match self {
+            Phase::Empty(p) => &p.ctx,
+            Phase::Init(p) => &p.startup.ctx,
+            Phase::SyncSafekeepers(p) => &p.startup.ctx,
+            Phase::Basebackup(p) => &p.startup.ctx,
+            Phase::Starting(p) => &p.startup.ctx,
+            Phase::Configuring(p) => &p.ctx,
+            Phase::ConfigurationPending(p) => &p.ctx,
+            Phase::Running(p) => &p.ctx,
+            Phase::Failed(p) => &p.ctx,
+            Phase::Terminating(p) => &p.ctx,
+            Phase::Terminated(p) => &p.ctx,
+        }
+    }
+
+    /// The start-up step's retry state, in the phases that retry.
+    fn step_run(&self) -> Option<&StepRun> {
+        match self {
+            Phase::Empty(p) => match &p.fetch {
+                SpecFetch::Fetching(run) => Some(run),
+                SpecFetch::Off | SpecFetch::NoSpecYet | SpecFetch::Received => None,
+            },
+            Phase::Init(p) => Some(&p.startup.run),
+            Phase::SyncSafekeepers(p) => Some(&p.startup.run),
+            Phase::Basebackup(p) => Some(&p.startup.run),
+            Phase::Starting(p) => Some(&p.startup.run),
+            Phase::Configuring(_)
+            | Phase::ConfigurationPending(_)
+            | Phase::Running(_)
+            | Phase::Failed(_)
+            | Phase::Terminating(_)
+            | Phase::Terminated(_) => None,
+        }
+    }
+
+    /// Which attempt of the phase's step this is (1 where nothing is retried).
+    pub fn attempt(&self) -> u32 {
+        self.step_run().map_or(1, |run| run.attempt)
+    }
+
+    /// The error to show: the failure of `failed`, or the last failed attempt of a step
+    /// that is being retried.
+    pub fn error(&self) -> Option<&StepError> {
+        match self {
+            Phase::Failed(p) => Some(&p.error),
+            _ => self.step_run().and_then(|run| run.last_error.as_ref()),
+        }
+    }
+
+    /// The pid of the postmaster this phase knows to be running.
+    pub fn postmaster(&self) -> Option<u32> {
+        match self {
+            Phase::Configuring(p) => Some(p.postmaster),
+            Phase::ConfigurationPending(p) => Some(p.postmaster),
+            Phase::Running(p) => Some(p.postmaster),
+            Phase::Failed(p) => p.postmaster,
+            Phase::Terminating(p) => p.postmaster,
+            Phase::Empty(_)
+            | Phase::Init(_)
+            | Phase::SyncSafekeepers(_)
+            | Phase::Basebackup(_)
+            | Phase::Starting(_)
+            | Phase::Terminated(_) => None,
+        }
+    }
+
+    /// The worker step this phase waits for, if any.
+    pub fn in_flight(&self) -> Option<StepId> {
+        match self {
+            Phase::Configuring(p) => Some(p.in_flight),
+            Phase::ConfigurationPending(p) => Some(p.in_flight),
+            Phase::Terminating(p) => Some(p.in_flight),
+            _ => self.step_run().and_then(|run| run.in_flight),
+        }
+    }
+
+    /// The monotonic time at which this phase wants a `Tick` even if nothing else happens:
+    /// the next retry, or the end of `failed`'s linger.
+    pub fn deadline_ms(&self) -> Option<u64> {
+        match self {
+            Phase::Failed(p) => Some(p.linger_until_ms()),
+            _ => self.step_run().and_then(|run| run.retry_at_ms),
+        }
+    }
+
+    /// Checks the invariants that must hold between any two events. Returns the first one
+    /// broken, described; the driver treats it as a defect.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let ctx = self.ctx();
+        let desired = ctx.desired.as_ref().map(|s| s.generation);
+        let applied = ctx.applied.as_ref().map(|s| s.generation);
+        if applied > desired {
+            return Err(format!(
+                "applied generation {applied:?} exceeds desired {desired:?}"
+            ));
+        }
+        let needs_spec = !matches!(
+            self,
+            Phase::Empty(_) | Phase::Terminating(_) | Phase::Terminated(_)
+        );
+        if needs_spec && desired.is_none() {
+            return Err(format!("phase {} has no desired spec", self.name()));
+        }
+        match self {
+            Phase::Running(_) if applied != desired => Err(format!(
+                "running with applied generation {applied:?} but desired {desired:?}"
+            )),
+            Phase::ConfigurationPending(_) if applied >= desired => Err(format!(
+                "configuration pending with nothing new: applied {applied:?}, desired {desired:?}"
+            )),
+            _ => {
+                if let Some(run) = self.step_run() {
+                    if run.in_flight.is_some() == run.retry_at_ms.is_some() {
+                        return Err(format!(
+                            "phase {} must have exactly one of a step in flight and a retry time",
+                            self.name()
+                        ));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Transition for Phase {
+    fn on_event(self, event: Event, now: Now) -> Result<Next, Rejected> {
+        match self {
+            Phase::Empty(p) => p.on_event(event, now),
+            Phase::Init(p) => p.on_event(event, now),
+            Phase::SyncSafekeepers(p) => p.on_event(event, now),
+            Phase::Basebackup(p) => p.on_event(event, now),
+            Phase::Starting(p) => p.on_event(event, now),
+            Phase::Configuring(p) => p.on_event(event, now),
+            Phase::ConfigurationPending(p) => p.on_event(event, now),
+            Phase::Running(p) => p.on_event(event, now),
+            Phase::Failed(p) => p.on_event(event, now),
+            Phase::Terminating(p) => p.on_event(event, now),
+            Phase::Terminated(p) => p.on_event(event, now),
+        }
+    }
+}
+
+/// Every path to `terminating`: cancel whatever runs, stop the sidecar, stop Postgres.
+pub(crate) fn terminate(
+    mut ctx: Ctx,
+    postmaster: Option<u32>,
+    mode: ShutdownMode,
+    reason: ExitReason,
+) -> Next {
+    let id = ctx.next_step_id();
+    Next::to(
+        Terminating {
+            ctx,
+            postmaster,
+            mode,
+            reason,
+            in_flight: id,
+        },
+        vec![
+            Step::CancelSteps,
+            Step::StopSidecar,
+            Step::StopPostgres { id, mode },
+        ],
+    )
+}
+
+/// Every path to `failed`. `postmaster` is the Postgres that keeps serving, if any.
+pub(crate) fn fail(
+    ctx: Ctx,
+    error: StepError,
+    postmaster: Option<u32>,
+    now: Now,
+    steps: Vec<Step>,
+) -> Next {
+    Next::to(
+        Failed {
+            ctx,
+            error,
+            postmaster,
+            since_ms: now.mono_ms,
+        },
+        steps,
+    )
+}
+
+/// The error of a postmaster that exited on its own.
+pub(crate) fn postmaster_exited(
+    phase: PhaseName,
+    status: crate::event::ExitStatus,
+) -> StepError {
+    StepError::new(
+        phase,
+        StepName::Monitor,
+        ErrorKind::PostmasterExited,
+        format!("postgres exited unexpectedly with {status}"),
+    )
+}
+
+/// Start over from `init` for the desired spec (Postgres is gone).
+pub(crate) fn start_over(mut ctx: Ctx, target: SpecRef) -> Next {
+    let id = ctx.next_step_id();
+    ctx.applied = None;
+    let step = Step::InitPgdata {
+        id,
+        spec: target.clone(),
+    };
+    let startup = Startup {
+        ctx,
+        target,
+        run: StepRun::first(id),
+    };
+    Next::to(Init { startup }, vec![step])
+}
+
+/// Apply the desired spec to the Postgres that serves (`configuration_pending`).
+pub(crate) fn reconfigure(mut ctx: Ctx, postmaster: u32, target: SpecRef) -> Next {
+    let id = ctx.next_step_id();
+    Next::to(
+        ConfigurationPending {
+            ctx,
+            postmaster,
+            target: target.clone(),
+            in_flight: id,
+        },
+        vec![Step::ApplySpec {
+            id,
+            spec: target,
+            first_start: false,
+        }],
+    )
+}
+
+/// Each phase's data converts into the `Phase` that holds it.
+macro_rules! into_phase {
+    ($($name:ident),* $(,)?) => {
+        $(impl From<$name> for Phase {
+            fn from(phase: $name) -> Phase {
+                Phase::$name(phase)
+            }
+        })*
+    };
+}
+
+into_phase!(
+    Empty,
+    Init,
+    SyncSafekeepers,
+    Basebackup,
+    Starting,
+    Configuring,
+    ConfigurationPending,
+    Running,
+    Failed,
+    Terminating,
+    Terminated,
+);

@@ -1,0 +1,31 @@
+//! `terminated`: Postgres is stopped and the process exits. Absorbs every event.
+
+use crate::error::Rejection;
+use crate::event::Event;
+use crate::lsn::Lsn;
+use crate::step::ExitReason;
+use crate::time::Now;
+
+use super::{Ctx, Next, Rejected, Transition};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Terminated {
+    pub ctx: Ctx,
+    pub reason: ExitReason,
+    /// The LSN of Postgres's last checkpoint, reported to `POST /terminate`.
+    pub lsn: Option<Lsn>,
+}
+
+impl Transition for Terminated {
+    fn on_event(self, event: Event, _now: Now) -> Result<Next, Rejected> {
+        match event {
+            Event::SpecAccepted { .. }
+            | Event::StepStarted { .. }
+            | Event::StepFinished { .. }
+            | Event::PostmasterExited { .. }
+            | Event::Tick
+            | Event::Terminate { .. }
+            | Event::Recover => Err(Rejected::new(self, Rejection::Terminated)),
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Steps: the side effects a phase asks for, as data. Only the executor turns them into I/O.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::lsn::Lsn;
+use crate::spec_ref::SpecRef;
+
+/// Identifies one requested step, so a late report of a cancelled step is never taken for the
+/// report of the step in flight. Unique within one process run (an epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StepId(pub u64);
+
+impl fmt::Display for StepId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// How to stop Postgres: Postgres's own shutdown modes (`fast` = SIGINT, `immediate` = SIGQUIT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ShutdownMode {
+    #[default]
+    Fast,
+    Immediate,
+}
+
+impl ShutdownMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShutdownMode::Fast => "fast",
+            ShutdownMode::Immediate => "immediate",
+        }
+    }
+}
+
+/// Why the process exits, and so its exit code (CONTRACT.md, "Exit codes").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    /// Terminated on request (SIGTERM, `POST /terminate`): 0.
+    Requested,
+    /// PGDATA was not safe to wipe: 6.
+    PgdataUnsafe,
+    /// Postgres exited unexpectedly, and `--failed-linger` passed: 10.
+    PostmasterExited,
+    /// Start-up or configuration failed, and `--failed-linger` passed: 11.
+    StepFailed,
+}
+
+impl ExitReason {
+    pub fn code(self) -> i32 {
+        match self {
+            ExitReason::Requested => 0,
+            ExitReason::PgdataUnsafe => 6,
+            ExitReason::PostmasterExited => 10,
+            ExitReason::StepFailed => 11,
+        }
+    }
+}
+
+/// A side effect requested by a phase. Steps with an `id` run one at a time, in order, on the
+/// executor's worker thread and report back with `Event::StepFinished`; the others are done at
+/// once by the executor when the driver hands them over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Check that PGDATA may be wiped (absent, empty, or ours), stop a postmaster of an earlier
+    /// run still alive on it, wipe it and recreate it for the Postgres OS user.
+    InitPgdata { id: StepId, spec: SpecRef },
+    /// Find the LSN to start from: `postgres --sync-safekeepers`, an upstream's flush LSN, or
+    /// nothing (embedded default; the output says it was skipped).
+    SyncSafekeepers { id: StepId, spec: SpecRef },
+    /// Fill PGDATA: a base backup from the pageserver or an upstream, or `initdb`.
+    FetchBasebackup {
+        id: StepId,
+        spec: SpecRef,
+        lsn: Option<Lsn>,
+    },
+    /// Write the config files from the spec, spawn the postmaster, wait until it accepts
+    /// connections.
+    SpawnPostgres { id: StepId, spec: SpecRef },
+    /// Apply settings (reload, confirmed by the spec-hash setting), roles, databases and delta
+    /// operations. The same step serves the first start and live reconfiguration.
+    ApplySpec {
+        id: StepId,
+        spec: SpecRef,
+        first_start: bool,
+    },
+    /// Stop Postgres if it runs and wait for it; report the last checkpoint's LSN.
+    StopPostgres { id: StepId, mode: ShutdownMode },
+    /// Ask the control plane for a spec.
+    FetchSpec { id: StepId },
+    /// Cancel the step in flight, if any: kill its child processes, close its connections.
+    CancelSteps,
+    /// Start the sidecar (`--vm-monitor`), if one is configured.
+    StartSidecar,
+    /// Stop the sidecar, if it runs.
+    StopSidecar,
+    /// Leave the process with this reason's exit code, once everything before is durable.
+    Exit { reason: ExitReason },
+}
+
+impl Step {
+    /// The id of a worker step, `None` for the steps done at once.
+    pub fn id(&self) -> Option<StepId> {
+        match self {
+            Step::InitPgdata { id, .. }
+            | Step::SyncSafekeepers { id, .. }
+            | Step::FetchBasebackup { id, .. }
+            | Step::SpawnPostgres { id, .. }
+            | Step::ApplySpec { id, .. }
+            | Step::StopPostgres { id, .. }
+            | Step::FetchSpec { id } => Some(*id),
+            Step::CancelSteps | Step::StartSidecar | Step::StopSidecar | Step::Exit { .. } => None,
+        }
+    }
+
+    pub fn name(&self) -> StepName {
+        match self {
+            Step::InitPgdata { .. } => StepName::InitPgdata,
+            Step::SyncSafekeepers { .. } => StepName::SyncSafekeepers,
+            Step::FetchBasebackup { .. } => StepName::FetchBasebackup,
+            Step::SpawnPostgres { .. } => StepName::SpawnPostgres,
+            Step::ApplySpec { .. } => StepName::ApplySpec,
+            Step::StopPostgres { .. } => StepName::StopPostgres,
+            Step::FetchSpec { .. } => StepName::FetchSpec,
+            Step::CancelSteps => StepName::CancelSteps,
+            Step::StartSidecar => StepName::StartSidecar,
+            Step::StopSidecar => StepName::StopSidecar,
+            Step::Exit { .. } => StepName::Exit,
+        }
+    }
+
+    /// The spec this step works with, if any.
+    pub fn spec(&self) -> Option<&SpecRef> {
+        match self {
+            Step::InitPgdata { spec, .. }
+            | Step::SyncSafekeepers { spec, .. }
+            | Step::FetchBasebackup { spec, .. }
+            | Step::SpawnPostgres { spec, .. }
+            | Step::ApplySpec { spec, .. } => Some(spec),
+            Step::StopPostgres { .. }
+            | Step::FetchSpec { .. }
+            | Step::CancelSteps
+            | Step::StartSidecar
+            | Step::StopSidecar
+            | Step::Exit { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.name())?;
+        if let Some(id) = self.id() {
+            write!(f, "({id}")?;
+            if let Some(spec) = self.spec() {
+                write!(f, ", {spec}")?;
+            }
+            match self {
+                Step::FetchBasebackup { lsn: Some(lsn), .. } => write!(f, ", lsn {lsn}")?,
+                Step::ApplySpec {
+                    first_start: true, ..
+                } => write!(f, ", first start")?,
+                Step::StopPostgres { mode, .. } => write!(f, ", {}", mode.as_str())?,
+                _ => {}
+            }
+            write!(f, ")")?;
+        } else if let Step::Exit { reason } = self {
+            write!(f, "({})", reason.code())?;
+        }
+        Ok(())
+    }
+}
+
+/// The name of a step, for errors, journal records and the transition table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepName {
+    InitPgdata,
+    SyncSafekeepers,
+    FetchBasebackup,
+    SpawnPostgres,
+    ApplySpec,
+    StopPostgres,
+    FetchSpec,
+    CancelSteps,
+    StartSidecar,
+    StopSidecar,
+    Exit,
+    /// Not a step that is requested: the watch on a running postmaster, named in the error of
+    /// a postmaster that exited on its own.
+    Monitor,
+}
+
+impl StepName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepName::InitPgdata => "init_pgdata",
+            StepName::SyncSafekeepers => "sync_safekeepers",
+            StepName::FetchBasebackup => "fetch_basebackup",
+            StepName::SpawnPostgres => "spawn_postgres",
+            StepName::ApplySpec => "apply_spec",
+            StepName::StopPostgres => "stop_postgres",
+            StepName::FetchSpec => "fetch_spec",
+            StepName::CancelSteps => "cancel_steps",
+            StepName::StartSidecar => "start_sidecar",
+            StepName::StopSidecar => "stop_sidecar",
+            StepName::Exit => "exit",
+            StepName::Monitor => "monitor",
+        }
+    }
+
+    /// Whether the step destroys or rebuilds data, and so must be redone from scratch when a
+    /// crash interrupted it (its `step_started` record has no `step_finished`).
+    pub fn is_destructive(self) -> bool {
+        matches!(
+            self,
+            StepName::InitPgdata | StepName::FetchBasebackup | StepName::SpawnPostgres
+        )
+    }
+}
+
+impl fmt::Display for StepName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a successful worker step reports back; each phase accepts only its own step's shape.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "output", rename_all = "snake_case")]
+pub enum StepOutput {
+    /// PGDATA is empty and owned by the Postgres OS user.
+    PgdataReady,
+    /// The LSN to start from; `None` when the storage has no safekeepers (skipped).
+    SafekeepersSynced { lsn: Option<Lsn> },
+    /// PGDATA holds a data directory.
+    BasebackupDone,
+    /// The postmaster runs and accepts connections.
+    PostgresStarted { pid: u32 },
+    /// The spec is applied and confirmed.
+    SpecApplied,
+    /// Postgres is not running (any more); the LSN of its last checkpoint, if known.
+    PostgresStopped { lsn: Option<Lsn> },
+    /// The control plane answered; `found: false` means it has no spec for us yet.
+    SpecFetched { found: bool },
+}
