@@ -83,7 +83,7 @@ fn drive(fetch_spec: bool, events: Vec<Event>) -> Phase {
         };
         phase = match phase.on_event(event, T0) {
             Ok(next) => next.phase,
-            Err(rejected) => rejected.phase,
+            Err(rejected) => *rejected.phase,
         };
     }
     phase

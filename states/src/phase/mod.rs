@@ -72,14 +72,15 @@ impl Next {
 /// An event the phase refuses; the phase comes back unchanged.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejected {
-    pub phase: Phase,
+    /// The phase, unchanged (boxed: the refusal path stays cheap to return).
+    pub phase: Box<Phase>,
     pub rejection: Rejection,
 }
 
 impl Rejected {
     pub fn new(phase: impl Into<Phase>, rejection: Rejection) -> Rejected {
         Rejected {
-            phase: phase.into(),
+            phase: Box::new(phase.into()),
             rejection,
         }
     }
