@@ -149,7 +149,10 @@ impl fmt::Display for Rejection {
                 write!(f, "step {id} reported an output phase {phase} cannot use")
             }
             Rejection::NoPostmaster { phase } => {
-                write!(f, "a postmaster exit was reported in phase {phase}, which runs none")
+                write!(
+                    f,
+                    "a postmaster exit was reported in phase {phase}, which runs none"
+                )
             }
             Rejection::Terminated => write!(f, "the compute is terminated"),
         }

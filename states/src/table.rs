@@ -143,7 +143,10 @@ pub fn samples_of(name: PhaseName) -> Vec<PhaseSample> {
                 false,
                 then(
                     running[..2].to_vec(),
-                    vec![retryable(PhaseName::SyncSafekeepers, StepName::SyncSafekeepers)],
+                    vec![retryable(
+                        PhaseName::SyncSafekeepers,
+                        StepName::SyncSafekeepers,
+                    )],
                 ),
             ),
         ],
@@ -276,7 +279,11 @@ pub fn events_for(phase: &Phase) -> Vec<EventSample> {
             }
             EventName::StepSucceeded => {
                 let result = Ok(expected_output(name));
-                add("step_succeeded", Event::StepFinished { id: own, result }, T0);
+                add(
+                    "step_succeeded",
+                    Event::StepFinished { id: own, result },
+                    T0,
+                );
                 let result = Ok(expected_output(name));
                 let stale = Event::StepFinished { id: STALE, result };
                 add("step_succeeded (stale)", stale, T0);

@@ -104,7 +104,10 @@ impl Transition for Empty {
                         | StepOutput::PostgresStopped { .. },
                     ) => {
                         let phase = PhaseName::Empty;
-                        Err(Rejected::new(self, Rejection::UnexpectedOutput { phase, id }))
+                        Err(Rejected::new(
+                            self,
+                            Rejection::UnexpectedOutput { phase, id },
+                        ))
                     }
                     Err(error) => {
                         if let SpecFetch::Fetching(run) = &mut self.fetch {

@@ -67,14 +67,18 @@ impl Transition for Failed {
                 self.ctx.accept(spec);
                 self.retry()
             }
-            Event::StepStarted { id } | Event::StepFinished { id, .. } => {
-                Err(Rejected::new(self, Rejection::StaleStep { phase: PHASE, id }))
-            }
+            Event::StepStarted { id } | Event::StepFinished { id, .. } => Err(Rejected::new(
+                self,
+                Rejection::StaleStep { phase: PHASE, id },
+            )),
             // Postgres survived the failure and has now exited too: that is what the exit
             // code reports. The first error stays in the journal.
             Event::PostmasterExited { status } => {
                 if self.postmaster.is_none() {
-                    return Err(Rejected::new(self, Rejection::NoPostmaster { phase: PHASE }));
+                    return Err(Rejected::new(
+                        self,
+                        Rejection::NoPostmaster { phase: PHASE },
+                    ));
                 }
                 self.error = postmaster_exited(PHASE, status);
                 self.postmaster = None;
@@ -85,7 +89,12 @@ impl Transition for Failed {
                     return Ok(Next::stay(self));
                 }
                 let reason = self.exit_reason();
-                Ok(terminate(self.ctx, self.postmaster, ShutdownMode::Fast, reason))
+                Ok(terminate(
+                    self.ctx,
+                    self.postmaster,
+                    ShutdownMode::Fast,
+                    reason,
+                ))
             }
             Event::Terminate { mode } => Ok(terminate(
                 self.ctx,

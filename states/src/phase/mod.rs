@@ -510,10 +510,7 @@ pub(crate) fn fail(
 }
 
 /// The error of a postmaster that exited on its own.
-pub(crate) fn postmaster_exited(
-    phase: PhaseName,
-    status: crate::event::ExitStatus,
-) -> StepError {
+pub(crate) fn postmaster_exited(phase: PhaseName, status: crate::event::ExitStatus) -> StepError {
     StepError::new(
         phase,
         StepName::Monitor,

@@ -78,7 +78,10 @@ pub(crate) fn on_event<P: StartupPhase>(
                 }),
                 Err(error) => {
                     let startup = phase.startup();
-                    match startup.run.retry_after(error.clone(), &startup.ctx.policy, now) {
+                    match startup
+                        .run
+                        .retry_after(error.clone(), &startup.ctx.policy, now)
+                    {
                         Some(retry) => {
                             startup.run = retry;
                             Ok(Next::stay(phase))

@@ -53,9 +53,7 @@ impl Transition for Terminating {
                         | StepOutput::PostgresStarted { .. }
                         | StepOutput::SpecApplied
                         | StepOutput::SpecFetched { .. },
-                    ) => {
-                        return Err(self.reject(Rejection::UnexpectedOutput { phase: PHASE, id }))
-                    }
+                    ) => return Err(self.reject(Rejection::UnexpectedOutput { phase: PHASE, id })),
                     Err(_) => None,
                 };
                 let reason = self.reason;
