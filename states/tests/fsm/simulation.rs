@@ -184,7 +184,7 @@ fn check(
         let since_init = history
             .iter()
             .rposition(|p| *p == PhaseName::Init)
-            .map_or(&history[..], |i| &history[i..]);
+            .map_or(history, |i| &history[i..]);
         if !since_init.contains(&PhaseName::Starting) {
             return Err("running reached without starting".to_string());
         }
