@@ -1,2 +1,66 @@
-//! The `compute_ctl` binary.
-fn main() {}
+//! The `compute_ctl` binary: parses the command line and dispatches; every exit code is one of
+//! CONTRACT.md's.
+
+use std::io::Write;
+
+use clap::Parser;
+use compute_ctl::cli::{Cli, Command, FsmFormat, JournalCommand, SpecCommand};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        None => compute_ctl::run::run(cli.run),
+        Some(Command::Journal { command }) => journal(command),
+        Some(Command::Fsm { format }) => {
+            let text = match format {
+                FsmFormat::Mermaid => states::table::mermaid(),
+                FsmFormat::Json => {
+                    serde_json::to_string_pretty(&states::table::table()).unwrap_or_default() + "\n"
+                }
+            };
+            print(&text)
+        }
+        Some(Command::Spec {
+            command: SpecCommand::Check { file, pgbin },
+        }) => compute_ctl::spec::check_file(
+            &file,
+            pgbin.as_deref(),
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        ),
+    };
+    std::process::exit(code);
+}
+
+fn print(text: &str) -> i32 {
+    match std::io::stdout().write_all(text.as_bytes()) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+fn journal(command: JournalCommand) -> i32 {
+    match command {
+        JournalCommand::Dump {
+            state_dir,
+            since,
+            json,
+        } => match compute_ctl::journal::dump(&state_dir, since, json, &mut std::io::stdout()) {
+            Ok(_) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                compute_ctl::run::exit_code_of_journal_error(&e)
+            }
+        },
+        JournalCommand::Verify { state_dir } => match compute_ctl::journal::verify(&state_dir) {
+            Ok(report) => {
+                println!("ok: {report}");
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                compute_ctl::run::exit_code_of_journal_error(&e)
+            }
+        },
+    }
+}

@@ -1,0 +1,147 @@
+//! Cancellation of a running step: a flag the step polls, hooks that interrupt what it blocks
+//! on (kill its child processes, cancel its query), and sleeps that end early.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+type Hook = Box<dyn FnOnce() + Send>;
+
+/// Shared by the executor (which cancels) and the step (which is cancelled).
+#[derive(Clone, Default)]
+pub struct CancelToken {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    cancelled: AtomicBool,
+    hooks: Mutex<Vec<(u64, Hook)>>,
+    next_hook: AtomicU64,
+    sleep_lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl std::fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelToken")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+impl CancelToken {
+    pub fn new() -> CancelToken {
+        CancelToken::default()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Cancels once: runs every registered hook and wakes every sleeper.
+    pub fn cancel(&self) {
+        if self.inner.cancelled.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let hooks = std::mem::take(&mut *lock(&self.inner.hooks));
+        for (_, hook) in hooks {
+            hook();
+        }
+        let _guard = lock(&self.inner.sleep_lock);
+        self.inner.wake.notify_all();
+    }
+
+    /// Runs `hook` on cancellation (at once if already cancelled) until the returned guard
+    /// is dropped: register it around a blocking call, drop it when the call returns.
+    pub fn on_cancel(&self, hook: impl FnOnce() + Send + 'static) -> HookGuard {
+        let id = self.inner.next_hook.fetch_add(1, Ordering::SeqCst);
+        lock(&self.inner.hooks).push((id, Box::new(hook)));
+        // A cancel that raced the push has already taken the list; run what is left.
+        if self.is_cancelled() {
+            let left = std::mem::take(&mut *lock(&self.inner.hooks));
+            for (_, hook) in left {
+                hook();
+            }
+        }
+        HookGuard {
+            token: self.clone(),
+            id,
+        }
+    }
+
+    /// Sleeps `duration`, or less if cancelled; returns whether the sleep ran its course.
+    pub fn sleep(&self, duration: Duration) -> bool {
+        let guard = lock(&self.inner.sleep_lock);
+        if self.is_cancelled() {
+            return false;
+        }
+        let result = self
+            .inner
+            .wake
+            .wait_timeout_while(guard, duration, |_| !self.is_cancelled());
+        drop(result);
+        !self.is_cancelled()
+    }
+}
+
+/// Unregisters a cancel hook when dropped.
+#[derive(Debug)]
+pub struct HookGuard {
+    token: CancelToken,
+    id: u64,
+}
+
+impl Drop for HookGuard {
+    fn drop(&mut self) {
+        lock(&self.token.inner.hooks).retain(|(id, _)| *id != self.id);
+    }
+}
+
+/// Locks, recovering from a poisoned mutex: the data behind these locks stays valid even if
+/// a thread panicked while holding one (and release builds abort on panic anyway).
+pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn cancel_runs_hooks_once_and_wakes_sleepers() {
+        let token = CancelToken::new();
+        let counter = Arc::new(AtomicU64::new(0));
+        let c = counter.clone();
+        let _guard = token.on_cancel(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        });
+        let sleeper = token.clone();
+        let started = Instant::now();
+        let handle = std::thread::spawn(move || sleeper.sleep(Duration::from_secs(30)));
+        std::thread::sleep(Duration::from_millis(20));
+        token.cancel();
+        token.cancel();
+        assert!(!handle.join().unwrap());
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(counter.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn dropped_guard_unregisters_and_late_hook_runs_at_once() {
+        let token = CancelToken::new();
+        let counter = Arc::new(AtomicU64::new(0));
+        let c = counter.clone();
+        drop(token.on_cancel(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        }));
+        token.cancel();
+        assert_eq!(counter.load(Ordering::SeqCst), 0);
+        let c = counter.clone();
+        let _guard = token.on_cancel(move || {
+            c.fetch_add(10, Ordering::SeqCst);
+        });
+        assert_eq!(counter.load(Ordering::SeqCst), 10);
+    }
+}

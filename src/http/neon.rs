@@ -1,0 +1,76 @@
+//! Neon compute_ctl's endpoints, with its JSON shapes and status names, so its control plane
+//! and test clients can drive compute_ctl unchanged: `GET /status`, `POST /configure`,
+//! `GET /metrics.json`.
+
+use serde_json::json;
+use tiny_http::Request;
+
+use super::{check, read_body, spec_errors, Api, Reply, WAITING_ANSWER_TIMEOUT};
+use crate::input::ApiRequest;
+use crate::view::StateView;
+
+/// `GET /status`: `{"start_time", "tenant", "timeline", "status", "last_active", "error"}`.
+pub fn status_body(view: &StateView) -> serde_json::Value {
+    json!({
+        "start_time": view.start_time,
+        "tenant": view.tenant,
+        "timeline": view.timeline,
+        "status": view.neon_status(),
+        "last_active": view.last_active,
+        "error": view.error.as_ref().map(|e| e.to_string()),
+    })
+}
+
+/// `GET /metrics.json`: Neon's start-up metrics.
+pub fn metrics_body(view: &StateView) -> serde_json::Value {
+    let s = &view.startup;
+    json!({
+        "wait_for_spec_ms": 0,
+        "sync_sk_check_ms": 0,
+        "sync_safekeepers_ms": s.sync_safekeepers_ms,
+        "pageserver_connect_micros": 0,
+        "basebackup_ms": s.basebackup_ms,
+        "basebackup_bytes": view.progress.as_ref().map_or(0, |p| p.bytes_done),
+        "start_postgres_ms": s.start_postgres_ms,
+        "config_ms": s.config_ms,
+        "total_startup_ms": s.total_ms,
+        "load_ext_ms": 0,
+        "num_ext_downloaded": 0,
+        "largest_ext_size": 0,
+        "total_ext_download_size": 0,
+    })
+}
+
+/// `POST /configure`: `{"spec": …, "compute_ctl_config": …}`; answers once the compute runs
+/// the spec (200, the `/status` body) or failed (500).
+pub fn configure(api: &Api, request: &mut Request, request_id: &str) -> Reply {
+    let body = match read_body(request) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    let has_spec = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .is_some_and(|v| v.get("spec").is_some_and(|s| !s.is_null()));
+    if !has_spec {
+        return Reply::error(400, "the body must be {\"spec\": …, \"compute_ctl_config\": …} with a spec");
+    }
+    let spec = match crate::spec::parse(&body) {
+        Ok(spec) => spec,
+        Err(errors) => {
+            let reply = spec_errors(&errors);
+            return Reply::error(400, reply_message(&reply));
+        }
+    };
+    match check(api, spec) {
+        Ok(spec) => api.call(ApiRequest::Configure { spec }, request_id, WAITING_ANSWER_TIMEOUT),
+        Err(reply) => Reply::error(400, reply_message(&reply)),
+    }
+}
+
+/// Neon's errors are `{"error": "…"}` only.
+fn reply_message(reply: &Reply) -> String {
+    serde_json::from_str::<serde_json::Value>(&reply.body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| reply.body.clone())
+}

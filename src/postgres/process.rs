@@ -1,0 +1,481 @@
+//! The postmaster: spawned as a direct child (so its exit is a `waitpid`, not a guess), waited
+//! for until it accepts connections, watched, and stopped. Also finds and stops a postmaster
+//! an earlier, killed compute_ctl left running on PGDATA.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use states::{ErrorKind, ExitStatus, Lsn, PhaseName, ShutdownMode, StepError, StepName};
+
+use crate::executor::cancel::{lock, CancelToken};
+use crate::pg_user::{run_as, PgUser};
+use crate::subprocess::ChildHandle;
+
+/// Environment variables that are ours, not Postgres's: `NOTIFY_SOCKET` would let Postgres
+/// talk to systemd in our name; the tokens are secrets Postgres has no use for.
+const ENV_NOT_FOR_POSTGRES: [&str; 4] = [
+    "NOTIFY_SOCKET",
+    "NEON_CONTROL_PLANE_TOKEN",
+    "NEON_AUTH_TOKEN",
+    "COMPUTE_CTL_LOG",
+];
+
+/// How many of Postgres's last stderr lines are kept for error messages.
+const STDERR_TAIL_LINES: usize = 200;
+
+/// The Postgres binaries: `postgres` and the tools beside it.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    pub postgres: PathBuf,
+    pub bindir: PathBuf,
+}
+
+impl Binaries {
+    /// `-b/--pgbin`, else `postgres` on PATH, else `pg_config --bindir`.
+    pub fn locate(pgbin: Option<&Path>) -> anyhow::Result<Binaries> {
+        let postgres = match pgbin {
+            Some(path) => path.to_path_buf(),
+            None => match find_on_path("postgres") {
+                Some(path) => path,
+                None => {
+                    let output = Command::new("pg_config")
+                        .arg("--bindir")
+                        .output()
+                        .context("no postgres on PATH and pg_config cannot be run; pass -b/--pgbin")?;
+                    let bindir = String::from_utf8_lossy(&output.stdout).trim().to_string();
+                    if !output.status.success() || bindir.is_empty() {
+                        bail!("no postgres on PATH and pg_config --bindir failed; pass -b/--pgbin");
+                    }
+                    Path::new(&bindir).join("postgres")
+                }
+            },
+        };
+        if !postgres.is_file() {
+            bail!("-b/--pgbin {}: no such file", postgres.display());
+        }
+        let bindir = postgres
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Ok(Binaries { postgres, bindir })
+    }
+
+    /// A tool that lives beside `postgres` (`initdb`, `pg_basebackup`, `pg_controldata`).
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.bindir.join(name)
+    }
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Strips our own variables from a command's environment (CONTRACT: `NOTIFY_SOCKET`).
+pub fn clean_env(command: &mut Command) {
+    for name in ENV_NOT_FOR_POSTGRES {
+        command.env_remove(name);
+    }
+}
+
+/// Deadlines of a start: "postmaster up" (postmaster.pid written) and "accepting
+/// connections" (status ready and a connection succeeds) are separate, because the second
+/// includes crash recovery, which may take long.
+#[derive(Clone, Copy, Debug)]
+pub struct StartDeadlines {
+    pub up: Duration,
+    pub accepting: Duration,
+}
+
+impl Default for StartDeadlines {
+    fn default() -> StartDeadlines {
+        StartDeadlines {
+            up: Duration::from_secs(30),
+            accepting: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A running postmaster, shared by the step that stops it and the monitor.
+#[derive(Clone, Debug)]
+pub struct Postmaster {
+    handle: Arc<ChildHandle>,
+    pgdata: PathBuf,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Postmaster {
+    pub fn pid(&self) -> u32 {
+        self.handle.pid()
+    }
+
+    pub fn pgdata(&self) -> &Path {
+        &self.pgdata
+    }
+
+    /// `Some` once it has exited.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.handle.status()
+    }
+
+    /// The last lines Postgres wrote to stderr.
+    pub fn stderr_tail(&self, lines: usize) -> Vec<String> {
+        let tail = lock(&self.stderr_tail);
+        tail.iter().skip(tail.len().saturating_sub(lines)).cloned().collect()
+    }
+
+    /// Stops it: `fast` (SIGINT) or `immediate` (SIGQUIT), escalating to SIGQUIT and then to
+    /// SIGKILL of its process group if it does not exit in time.
+    pub fn stop(&self, mode: ShutdownMode, fast_timeout: Duration) -> ExitStatus {
+        let (signal, timeout) = match mode {
+            ShutdownMode::Fast => (libc::SIGINT, fast_timeout),
+            ShutdownMode::Immediate => (libc::SIGQUIT, Duration::from_secs(5)),
+        };
+        self.handle.signal(signal, false);
+        if let Some(status) = self.handle.wait_timeout(timeout) {
+            return status;
+        }
+        log::warn!(
+            "postgres (pid {}) did not stop within {timeout:?} after a {} shutdown request: sending SIGQUIT",
+            self.pid(),
+            mode.as_str()
+        );
+        self.handle.signal(libc::SIGQUIT, false);
+        if let Some(status) = self.handle.wait_timeout(Duration::from_secs(5)) {
+            return status;
+        }
+        log::warn!("postgres (pid {}) ignored SIGQUIT: killing its process group", self.pid());
+        self.handle.signal(libc::SIGKILL, true);
+        self.handle
+            .wait_timeout(Duration::from_secs(30))
+            .unwrap_or(ExitStatus {
+                code: None,
+                signal: Some(libc::SIGKILL),
+            })
+    }
+}
+
+/// Everything a start needs.
+#[derive(Debug)]
+pub struct StartRequest<'a> {
+    pub binaries: &'a Binaries,
+    pub pgdata: &'a Path,
+    pub user: Option<&'a PgUser>,
+    /// How to connect to prove it accepts connections.
+    pub probe: postgres::Config,
+    pub deadlines: StartDeadlines,
+}
+
+/// Spawns the postmaster and waits until it accepts connections. `on_exit` is called from the
+/// watcher thread when it exits, whenever that is. On any failure the postmaster is stopped
+/// before this returns: a failed start leaves no Postgres behind.
+pub fn start(
+    request: StartRequest<'_>,
+    cancel: &CancelToken,
+    on_exit: impl FnOnce(u32, ExitStatus) + Send + 'static,
+) -> Result<Postmaster, StepError> {
+    let error = |kind, message: String| {
+        StepError::new(PhaseName::Starting, StepName::SpawnPostgres, kind, message)
+    };
+    // A stale postmaster.pid would fool the readiness check below.
+    let pid_file = request.pgdata.join("postmaster.pid");
+    let _ = std::fs::remove_file(&pid_file);
+
+    let mut command = Command::new(&request.binaries.postgres);
+    command
+        .arg("-D")
+        .arg(request.pgdata)
+        .current_dir(request.pgdata)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        // Its own process group: a Ctrl-C meant for compute_ctl does not reach it, and a
+        // group kill reaches its backends.
+        .process_group(0);
+    clean_env(&mut command);
+    run_as(request.user, &mut command);
+    let mut child = command.spawn().map_err(|e| {
+        error(
+            ErrorKind::Io,
+            format!("cannot start {}: {e}", request.binaries.postgres.display()),
+        )
+    })?;
+    let pid = child.id();
+    let handle = ChildHandle::new(pid);
+    let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+    if let Some(stderr) = child.stderr.take() {
+        let tail = stderr_tail.clone();
+        let spawned = std::thread::Builder::new()
+            .name("postgres-stderr".into())
+            .spawn(move || forward_stderr(stderr, &tail));
+        if let Err(e) = spawned {
+            log::error!("cannot start the thread that forwards postgres's stderr: {e}");
+        }
+    }
+    let watched = handle.clone();
+    std::thread::Builder::new()
+        .name("postmaster-watch".into())
+        .spawn(move || {
+            let status = watched.reap(child);
+            on_exit(pid, status);
+        })
+        .map_err(|e| error(ErrorKind::Internal, format!("cannot start the postmaster watch thread: {e}")))?;
+
+    let postmaster = Postmaster {
+        handle,
+        pgdata: request.pgdata.to_path_buf(),
+        stderr_tail,
+    };
+    match wait_until_accepting(&postmaster, &request, cancel) {
+        Ok(()) => Ok(postmaster),
+        Err((kind, message)) => {
+            if postmaster.exit_status().is_none() {
+                postmaster.stop(ShutdownMode::Immediate, Duration::from_secs(5));
+            }
+            Err(error(kind, message))
+        }
+    }
+}
+
+fn wait_until_accepting(
+    postmaster: &Postmaster,
+    request: &StartRequest<'_>,
+    cancel: &CancelToken,
+) -> Result<(), (ErrorKind, String)> {
+    let started = Instant::now();
+    let pid_file = request.pgdata.join("postmaster.pid");
+    let mut up_since: Option<Instant> = None;
+    let mut last_connect_error = String::new();
+    loop {
+        if cancel.is_cancelled() {
+            return Err((ErrorKind::Cancelled, "start of postgres cancelled".into()));
+        }
+        if let Some(status) = postmaster.exit_status() {
+            return Err(exited_during_start(postmaster, status));
+        }
+        // `None` until postmaster.pid names our child; then its status line, if written.
+        let status: Option<Option<String>> = read_pid_file(&pid_file)
+            .filter(|(file_pid, _)| *file_pid == postmaster.pid())
+            .map(|(_, status)| status);
+        match (up_since, &status) {
+            (None, Some(_)) => up_since = Some(Instant::now()),
+            (None, None) if started.elapsed() > request.deadlines.up => {
+                return Err((
+                    ErrorKind::Timeout,
+                    format!(
+                        "postgres (pid {}) did not write {} within {:?}",
+                        postmaster.pid(),
+                        pid_file.display(),
+                        request.deadlines.up
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if let (Some(since), Some(status)) = (up_since, status) {
+            if matches!(status.as_deref(), Some("ready" | "standby")) {
+                let mut probe = request.probe.clone();
+                probe.connect_timeout(Duration::from_secs(2));
+                match probe.connect(postgres::NoTls) {
+                    Ok(mut client) => match client.simple_query("SELECT 1") {
+                        Ok(_) => return Ok(()),
+                        Err(e) => last_connect_error = e.to_string(),
+                    },
+                    Err(e) => last_connect_error = e.to_string(),
+                }
+            }
+            if since.elapsed() > request.deadlines.accepting {
+                return Err((
+                    ErrorKind::Timeout,
+                    format!(
+                        "postgres (pid {}) did not accept connections within {:?} (status {status:?}; last connection error: {last_connect_error})",
+                        postmaster.pid(),
+                        request.deadlines.accepting
+                    ),
+                ));
+            }
+        }
+        cancel.sleep(Duration::from_millis(5));
+    }
+}
+
+/// Postgres's own words for why it exited: the lines of its stderr tail that say so.
+fn exited_during_start(postmaster: &Postmaster, status: ExitStatus) -> (ErrorKind, String) {
+    // The stderr thread may still be draining the pipe.
+    std::thread::sleep(Duration::from_millis(20));
+    let tail = postmaster.stderr_tail(STDERR_TAIL_LINES);
+    let telling: Vec<&str> = tail
+        .iter()
+        .map(|line| strip_log_prefix(line))
+        .filter(|line| {
+            ["FATAL:", "PANIC:", "ERROR:", "invalid value", "unrecognized configuration", "parameter \""]
+                .iter()
+                .any(|needle| line.contains(needle))
+        })
+        .collect();
+    let refused = telling.iter().any(|l| {
+        l.contains("invalid value for parameter")
+            || l.contains("unrecognized configuration parameter")
+            || l.contains("contains errors")
+            || l.contains("parameter \"")
+    });
+    let said = if telling.is_empty() {
+        tail.iter().rev().take(3).rev().cloned().collect::<Vec<_>>().join("; ")
+    } else {
+        telling.join("; ")
+    };
+    let kind = if refused {
+        ErrorKind::ConfigRefused
+    } else {
+        ErrorKind::Postgres
+    };
+    (
+        kind,
+        format!("postgres exited during start-up with {status}: {said}"),
+    )
+}
+
+/// `2026-11-25 01:02:03.456 UTC [123] FATAL:  x` → `FATAL:  x`.
+fn strip_log_prefix(line: &str) -> &str {
+    for level in ["FATAL:", "PANIC:", "ERROR:", "LOG:", "WARNING:", "DETAIL:", "HINT:"] {
+        if let Some(at) = line.find(level) {
+            return &line[at..];
+        }
+    }
+    line
+}
+
+fn forward_stderr(stderr: std::process::ChildStderr, tail: &Mutex<VecDeque<String>>) {
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        log::info!(target: "postgres", "{line}");
+        let mut tail = lock(tail);
+        if tail.len() == STDERR_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+}
+
+/// `(pid, status)` from postmaster.pid: its first line and its eighth (`ready`, `standby`,
+/// `starting`, `stopping`), if written yet.
+fn read_pid_file(path: &Path) -> Option<(u32, Option<String>)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let pid = lines.next()?.trim().parse().ok()?;
+    let status = lines.nth(6).map(|s| s.trim().to_string());
+    Some((pid, status))
+}
+
+/// Stops a postmaster that an earlier compute_ctl (killed, so it could not) left running on
+/// `pgdata`. It is not our child: liveness is read from /proc. Returns its pid if one ran.
+pub fn stop_orphan(pgdata: &Path) -> anyhow::Result<Option<u32>> {
+    let Some((pid, _)) = read_pid_file(&pgdata.join("postmaster.pid")) else {
+        return Ok(None);
+    };
+    if !is_postmaster_of(pid, pgdata) {
+        return Ok(None);
+    }
+    log::warn!(
+        "a postmaster of an earlier run (pid {pid}) still runs on {}: stopping it",
+        pgdata.display()
+    );
+    let raw = i32::try_from(pid).context("postmaster.pid holds an impossible pid")?;
+    // Immediate shutdown: PGDATA is wiped next, nothing in it needs to be kept.
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(raw, libc::SIGQUIT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if process_alive(pid) {
+        log::warn!("postmaster {pid} ignored SIGQUIT: killing its process group");
+        // SAFETY: as above; the group is the postmaster's own.
+        unsafe { libc::kill(-raw, libc::SIGKILL) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if process_alive(pid) {
+            bail!("the postmaster of an earlier run (pid {pid}) on {} survived SIGKILL", pgdata.display());
+        }
+    }
+    Ok(Some(pid))
+}
+
+/// Whether `pid` is a live process whose working directory is `pgdata` (a postmaster works in
+/// its data directory).
+fn is_postmaster_of(pid: u32, pgdata: &Path) -> bool {
+    if !process_alive(pid) {
+        return false;
+    }
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"));
+    match (cwd, std::fs::canonicalize(pgdata)) {
+        (Ok(cwd), Ok(pgdata)) => cwd == pgdata,
+        _ => false,
+    }
+}
+
+/// Alive and not a zombie. A zombie we parent (as PID 1) is reaped here.
+fn process_alive(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks existence.
+    if unsafe { libc::kill(raw, 0) } != 0 {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+    if state == Some("Z") {
+        // SAFETY: reaps only that pid, without blocking; harmless if it is not our child.
+        unsafe { libc::waitpid(raw, std::ptr::null_mut(), libc::WNOHANG) };
+        return false;
+    }
+    true
+}
+
+/// The LSN of the last checkpoint of a stopped cluster (`pg_controldata`): what
+/// `POST /terminate` reports.
+pub fn checkpoint_lsn(binaries: &Binaries, pgdata: &Path) -> Option<Lsn> {
+    let output = Command::new(binaries.tool("pg_controldata"))
+        .arg(pgdata)
+        .env("LC_ALL", "C")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("Latest checkpoint location:"))
+        .and_then(|value| value.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_pid_file_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("postmaster.pid");
+        std::fs::write(&path, "123\n/data\n1\n5432\n/tmp\n*\n  1 2\nready   \n").unwrap();
+        assert_eq!(read_pid_file(&path), Some((123, Some("ready".into()))));
+        std::fs::write(&path, "123\n/data\n").unwrap();
+        assert_eq!(read_pid_file(&path), Some((123, None)));
+    }
+
+    #[test]
+    fn strips_the_log_line_prefix() {
+        assert_eq!(
+            strip_log_prefix("2026-11-25 01:02:03.456 UTC [9] FATAL:  boom"),
+            "FATAL:  boom"
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! Settings applied live: the new `postgresql.conf` is checked by Postgres before it is
+//! loaded, put back if refused, and a reload is confirmed by reading back the spec hash.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use states::{ErrorKind, PhaseName, StepError, StepName};
+
+use crate::durable::write_atomic;
+use crate::executor::cancel::CancelToken;
+use crate::pg_user::{run_as, PgUser};
+use crate::postgres::process::{clean_env, Binaries};
+
+/// The setting that carries the spec hash, read back to confirm a reload.
+pub const SPEC_HASH_SETTING: &str = "compute_ctl.spec_hash";
+
+/// How long a reload may take to show.
+const RELOAD_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A setting whose new value waits for a restart (`pg_settings.pending_restart`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRestart {
+    pub name: String,
+    pub old: String,
+    pub new: String,
+}
+
+/// What applying the settings did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SettingsOutcome {
+    /// Whether `postgresql.conf` changed (and so Postgres was reloaded).
+    pub reloaded: bool,
+    pub pending_restart: Vec<PendingRestart>,
+}
+
+/// Everything applying settings needs besides the connection.
+#[derive(Debug)]
+pub struct SettingsTarget<'a> {
+    pub pgdata: &'a Path,
+    pub conf: &'a str,
+    pub spec_hash: &'a str,
+    pub binaries: &'a Binaries,
+    pub user: Option<&'a PgUser>,
+    pub phase: PhaseName,
+}
+
+fn step_error(phase: PhaseName, kind: ErrorKind, message: String) -> StepError {
+    StepError::new(phase, StepName::ApplySpec, kind, message)
+}
+
+fn postgres_error(phase: PhaseName, what: &str, e: &postgres::Error) -> StepError {
+    let message = match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    };
+    step_error(phase, ErrorKind::Postgres, format!("{what}: {message}"))
+}
+
+/// Writes `target.conf` as `postgresql.conf` (if it differs), has Postgres check it, reloads,
+/// and waits until `compute_ctl.spec_hash` reads back as `target.spec_hash`. A file Postgres
+/// refuses is replaced by the previous one before this returns, so Postgres keeps its
+/// previous configuration.
+pub fn apply(
+    client: &mut postgres::Client,
+    target: &SettingsTarget<'_>,
+    cancel: &CancelToken,
+) -> Result<SettingsOutcome, StepError> {
+    let phase = target.phase;
+    let path = target.pgdata.join("postgresql.conf");
+    let previous = std::fs::read_to_string(&path).map_err(|e| {
+        step_error(phase, ErrorKind::Io, format!("cannot read {}: {e}", path.display()))
+    })?;
+    let mut outcome = SettingsOutcome::default();
+    if previous != target.conf {
+        write_conf(&path, target.conf, target.user, phase)?;
+        if let Err(refused) = refused_settings(client, target, phase) {
+            write_conf(&path, &previous, target.user, phase)?;
+            return Err(refused);
+        }
+        client
+            .simple_query("SELECT pg_reload_conf()")
+            .map_err(|e| postgres_error(phase, "cannot reload the configuration", &e))?;
+        outcome.reloaded = true;
+    }
+    confirm_hash(client, target.spec_hash, phase, cancel)?;
+    outcome.pending_restart = pending_restart(client, phase)?;
+    Ok(outcome)
+}
+
+fn write_conf(path: &Path, text: &str, user: Option<&PgUser>, phase: PhaseName) -> Result<(), StepError> {
+    write_atomic(path, text.as_bytes()).map_err(|e| {
+        step_error(phase, ErrorKind::Io, format!("cannot write {}: {e}", path.display()))
+    })?;
+    if let Some(user) = user {
+        user.chown(path)
+            .map_err(|e| step_error(phase, ErrorKind::Io, format!("{e:#}")))?;
+    }
+    Ok(())
+}
+
+/// Postgres's verdict on the file as written (`pg_file_settings`): the entries it would not
+/// apply, with its own reason for each (`postgres -C` on the same file).
+fn refused_settings(
+    client: &mut postgres::Client,
+    target: &SettingsTarget<'_>,
+    phase: PhaseName,
+) -> Result<(), StepError> {
+    let rows = client
+        .query(
+            "SELECT name, coalesce(setting, ''), error FROM pg_file_settings WHERE error IS NOT NULL ORDER BY seqno",
+            &[],
+        )
+        .map_err(|e| postgres_error(phase, "cannot check the new configuration", &e))?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut reasons = Vec::new();
+    for row in rows {
+        let name: String = row.get(0);
+        let value: String = row.get(1);
+        let error: String = row.get(2);
+        let reason = postgres_reason(target, &name).unwrap_or(error);
+        reasons.push(format!("setting {name} = {value:?} refused: {reason}"));
+    }
+    Err(step_error(
+        phase,
+        ErrorKind::ConfigRefused,
+        format!(
+            "{}; the previous postgresql.conf was put back and Postgres keeps its configuration",
+            reasons.join("; ")
+        ),
+    ))
+}
+
+/// Postgres's exact message about `name` in the file on disk, from `postgres -C name`.
+fn postgres_reason(target: &SettingsTarget<'_>, name: &str) -> Option<String> {
+    let mut command = Command::new(&target.binaries.postgres);
+    command.arg("-D").arg(target.pgdata).arg("-C").arg(name);
+    clean_env(&mut command);
+    run_as(target.user, &mut command);
+    let output = command.output().ok()?;
+    if output.status.success() {
+        return None;
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.split_once("LOG:").or_else(|| l.split_once("FATAL:")).map(|(_, m)| m.trim()))
+        .filter(|l| l.contains(name) || l.contains("invalid"))
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("; "))
+}
+
+/// Waits until this session sees the new spec hash: each query starts by processing a pending
+/// reload, so a read-back that matches proves the reload reached the backends.
+fn confirm_hash(
+    client: &mut postgres::Client,
+    expected: &str,
+    phase: PhaseName,
+    cancel: &CancelToken,
+) -> Result<(), StepError> {
+    let started = Instant::now();
+    let mut seen = String::new();
+    loop {
+        let rows = client
+            .query("SELECT current_setting($1, true)", &[&SPEC_HASH_SETTING])
+            .map_err(|e| postgres_error(phase, "cannot read back the spec hash", &e))?;
+        seen = rows
+            .first()
+            .and_then(|r| r.get::<_, Option<String>>(0))
+            .unwrap_or_default();
+        if seen == expected {
+            return Ok(());
+        }
+        if started.elapsed() > RELOAD_CONFIRM_TIMEOUT {
+            break;
+        }
+        if !cancel.sleep(Duration::from_millis(1)) {
+            return Err(step_error(phase, ErrorKind::Cancelled, "configuration cancelled".into()));
+        }
+    }
+    Err(step_error(
+        phase,
+        ErrorKind::Timeout,
+        format!("postgres did not load the new configuration within {RELOAD_CONFIRM_TIMEOUT:?}: {SPEC_HASH_SETTING} reads {seen:?}, expected {expected:?}"),
+    ))
+}
+
+/// Settings changed in the file that take effect only after a restart.
+fn pending_restart(
+    client: &mut postgres::Client,
+    phase: PhaseName,
+) -> Result<Vec<PendingRestart>, StepError> {
+    let rows = client
+        .query(
+            "SELECT s.name, current_setting(s.name), coalesce(f.setting, '') \
+             FROM pg_settings s \
+             LEFT JOIN LATERAL (SELECT setting FROM pg_file_settings f WHERE f.name = s.name \
+                                ORDER BY seqno DESC LIMIT 1) f ON true \
+             WHERE s.pending_restart ORDER BY s.name",
+            &[],
+        )
+        .map_err(|e| postgres_error(phase, "cannot read pending restarts", &e))?;
+    Ok(rows
+        .iter()
+        .map(|row| PendingRestart {
+            name: row.get(0),
+            old: row.get(1),
+            new: row.get(2),
+        })
+        .collect())
+}

@@ -1,0 +1,98 @@
+//! What a start rebuilds from the journal: the desired spec, the generation counter, the
+//! answers to requests already accepted, and the steps the previous run left unfinished.
+
+use std::collections::{BTreeMap, HashMap};
+
+use states::{StepId, StepName};
+
+use crate::journal::{Record, RecordBody, UnfinishedStep};
+
+/// Which spec was desired last, and by which record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredSpec {
+    pub generation: u64,
+    /// `sha256:<hex>`.
+    pub hash: String,
+    /// The seq of its `spec_accepted` record.
+    pub seq: u64,
+}
+
+/// An accepted request's answer, for a retry with the same `X-Request-Id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcceptedRequest {
+    pub generation: u64,
+    pub seq: u64,
+}
+
+/// The state rebuilt from the journal's records, in order.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub desired: Option<DesiredSpec>,
+    /// The highest generation ever accepted (equals `desired`'s; kept apart to assert it).
+    pub generation: u64,
+    pub requests: HashMap<String, AcceptedRequest>,
+    pub last_seq: u64,
+    pub last_epoch: u64,
+    /// Steps started in the last epoch with no `step_finished`, by (epoch, id).
+    started: BTreeMap<(u64, StepId), (u64, StepName)>,
+}
+
+impl Replay {
+    /// Takes one record, in journal order.
+    pub fn visit(&mut self, record: &Record) {
+        debug_assert!(record.seq > self.last_seq, "replay out of order at {}", record.seq);
+        self.last_seq = record.seq;
+        if record.epoch > self.last_epoch {
+            // Steps of older epochs were reported by the start record of the epoch after
+            // them; only the previous run's are still news.
+            self.started.clear();
+            self.last_epoch = record.epoch;
+        }
+        match &record.body {
+            RecordBody::SpecAccepted(accepted) => {
+                self.generation = self.generation.max(accepted.generation);
+                self.desired = Some(DesiredSpec {
+                    generation: accepted.generation,
+                    hash: accepted.spec_hash.clone(),
+                    seq: record.seq,
+                });
+                if let Some(id) = &accepted.request_id {
+                    self.requests.insert(
+                        id.clone(),
+                        AcceptedRequest {
+                            generation: accepted.generation,
+                            seq: record.seq,
+                        },
+                    );
+                }
+            }
+            RecordBody::StepStarted(started) => {
+                self.started
+                    .insert((record.epoch, started.id), (record.seq, started.step));
+            }
+            RecordBody::StepFinished(finished) => {
+                self.started.remove(&(record.epoch, finished.id));
+            }
+            RecordBody::Start(_) | RecordBody::Transition(_) => {}
+        }
+    }
+
+    /// The steps the previous run began and never finished: every start rebuilds PGDATA
+    /// from scratch, which is the policy applied to each.
+    pub fn unfinished_steps(&self) -> Vec<UnfinishedStep> {
+        self.started
+            .iter()
+            .map(|((epoch, id), (seq, step))| UnfinishedStep {
+                seq: *seq,
+                epoch: *epoch,
+                step: *step,
+                id: *id,
+                policy: if step.is_destructive() {
+                    "redo_from_scratch".to_string()
+                } else {
+                    "abandoned: the next start redoes every step".to_string()
+                },
+            })
+            .collect()
+    }
+}

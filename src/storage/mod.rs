@@ -1,0 +1,46 @@
+//! Where a compute's data comes from: the backend the spec selects (CONTRACT.md, "Where the
+//! data comes from"). Each backend finds the LSN to start from (`sync_safekeepers`) and fills
+//! PGDATA (`fetch_basebackup`), and may add settings and files before Postgres starts.
+
+mod embedded;
+
+use states::{Lsn, StepError};
+
+use crate::executor::{StepCtx, StepEnv};
+use crate::spec::{ParsedSpec, Storage};
+
+/// What `sync_safekeepers` found.
+#[derive(Debug)]
+pub struct Synced {
+    /// The LSN to start from; `None` when the storage has none to give.
+    pub lsn: Option<Lsn>,
+    /// Journaled in `step_finished.output`: what was done, or why it was skipped.
+    pub detail: serde_json::Value,
+}
+
+/// A source of data for PGDATA.
+pub trait StorageBackend {
+    fn sync_safekeepers(&self, ctx: &StepCtx<'_>, spec: &ParsedSpec) -> Result<Synced, StepError>;
+
+    /// Fills the empty PGDATA; returns facts for the journal.
+    fn fetch_basebackup(
+        &self,
+        ctx: &StepCtx<'_>,
+        spec: &ParsedSpec,
+        lsn: Option<Lsn>,
+    ) -> Result<serde_json::Value, StepError>;
+
+    /// Settings this storage adds to `postgresql.conf` (after the spec's own).
+    fn settings(&self, env: &StepEnv, spec: &ParsedSpec) -> Vec<(String, String)>;
+
+    /// Files to place in PGDATA before Postgres starts (`standby.signal`).
+    fn prepare_start(&self, env: &StepEnv, spec: &ParsedSpec) -> anyhow::Result<()>;
+}
+
+/// The backend `spec` selects.
+pub fn backend(spec: &ParsedSpec) -> Box<dyn StorageBackend> {
+    match &spec.storage {
+        Storage::Embedded => Box::new(embedded::Embedded),
+        Storage::Upstream { .. } | Storage::Neon { .. } => Box::new(embedded::Unavailable),
+    }
+}

@@ -1,0 +1,157 @@
+//! What the driver publishes after every input: the state view that `GET /state` and the other
+//! read-only endpoints serve without asking the driver.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use states::{PhaseName, StepError};
+
+use crate::clock::Clock;
+use crate::executor::cancel::lock;
+use crate::executor::Progress;
+use crate::postgres::settings::PendingRestart;
+use crate::sidecar::SidecarView;
+
+/// Milliseconds each start-up phase took in this process run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StartupTimes {
+    pub sync_safekeepers_ms: u64,
+    pub basebackup_ms: u64,
+    pub start_postgres_ms: u64,
+    pub config_ms: u64,
+    pub total_ms: u64,
+}
+
+/// `GET /state` (CONTRACT.md, "State view").
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StateView {
+    pub phase: PhaseName,
+    pub phase_since: String,
+    pub epoch: u64,
+    pub seq: u64,
+    pub desired_generation: Option<u64>,
+    pub applied_generation: Option<u64>,
+    pub spec_hash: Option<String>,
+    pub postmaster_pid: Option<u32>,
+    pub last_active: Option<String>,
+    pub attempt: u32,
+    pub error: Option<StepError>,
+    pub pending_restart: Vec<PendingRestart>,
+    pub startup: StartupTimes,
+    /// The long step in flight and how far it got (base backups).
+    pub progress: Option<Progress>,
+    /// Which storage the desired spec selects (`embedded`, `upstream`, `neon`).
+    pub storage: Option<String>,
+    /// The `--vm-monitor` sidecar.
+    pub sidecar: Option<SidecarView>,
+    /// When compute_ctl started (RFC 3339), for Neon's `/status`.
+    pub start_time: String,
+    /// Neon's tenant and timeline ids, for `/status`.
+    #[serde(skip)]
+    pub tenant: Option<String>,
+    #[serde(skip)]
+    pub timeline: Option<String>,
+    /// How the compute is being terminated, for `/status` (`termination_pending_fast`).
+    #[serde(skip)]
+    pub terminate_mode: Option<states::ShutdownMode>,
+}
+
+impl StateView {
+    /// Ready: running with the desired spec applied (`GET /readyz`).
+    pub fn ready(&self) -> bool {
+        self.phase == PhaseName::Running
+            && self.applied_generation.is_some()
+            && self.applied_generation == self.desired_generation
+    }
+
+    /// Neon's status name for the phase (`GET /status`).
+    pub fn neon_status(&self) -> &'static str {
+        match self.phase {
+            PhaseName::Empty => "empty",
+            PhaseName::Init
+            | PhaseName::SyncSafekeepers
+            | PhaseName::Basebackup
+            | PhaseName::Starting => "init",
+            PhaseName::Configuring if self.applied_generation.is_none() => "init",
+            PhaseName::Configuring => "configuration",
+            PhaseName::ConfigurationPending => "configuration_pending",
+            PhaseName::Running => "running",
+            PhaseName::Failed => "failed",
+            PhaseName::Terminating => match self.terminate_mode {
+                Some(states::ShutdownMode::Immediate) => "termination_pending_immediate",
+                _ => "termination_pending_fast",
+            },
+            PhaseName::Terminated => "terminated",
+        }
+    }
+}
+
+/// The published view, shared by the driver (writer) and the HTTP threads (readers).
+#[derive(Debug)]
+pub struct Published {
+    view: Mutex<Arc<StateView>>,
+    /// Signalled when `seq` grows, for `GET /journal?wait=`.
+    seq_grew: Condvar,
+    /// When the driver loop last ran (monotonic ms), for `GET /healthz`.
+    loop_ran_ms: AtomicU64,
+    clock: Clock,
+    monitor_interval: Duration,
+}
+
+impl Published {
+    pub fn new(view: StateView, clock: Clock, monitor_interval: Duration) -> Arc<Published> {
+        Arc::new(Published {
+            view: Mutex::new(Arc::new(view)),
+            seq_grew: Condvar::new(),
+            loop_ran_ms: AtomicU64::new(clock.mono_ms()),
+            clock,
+            monitor_interval,
+        })
+    }
+
+    pub fn view(&self) -> Arc<StateView> {
+        lock(&self.view).clone()
+    }
+
+    /// Replaces the view; wakes journal long-polls if `seq` grew.
+    pub fn publish(&self, view: StateView) {
+        let mut current = lock(&self.view);
+        let grew = view.seq > current.seq;
+        *current = Arc::new(view);
+        drop(current);
+        if grew {
+            self.seq_grew.notify_all();
+        }
+    }
+
+    /// Waits until the journal's last seq exceeds `since`, at most `timeout`; returns it.
+    pub fn wait_for_seq(&self, since: u64, timeout: Duration) -> u64 {
+        let current = lock(&self.view);
+        let (current, _) = self
+            .seq_grew
+            .wait_timeout_while(current, timeout, |v| v.seq <= since)
+            .unwrap_or_else(|p| p.into_inner());
+        current.seq
+    }
+
+    /// The driver stamps this on every loop iteration.
+    pub fn loop_ran(&self) {
+        self.loop_ran_ms.store(self.clock.mono_ms(), Ordering::Relaxed);
+    }
+
+    /// Live: the driver loop ran within three monitor intervals (Patroni's lesson: liveness is
+    /// the loop's age, not Postgres's health).
+    pub fn live(&self) -> bool {
+        let age = self
+            .clock
+            .mono_ms()
+            .saturating_sub(self.loop_ran_ms.load(Ordering::Relaxed));
+        u128::from(age) <= 3 * self.monitor_interval.as_millis()
+    }
+
+    pub fn clock(&self) -> Clock {
+        self.clock
+    }
+}
