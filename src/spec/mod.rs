@@ -1,5 +1,223 @@
-//! The compute spec: Neon's `ComputeSpec` format, parsed, validated and hashed.
+//! The compute spec: Neon's `ComputeSpec` format, parsed, checked against its form rules,
+//! hashed, and the storage it selects.
+//!
+//! Code map:
+//! - `types`: the serde types of Neon's format (with `Debug` that hides secrets);
+//! - `parse`: the JSON text, Neon's envelope, the typed spec, the fields we do not use;
+//! - `validate`: the form rules, all errors collected, each with its JSON path;
+//! - `storage`: where the data comes from (Neon, an upstream server, or a fresh initdb);
+//! - `hash`: the canonical JSON a spec is stored and identified by;
+//! - `catalog`: the Postgres binary's own settings and libraries;
+//! - `check`: `compute_ctl spec check FILE`.
+//!
+//! Paths in errors: `cluster.roles[2].name`; `.` is the document itself. When the spec came
+//! in Neon's envelope, paths start with `spec.` so that they point into what was sent. Errors
+//! about the JSON text (syntax, duplicate keys) carry serde_json's "at line L column C", as the
+//! path alone may not find the spot; errors about the spec's content carry only the path.
 
+mod catalog;
+mod check;
+mod hash;
+mod parse;
+mod path;
+mod storage;
 pub mod types;
+mod validate;
 
+use std::fmt;
+
+use serde::Serialize;
+
+pub use catalog::SettingCatalog;
+pub use check::check_file;
+pub use storage::Storage;
 pub use types::*;
+
+/// The port Postgres listens on when the spec has no `port` setting.
+pub const DEFAULT_PORT: u16 = 5432;
+
+/// One problem with a spec: the JSON path (e.g. `cluster.roles[2].name`, or with the envelope
+/// `spec.cluster.roles[2].name`) and the reason. Messages never quote a password or token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SpecError {
+    pub path: String,
+    pub message: String,
+}
+
+impl SpecError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> SpecError {
+        SpecError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+/// A spec that passed every form check, ready to be stored and applied.
+#[derive(Clone)]
+pub struct ParsedSpec {
+    pub spec: ComputeSpec,
+    /// The bare spec's canonical JSON (keys sorted at every depth, compact, no trailing
+    /// newline): what is stored as `specs/<hex>.json`.
+    pub canonical_json: Vec<u8>,
+    /// `sha256:<64 hex>` of `canonical_json`.
+    pub hash: String,
+    pub storage: Storage,
+    /// JSON paths, relative to the bare spec and sorted, of fields accepted but not acted on:
+    /// fields this compute_ctl does not know (Neon's `remote_extensions`,
+    /// `pgbouncer_settings`, `features`...), `suspend_timeout_seconds`, and
+    /// `storage_auth_token` when the storage is not Neon's. Listed in the `spec_accepted`
+    /// record.
+    pub ignored_fields: Vec<String>,
+    /// The envelope's second part, if present (and not null).
+    pub compute_ctl_config: Option<serde_json::Value>,
+}
+
+impl ParsedSpec {
+    /// The hash without its `sha256:` prefix: the stored file's name.
+    pub fn hash_hex(&self) -> &str {
+        self.hash
+            .strip_prefix(hash::HASH_PREFIX)
+            .unwrap_or(&self.hash)
+    }
+
+    /// The `port` setting, or 5432.
+    pub fn port(&self) -> u16 {
+        self.spec
+            .cluster
+            .settings()
+            .iter()
+            .rev()
+            .find(|setting| setting.name.eq_ignore_ascii_case("port"))
+            .and_then(|setting| setting.value.as_deref())
+            .and_then(validate::parse_port)
+            .unwrap_or(DEFAULT_PORT)
+    }
+}
+
+/// By hand, because the canonical JSON holds the password verifiers.
+impl fmt::Debug for ParsedSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParsedSpec")
+            .field("hash", &self.hash)
+            .field("storage", &self.storage)
+            .field("ignored_fields", &self.ignored_fields)
+            .field(
+                "canonical_json",
+                &format_args!("<{} bytes>", self.canonical_json.len()),
+            )
+            .field(
+                "compute_ctl_config",
+                &self.compute_ctl_config.as_ref().map(|_| "<present>"),
+            )
+            .field("spec", &self.spec)
+            .finish()
+    }
+}
+
+/// Fields of the typed spec that are accepted but never acted on.
+const UNUSED_KNOWN_FIELDS: &[&str] = &["suspend_timeout_seconds"];
+
+/// Parses bytes that hold a bare `ComputeSpec` or Neon's envelope
+/// `{"spec": …, "compute_ctl_config": …}`, and runs every form rule. Returns every error found:
+/// all of the form rules' at once; a JSON or type error alone, since nothing after it can be
+/// read.
+pub fn parse(bytes: &[u8]) -> Result<ParsedSpec, Vec<SpecError>> {
+    parse_received(bytes).map(|(parsed, _)| parsed)
+}
+
+/// `parse`, and whether the spec came in Neon's envelope.
+pub(crate) fn parse_received(bytes: &[u8]) -> Result<(ParsedSpec, bool), Vec<SpecError>> {
+    let value = parse::read_json(bytes).map_err(|error| vec![error])?;
+    let received = parse::split_envelope(value).map_err(|error| vec![error])?;
+    let in_sender_terms = |error: SpecError| SpecError {
+        path: received.sender_path(&error.path),
+        message: error.message,
+    };
+    let (spec, mut ignored_fields) =
+        parse::typed_spec(&received.spec).map_err(|error| vec![in_sender_terms(error)])?;
+    let (errors, storage) = validate::check_form(&spec);
+    let storage = match storage {
+        Some(storage) if errors.is_empty() => storage,
+        _ => return Err(errors.into_iter().map(in_sender_terms).collect()),
+    };
+
+    if let Some(fields) = received.spec.as_object() {
+        for name in UNUSED_KNOWN_FIELDS {
+            if fields.get(*name).is_some_and(|value| !value.is_null()) {
+                ignored_fields.push(name.to_string());
+            }
+        }
+    }
+    if spec.storage_auth_token.is_some() && !matches!(storage, Storage::Neon { .. }) {
+        ignored_fields.push("storage_auth_token".to_string());
+    }
+    ignored_fields.sort();
+    ignored_fields.dedup();
+
+    let canonical_json = hash::canonical_json(&received.spec);
+    let hash = hash::spec_hash(&canonical_json);
+    Ok((
+        ParsedSpec {
+            spec,
+            canonical_json,
+            hash,
+            storage,
+            ignored_fields,
+            compute_ctl_config: received.compute_ctl_config,
+        },
+        received.envelope,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_path_then_reason() {
+        let error = SpecError::new("cluster.roles[2].name", "role name is empty");
+        assert_eq!(
+            error.to_string(),
+            "cluster.roles[2].name: role name is empty"
+        );
+    }
+
+    #[test]
+    fn minimal_spec_parses_with_defaults() {
+        let parsed = parse(br#"{"format_version": 1.0, "cluster": {}}"#).unwrap();
+        assert_eq!(parsed.storage, Storage::Embedded);
+        assert_eq!(parsed.port(), DEFAULT_PORT);
+        assert_eq!(parsed.hash.len(), "sha256:".len() + 64);
+        assert_eq!(parsed.hash_hex().len(), 64);
+        assert!(parsed.ignored_fields.is_empty());
+        assert_eq!(
+            parsed.canonical_json,
+            br#"{"cluster":{},"format_version":1.0}"#
+        );
+    }
+
+    #[test]
+    fn debug_of_a_parsed_spec_hides_passwords() {
+        let parsed = parse(
+            br#"{"format_version": 1.0, "cluster": {"roles": [
+                {"name": "a", "encrypted_password": "91c76e9f0e4ed85662e7ded2446617b4"}]},
+                "upstream_connstring": "postgresql://rep:pw-secret@db/postgres",
+                "storage_auth_token": "token-secret"}"#,
+        )
+        .unwrap();
+        let shown = format!("{parsed:?}");
+        for secret in ["91c76e9f", "pw-secret", "token-secret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("<redacted md5 hash>"), "{shown}");
+    }
+}

@@ -1,14 +1,20 @@
 //! Neon's `ComputeSpec` JSON, as compute_ctl reads it. Fields we do not act on are still
 //! accepted (and listed in the `spec_accepted` record), as Neon's compute_ctl does.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
+
+use super::storage::{redact_connstring, Redacted};
+use super::validate::PasswordVerifier;
 
 /// A Postgres identifier (role or database name), as the spec gives it: unquoted.
 pub type PgIdent = String;
 
 /// The compute spec: the cluster to declare (roles, databases, settings) and where the data
-/// comes from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// comes from. `Debug` is written by hand: it hides the storage token and any password in
+/// `upstream_connstring`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct ComputeSpec {
     pub format_version: f32,
     #[serde(default)]
@@ -114,8 +120,9 @@ impl Cluster {
     }
 }
 
-/// A role the cluster must have.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A role the cluster must have. `Debug` is written by hand: it names the kind of password
+/// verifier, never its value.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Role {
     pub name: PgIdent,
     /// A SCRAM-SHA-256 verifier, or an md5 hash (32 hex digits, of password + role name), or
@@ -124,6 +131,65 @@ pub struct Role {
     pub encrypted_password: Option<String>,
     #[serde(default)]
     pub options: Option<Vec<GenericOption>>,
+}
+
+impl Role {
+    /// What Postgres should store as the role's password: a SCRAM verifier as it is, an md5
+    /// hash with its `md5` prefix (Neon sends the 32 hex digits without it). `None` for a role
+    /// without a password, and for a value that is not a verifier (`spec::parse` rejects those).
+    pub fn password_verifier(&self) -> Option<String> {
+        let given = self.encrypted_password.as_deref()?;
+        match PasswordVerifier::classify(given)? {
+            PasswordVerifier::Scram | PasswordVerifier::Md5 => Some(given.to_string()),
+            PasswordVerifier::NeonMd5 => Some(format!("md5{given}")),
+        }
+    }
+}
+
+impl fmt::Debug for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let password = self.encrypted_password.as_deref().map(|given| {
+            match PasswordVerifier::classify(given) {
+                Some(kind) => kind.redacted(),
+                None => "<redacted: not a verifier>",
+            }
+        });
+        f.debug_struct("Role")
+            .field("name", &self.name)
+            .field("encrypted_password", &password)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ComputeSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComputeSpec")
+            .field("format_version", &self.format_version)
+            .field("operation_uuid", &self.operation_uuid)
+            .field("cluster", &self.cluster)
+            .field("delta_operations", &self.delta_operations)
+            .field("skip_pg_catalog_updates", &self.skip_pg_catalog_updates)
+            .field("tenant_id", &self.tenant_id)
+            .field("timeline_id", &self.timeline_id)
+            .field(
+                "pageserver_connstring",
+                &self.pageserver_connstring.as_deref().map(redact_connstring),
+            )
+            .field("safekeeper_connstrings", &self.safekeeper_connstrings)
+            .field(
+                "storage_auth_token",
+                &self.storage_auth_token.as_ref().map(|_| Redacted),
+            )
+            .field(
+                "upstream_connstring",
+                &self.upstream_connstring.as_deref().map(redact_connstring),
+            )
+            .field("upstream_slot_name", &self.upstream_slot_name)
+            .field("mode", &self.mode)
+            .field("suspend_timeout_seconds", &self.suspend_timeout_seconds)
+            .finish()
+    }
 }
 
 /// A database the cluster must have.
