@@ -787,7 +787,7 @@ impl Driver {
             pending_restart: self.pending_restart.clone(),
             startup: self.startup.clone(),
             progress: self.progress.clone(),
-            storage: desired_spec.map(|s| s.storage.name().to_string()),
+            storage: desired_spec.map(|s| s.storage.kind().to_string()),
             sidecar: self.sidecar.clone(),
             start_time: self.start_time.clone(),
             tenant: desired_spec.and_then(|s| s.storage.tenant_id().map(str::to_string)),

@@ -221,3 +221,15 @@ mod tests {
         assert!(shown.contains("<redacted md5 hash>"), "{shown}");
     }
 }
+
+/// Reads and parses a spec file (`-S`, SIGHUP); the error names the file and every problem.
+pub fn load_file(path: &std::path::Path) -> Result<ParsedSpec, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse(&bytes).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}

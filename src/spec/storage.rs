@@ -47,6 +47,22 @@ impl Storage {
         }
     }
 
+    /// Neon's tenant id, for `GET /status`.
+    pub fn tenant_id(&self) -> Option<&str> {
+        match self {
+            Storage::Neon { tenant_id, .. } => Some(tenant_id),
+            Storage::Embedded | Storage::Upstream { .. } => None,
+        }
+    }
+
+    /// Neon's timeline id, for `GET /status`.
+    pub fn timeline_id(&self) -> Option<&str> {
+        match self {
+            Storage::Neon { timeline_id, .. } => Some(timeline_id),
+            Storage::Embedded | Storage::Upstream { .. } => None,
+        }
+    }
+
     /// The compute's mode (`Primary` for the embedded default).
     pub fn mode(&self) -> ComputeMode {
         match self {

@@ -94,7 +94,7 @@ impl Unavailable {
             phase,
             step,
             ErrorKind::Storage,
-            format!("storage {:?} is not supported by this build", spec.storage.name()),
+            format!("storage {:?} is not supported by this build", spec.storage.kind()),
         )
     }
 }

@@ -1,0 +1,17 @@
+# compute_ctl on Debian with PostgreSQL 15. The build steps are .ci/run's.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin compute_ctl
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-15 ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/compute_ctl /usr/local/bin/compute_ctl
+ENV PATH="/usr/lib/postgresql/15/bin:${PATH}"
+# compute_ctl runs as root and runs Postgres as the `postgres` user (--pg-user).
+RUN mkdir -p /var/db/postgres && chown postgres:postgres /var/db/postgres
+EXPOSE 3080
+ENTRYPOINT ["compute_ctl"]
+CMD ["-D", "/var/db/postgres/compute", "--http-addr", "0.0.0.0:3080"]
