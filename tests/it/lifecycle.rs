@@ -1,0 +1,380 @@
+//! The compute's life on the embedded default, end to end through the real binary: from the
+//! seed's usage line to `running`, failures, restarts, refusals and termination.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::compute::{embedded_spec, md5_verifier, processes_in, Compute, Launch};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// A spec with roles (md5 passwords whose clear text the tests know) and databases with
+/// options.
+fn app_spec(port: u16) -> Value {
+    let mut spec = embedded_spec(port);
+    spec["cluster"]["roles"] = json!([
+        { "name": "alice", "encrypted_password": md5_verifier("alice-secret", "alice"), "options": null },
+        { "name": "bob", "encrypted_password": md5_verifier("bob-secret", "bob") },
+        { "name": "nopass", "encrypted_password": null }
+    ]);
+    spec["cluster"]["databases"] = json!([
+        { "name": "app", "owner": "alice" },
+        { "name": "reports", "owner": "bob", "options": [
+            { "name": "TEMPLATE", "value": "template0", "vartype": "enum" },
+            { "name": "LC_COLLATE", "value": "C", "vartype": "string" },
+            { "name": "LC_CTYPE", "value": "C", "vartype": "string" }
+        ] }
+    ]);
+    spec
+}
+
+fn exit_code(status: std::process::ExitStatus) -> Option<i32> {
+    status.code()
+}
+
+#[test]
+fn seed_usage_line_reaches_running_and_terminates_cleanly() {
+    let port = crate::support::compute::free_port();
+    let mut compute = Compute::start(Launch {
+        spec: Some(app_spec(port)),
+        args: vec![
+            "-C".into(),
+            "postgresql://cloud_admin@localhost/postgres".into(),
+            "-b".into(),
+            "/usr/lib/postgresql/15/bin/postgres".into(),
+        ],
+        ..Launch::default()
+    });
+    let state = compute.wait_running();
+    assert_eq!(state["desired_generation"], 1);
+    assert!(state["postmaster_pid"].as_u64().is_some(), "{state}");
+    assert!(state["spec_hash"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(state["storage"], "embedded");
+    assert_eq!(state["epoch"], 1);
+    assert!(state["startup"]["total_ms"].as_u64().unwrap() > 0, "{state}");
+
+    // The journal tells the whole path, in order.
+    let transitions = compute.transitions();
+    assert_eq!(
+        transitions,
+        [
+            "empty->init",
+            "init->sync_safekeepers",
+            "sync_safekeepers->basebackup",
+            "basebackup->starting",
+            "starting->configuring",
+            "configuring->running"
+        ],
+        "{transitions:?}"
+    );
+    let records = compute.journal();
+    let skipped = records
+        .iter()
+        .find(|r| r["kind"] == "step_finished" && r["step"] == "sync_safekeepers")
+        .unwrap();
+    assert!(
+        skipped["output"]["detail"]["skipped"].as_str().unwrap().contains("embedded default"),
+        "{skipped}"
+    );
+
+    // Roles log in over TCP with their passwords, and not with a wrong one.
+    for (role, password) in [("alice", "alice-secret"), ("bob", "bob-secret")] {
+        let mut client = compute
+            .connect(role, Some(password), "postgres")
+            .unwrap_or_else(|e| panic!("{role} cannot log in: {e}"));
+        let who: String = client.query_one("SELECT current_user", &[]).unwrap().get(0);
+        assert_eq!(who, role);
+        assert!(compute.connect(role, Some("wrong"), "postgres").is_err(), "{role} logs in with a wrong password");
+    }
+    assert!(compute.connect("nopass", Some("anything"), "postgres").is_err());
+
+    let mut admin = compute.admin();
+    let row = admin
+        .query_one(
+            "SELECT pg_get_userbyid(datdba)::text, datcollate, datctype FROM pg_database WHERE datname = 'reports'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "bob");
+    assert_eq!(row.get::<_, String>(1), "C");
+    assert_eq!(row.get::<_, String>(2), "C");
+    let owner: String = admin
+        .query_one("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = 'app'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, "alice");
+    let hash: String = admin.query_one("SHOW compute_ctl.spec_hash", &[]).unwrap().get(0);
+    assert_eq!(hash, state["spec_hash"].as_str().unwrap());
+    drop(admin);
+
+    // GET /journal serves exactly the records in the files.
+    let dumped = std::process::Command::new(crate::support::compute::binary())
+        .args(["journal", "dump", "--json", "--state-dir"])
+        .arg(&compute.state_dir)
+        .output()
+        .unwrap();
+    assert!(dumped.status.success());
+    let from_files: Vec<Value> = String::from_utf8(dumped.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let from_http = compute.journal();
+    assert_eq!(from_files[..from_http.len().min(from_files.len())], from_http[..from_http.len().min(from_files.len())]);
+    assert!(from_files.len() >= from_http.len());
+
+    let (status, _) = compute.get("/readyz").unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = compute.get("/healthz").unwrap();
+    assert_eq!(status, 200);
+
+    // SIGTERM: terminated, exit 0, no Postgres left.
+    compute.signal(libc::SIGTERM);
+    let status = compute.wait_exit(MINUTE);
+    assert_eq!(exit_code(status), Some(0), "{}", compute.log());
+    assert!(processes_in(&compute.pgdata).is_empty(), "postgres left behind");
+    let last = std::process::Command::new(crate::support::compute::binary())
+        .args(["journal", "dump", "--json", "--state-dir"])
+        .arg(&compute.state_dir)
+        .output()
+        .unwrap();
+    let last: Vec<Value> = String::from_utf8(last.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &Value| r["kind"] == "transition")
+        .collect();
+    let last = last.last().unwrap();
+    assert_eq!(last["to"], "terminated");
+    assert_eq!(last["cause"]["source"], "SIGTERM");
+}
+
+#[test]
+fn no_spec_waits_in_empty_then_post_spec_runs() {
+    let mut compute = Compute::start(Launch::default());
+    let state = compute.wait_phase("empty", MINUTE);
+    assert!(state["desired_generation"].is_null());
+    let (status, _) = compute.get("/readyz").unwrap();
+    assert_eq!(status, 503);
+
+    let port = crate::support::compute::free_port();
+    let (status, body, request_id) =
+        compute.post("/spec", Some(&embedded_spec(port)), &[("X-Request-Id", "first-spec")]);
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["generation"], 1);
+    assert_eq!(request_id, "first-spec");
+    compute.wait_running();
+    let accepted: Vec<Value> = compute
+        .journal()
+        .into_iter()
+        .filter(|r| r["kind"] == "spec_accepted")
+        .collect();
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted[0]["request_id"], "first-spec");
+    assert_eq!(accepted[0]["seq"], body["seq"]);
+
+    let (status, body, _) = compute.post("/terminate", None, &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("lsn").is_some(), "{body}");
+    assert_eq!(exit_code(compute.wait_exit(MINUTE)), Some(0));
+    assert!(processes_in(&compute.pgdata).is_empty());
+}
+
+#[test]
+fn hostile_names_and_values_survive() {
+    let port = crate::support::compute::free_port();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/specs/hostile-names.json")).unwrap();
+    let mut spec: Value = serde_json::from_str(&text).unwrap();
+    for setting in spec["cluster"]["settings"].as_array_mut().unwrap() {
+        if setting["name"] == "port" {
+            setting["value"] = json!(port.to_string());
+        }
+    }
+    let mut compute = Compute::start(Launch {
+        spec: Some(spec.clone()),
+        ..Launch::default()
+    });
+    compute.wait_running();
+    let mut admin = compute.admin();
+    for role in spec["cluster"]["roles"].as_array().unwrap() {
+        let name = role["name"].as_str().unwrap();
+        let found = admin.query("SELECT 1 FROM pg_roles WHERE rolname = $1 AND rolcanlogin", &[&name]).unwrap();
+        assert_eq!(found.len(), 1, "role {name:?} missing");
+    }
+    for db in spec["cluster"]["databases"].as_array().unwrap() {
+        let name = db["name"].as_str().unwrap();
+        let owner = db["owner"].as_str().unwrap();
+        let found: String = admin
+            .query_one("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1", &[&name])
+            .unwrap_or_else(|e| panic!("database {name:?}: {e}"))
+            .get(0);
+        assert_eq!(found, owner);
+    }
+    for setting in spec["cluster"]["settings"].as_array().unwrap() {
+        let name = setting["name"].as_str().unwrap();
+        let value: String = admin.query_one("SELECT current_setting($1)", &[&name]).unwrap().get(0);
+        assert_eq!(value, setting["value"].as_str().unwrap(), "setting {name}");
+    }
+    // postgres is still a superuser: the injection attempts stayed names.
+    let superuser: bool = admin.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = 'cloud_admin'", &[]).unwrap().get(0);
+    assert!(superuser);
+}
+
+#[test]
+fn killed_postmaster_fails_with_its_status_then_exits_10() {
+    let port = crate::support::compute::free_port();
+    let mut compute = Compute::start(Launch {
+        spec: Some(embedded_spec(port)),
+        args: vec!["--failed-linger".into(), "2s".into()],
+        ..Launch::default()
+    });
+    let state = compute.wait_running();
+    let pid = state["postmaster_pid"].as_u64().unwrap() as i32;
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let failed = compute.wait_phase("failed", MINUTE);
+    assert_eq!(failed["error"]["kind"], "postmaster_exited", "{failed}");
+    assert_eq!(failed["error"]["step"], "monitor");
+    assert!(failed["error"]["message"].as_str().unwrap().contains("signal 9"), "{failed}");
+    assert!(failed["postmaster_pid"].is_null());
+    assert_eq!(exit_code(compute.wait_exit(MINUTE)), Some(10));
+    assert!(processes_in(&compute.pgdata).is_empty());
+}
+
+#[test]
+fn bad_spec_file_exits_3_and_touches_nothing() {
+    let dir = crate::support::compute::traversable_tempdir();
+    let pgdata = dir.path().join("pgdata");
+    let spec = dir.path().join("spec.json");
+    let mut bad = embedded_spec(5432);
+    bad["cluster"]["roles"] = json!([{ "name": ["not", "a", "string"] }]);
+    std::fs::write(&spec, bad.to_string()).unwrap();
+    let output = std::process::Command::new(crate::support::compute::binary())
+        .arg("-D")
+        .arg(&pgdata)
+        .arg("-S")
+        .arg(&spec)
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{}", crate::support::compute::free_port()))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cluster.roles[0].name"), "{stderr}");
+    assert!(!pgdata.exists(), "PGDATA was created");
+    assert!(!dir.path().join("pgdata.state").exists(), "the state directory was created");
+}
+
+#[test]
+fn unknown_setting_in_spec_file_exits_3_naming_it() {
+    let dir = crate::support::compute::traversable_tempdir();
+    let spec = dir.path().join("spec.json");
+    let mut bad = embedded_spec(5432);
+    bad["cluster"]["settings"].as_array_mut().unwrap().push(json!({ "name": "no_such_setting", "value": "1" }));
+    std::fs::write(&spec, bad.to_string()).unwrap();
+    let output = std::process::Command::new(crate::support::compute::binary())
+        .arg("-D")
+        .arg(dir.path().join("pgdata"))
+        .arg("-S")
+        .arg(&spec)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cluster.settings[4]"), "{stderr}");
+}
+
+#[test]
+fn foreign_pgdata_exits_6_and_stays_intact() {
+    let dir = crate::support::compute::traversable_tempdir();
+    let pgdata = dir.path().join("pgdata");
+    std::fs::create_dir(&pgdata).unwrap();
+    std::fs::write(pgdata.join("PG_VERSION"), "15\n").unwrap();
+    std::fs::write(pgdata.join("precious.txt"), "do not delete").unwrap();
+    let spec = dir.path().join("spec.json");
+    std::fs::write(&spec, embedded_spec(crate::support::compute::free_port()).to_string()).unwrap();
+    let output = std::process::Command::new(crate::support::compute::binary())
+        .arg("-D")
+        .arg(&pgdata)
+        .arg("-S")
+        .arg(&spec)
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{}", crate::support::compute::free_port()))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(6), "{}", String::from_utf8_lossy(&output.stderr));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not safe to wipe"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(pgdata.join("precious.txt")).unwrap(), "do not delete");
+    assert_eq!(std::fs::read_to_string(pgdata.join("PG_VERSION")).unwrap(), "15\n");
+    let verify = std::process::Command::new(crate::support::compute::binary())
+        .args(["journal", "dump", "--json", "--state-dir"])
+        .arg(dir.path().join("pgdata.state"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&verify.stdout).trim().is_empty(), "records were journaled");
+}
+
+#[test]
+fn second_instance_on_the_same_state_directory_exits_4() {
+    let mut first = Compute::start(Launch::default());
+    first.wait_phase("empty", MINUTE);
+    let output = std::process::Command::new(crate::support::compute::binary())
+        .arg("-D")
+        .arg(&first.pgdata)
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{}", crate::support::compute::free_port()))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(4));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&first.pid().unwrap().to_string()), "the holder's pid is not named: {stderr}");
+}
+
+#[test]
+fn restart_after_kill_9_stops_the_orphan_and_runs_again() {
+    let port = crate::support::compute::free_port();
+    let mut compute = Compute::start(Launch {
+        spec: Some(app_spec(port)),
+        ..Launch::default()
+    });
+    let before = compute.wait_running();
+    let orphan = before["postmaster_pid"].as_u64().unwrap();
+    compute.kill9();
+    assert!(processes_in(&compute.pgdata).contains(&(orphan as u32)), "postgres should outlive a kill -9 of compute_ctl");
+
+    // No -S: the journal's spec brings the compute back.
+    compute.restart(None, vec![]);
+    let after = compute.wait_running();
+    assert_eq!(after["epoch"], 2);
+    assert_eq!(after["desired_generation"], 1);
+    assert_eq!(after["spec_hash"], before["spec_hash"]);
+    assert_ne!(after["postmaster_pid"], before["postmaster_pid"]);
+    let init = compute
+        .journal()
+        .into_iter()
+        .filter(|r| r["kind"] == "step_finished" && r["step"] == "init_pgdata" && r["epoch"] == 2)
+        .next_back()
+        .unwrap();
+    assert_eq!(init["output"]["detail"]["orphan_postmaster_stopped"], orphan, "{init}");
+    compute.connect("alice", Some("alice-secret"), "app").unwrap();
+}
+
+#[test]
+fn a_value_postgres_refuses_at_start_fails_starting_with_its_message() {
+    let port = crate::support::compute::free_port();
+    let mut spec = embedded_spec(port);
+    spec["cluster"]["settings"].as_array_mut().unwrap().push(json!({ "name": "work_mem", "value": "lots" }));
+    let mut compute = Compute::start(Launch {
+        spec: Some(spec),
+        args: vec!["--failed-linger".into(), "60s".into()],
+        ..Launch::default()
+    });
+    let failed = compute.wait_phase("failed", MINUTE);
+    assert_eq!(failed["error"]["phase"], "starting", "{failed}");
+    assert_eq!(failed["error"]["step"], "spawn_postgres");
+    assert_eq!(failed["error"]["kind"], "config_refused");
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(message.contains("work_mem") && message.contains("lots"), "{message}");
+    assert!(processes_in(&compute.pgdata).is_empty(), "a failed start left postgres running");
+}
