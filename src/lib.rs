@@ -4,4 +4,5 @@
 //! and benchmarks use too.
 
 pub mod journal;
+pub mod postgres;
 pub mod spec;

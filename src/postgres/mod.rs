@@ -1,0 +1,26 @@
+//! Postgres as compute_ctl configures it: configuration files, and the roles, databases and
+//! delta operations of the spec.
+//!
+//! - [`quote`]: the one place where names and values become SQL or configuration text;
+//! - [`config`]: `postgresql.conf` and `pg_hba.conf`, rendered and written atomically;
+//! - [`catalog`]: one read of `pg_authid`, `pg_database` and `pg_shdepend`;
+//! - [`options`]: the spec's role and database options and passwords, checked and rendered;
+//! - [`plan`]: the statements that bring the catalog to the spec, as a pure function;
+//! - [`reconcile`]: the admin session, sending a plan, the error and report.
+//!
+//! Architecture invariant: only `plan` decides what to send, only `apply` sends, and every
+//! name or value in a statement went through `quote`.
+
+pub mod catalog;
+pub mod config;
+pub mod options;
+pub mod plan;
+pub mod quote;
+pub mod reconcile;
+
+pub use catalog::{
+    CatalogDatabase, CatalogRole, CatalogSnapshot, Dependency, ValidUntil, Verifier,
+};
+pub use config::{render_pg_hba, render_postgresql_conf, write_config_files, ConfigError};
+pub use plan::{plan, Plan, Statement, StatementKind};
+pub use reconcile::{admin_config, apply, connect, reconcile, ApplyError, ApplyReport};

@@ -1,0 +1,7 @@
+//! The one integration test binary: tests that need real processes (Postgres, compute_ctl
+//! itself) live here, each module a concern, sharing the helpers in `support`.
+#![allow(clippy::unwrap_used)]
+
+mod postgres_config;
+mod reconcile;
+mod support;

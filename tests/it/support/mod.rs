@@ -1,0 +1,6 @@
+//! Helpers shared by the integration tests: real processes in temp dirs on free loopback
+//! ports, cleaned up on drop, also when a test panics.
+
+// Shared helpers: not every test binary module uses every one of them.
+#[allow(dead_code)]
+pub mod postgres;
