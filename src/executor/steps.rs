@@ -170,7 +170,10 @@ fn cancelled(phase: PhaseName, step: StepName) -> StepError {
 
 /// The `postgresql.conf` of a spec: the same text at start and on every apply, so an
 /// unchanged spec reloads nothing.
-pub fn postgresql_conf(env: &StepEnv, spec: &ParsedSpec) -> String {
+pub fn postgresql_conf(
+    env: &StepEnv,
+    spec: &ParsedSpec,
+) -> Result<String, crate::postgres::ConfigError> {
     let mut extra: Vec<(String, String)> = Vec::new();
     if spec.spec.cluster.setting("unix_socket_directories").is_none() {
         extra.push((
@@ -193,12 +196,14 @@ fn spawn_postgres(ctx: &StepCtx<'_>) -> Outcome {
         Ok(spec) => spec,
         Err(e) => return Outcome::failed(e),
     };
-    let conf = postgresql_conf(env, spec);
-    let hba = crate::postgres::config::render_pg_hba(env.admin.role());
-    let written = [("postgresql.conf", conf.as_str()), ("pg_hba.conf", hba.as_str())]
-        .into_iter()
-        .try_for_each(|(name, text)| write_owned(env, name, text));
-    if let Err(e) = written.and_then(|()| storage::backend(spec).prepare_start(env, spec)) {
+    let files = postgresql_conf(env, spec).and_then(|conf| {
+        let hba = crate::postgres::config::render_pg_hba(env.admin.role())?;
+        crate::postgres::config::write_config_files(&env.pgdata, &conf, &hba)
+    });
+    if let Err(e) = files {
+        return Outcome::failed(StepError::new(PHASE, STEP, ErrorKind::Io, e.to_string()));
+    }
+    if let Err(e) = storage::backend(spec).prepare_start(env, spec) {
         return Outcome::failed(io_error(PHASE, STEP, &e));
     }
 
@@ -240,18 +245,6 @@ fn spawn_postgres(ctx: &StepCtx<'_>) -> Outcome {
     }
 }
 
-/// Writes a file in PGDATA, owned by the Postgres user.
-fn write_owned(env: &StepEnv, name: &str, text: &str) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let path = env.pgdata.join(name);
-    crate::durable::write_atomic(&path, text.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    if let Some(user) = &env.pg_user {
-        user.chown(&path)?;
-    }
-    Ok(())
-}
-
 /// `apply_spec`: settings (checked, reloaded, confirmed), then roles, databases and delta
 /// operations, unless the compute is read-only or the spec says to skip them.
 fn apply_spec(ctx: &StepCtx<'_>, first_start: bool) -> StepResult {
@@ -268,7 +261,8 @@ fn apply_spec(ctx: &StepCtx<'_>, first_start: bool) -> StepResult {
         .admin
         .connect(spec.port(), None)
         .map_err(|e| postgres_error("cannot connect as the admin role", e))?;
-    let conf = postgresql_conf(env, spec);
+    let conf = postgresql_conf(env, spec)
+        .map_err(|e| StepError::new(phase, STEP, ErrorKind::ConfigRefused, e.to_string()))?;
     let target = SettingsTarget {
         pgdata: &env.pgdata,
         conf: &conf,
@@ -283,8 +277,14 @@ fn apply_spec(ctx: &StepCtx<'_>, first_start: bool) -> StepResult {
     } else if !spec.spec.mode.is_read_write() {
         json!({ "skipped": format!("a {} compute is read-only: roles and databases come from its storage", spec.spec.mode.as_str()) })
     } else {
-        crate::postgres::reconcile::apply_spec_catalog(&mut client, env, spec, ctx.cancel)
-            .map_err(|e| e.into_step_error(phase))?
+        let config = env.admin.config(spec.port(), None);
+        let report = crate::postgres::reconcile(&config, &spec.spec, env.admin.role())
+            .map_err(|e| e.to_step_error(phase))?;
+        json!({
+            "statements_sent": report.statements_sent,
+            "catalog_reads": report.catalog_reads,
+            "summary": report.summary,
+        })
     };
     Ok((
         StepOutput::SpecApplied,

@@ -1,14 +1,9 @@
-//! How compute_ctl connects to its own Postgres as the admin role (`-C/--connstr`).
-
-use std::str::FromStr;
-use std::time::Duration;
+//! How compute_ctl connects to its own Postgres as the admin role (`-C/--connstr`): the
+//! session settings of `reconcile::admin_config`, completed with the spec's port.
 
 use anyhow::Context;
 
-/// Session settings that keep a user's `ALTER DATABASE … SET` (read-only default, a tiny
-/// statement timeout, a search path) from breaking compute_ctl's own statements.
-pub const ADMIN_SESSION_OPTIONS: &str =
-    "-c default_transaction_read_only=off -c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0 -c search_path=";
+use super::reconcile::admin_config;
 
 /// The admin connection: `-C` as given, completed with the spec's port.
 #[derive(Clone, Debug)]
@@ -23,7 +18,8 @@ impl AdminConnection {
     /// Parses `-C` (URL or key=value). The default host is 127.0.0.1 and the default
     /// database `postgres`.
     pub fn parse(connstr: &str) -> anyhow::Result<AdminConnection> {
-        let mut base = postgres::Config::from_str(connstr)
+        let mut base = admin_config(connstr, &[])
+            .map_err(|e| anyhow::anyhow!("{}", e.message))
             .with_context(|| format!("-C/--connstr {connstr:?} is not a valid connection string"))?;
         let role = base
             .get_user()
@@ -36,12 +32,6 @@ impl AdminConnection {
             base.dbname("postgres");
         }
         let has_port = !base.get_ports().is_empty();
-        let options = match base.get_options() {
-            Some(theirs) => format!("{ADMIN_SESSION_OPTIONS} {theirs}"),
-            None => ADMIN_SESSION_OPTIONS.to_string(),
-        };
-        base.options(&options);
-        base.application_name("compute_ctl");
         Ok(AdminConnection {
             base,
             has_port,
@@ -64,7 +54,6 @@ impl AdminConnection {
         if let Some(dbname) = dbname {
             config.dbname(dbname);
         }
-        config.connect_timeout(Duration::from_secs(10));
         config
     }
 
@@ -84,7 +73,7 @@ mod tests {
         let config = admin.config(55432, None);
         assert_eq!(config.get_ports(), &[55432]);
         assert_eq!(config.get_dbname(), Some("postgres"));
-        assert!(config.get_options().unwrap().contains("default_transaction_read_only=off"));
+        assert!(config.get_options().unwrap().contains("default_transaction_read_only"));
         let fixed = AdminConnection::parse("postgresql://a@127.0.0.1:6000/db").unwrap();
         assert_eq!(fixed.config(55432, Some("x")).get_ports(), &[6000]);
     }
@@ -92,6 +81,6 @@ mod tests {
     #[test]
     fn names_a_missing_user() {
         let err = AdminConnection::parse("postgresql://127.0.0.1/postgres").unwrap_err();
-        assert!(err.to_string().contains("names no user"), "{err}");
+        assert!(format!("{err:#}").contains("names no user"), "{err:#}");
     }
 }

@@ -1,3 +1,8 @@
-//! Test support: the real binary (`compute`) and throwaway Postgres servers (`postgres`).
+//! Helpers shared by the integration tests: real processes in temp dirs on free loopback
+//! ports, cleaned up on drop, also when a test panics.
 
+// Shared helpers: not every test module uses every one of them.
+#[allow(dead_code)]
 pub mod compute;
+#[allow(dead_code)]
+pub mod postgres;
