@@ -3,5 +3,6 @@
 //! The binary (`src/main.rs`) is a thin shell over this library, which the integration tests
 //! and benchmarks use too.
 
+pub mod durable;
 pub mod journal;
 pub mod spec;
