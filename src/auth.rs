@@ -32,13 +32,20 @@ impl Verifier {
             .decode(body)
             .with_context(|| format!("--auth-public-key {}: not PEM (base64)", path.display()))?;
         let Some(raw) = der.strip_prefix(&ED25519_SPKI_PREFIX) else {
-            bail!("--auth-public-key {}: not an Ed25519 public key", path.display());
+            bail!(
+                "--auth-public-key {}: not an Ed25519 public key",
+                path.display()
+            );
         };
-        let raw: [u8; 32] = raw
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("--auth-public-key {}: the key is not 32 bytes", path.display()))?;
-        let key = VerifyingKey::from_bytes(&raw)
-            .with_context(|| format!("--auth-public-key {}: invalid Ed25519 key", path.display()))?;
+        let raw: [u8; 32] = raw.try_into().map_err(|_| {
+            anyhow::anyhow!(
+                "--auth-public-key {}: the key is not 32 bytes",
+                path.display()
+            )
+        })?;
+        let key = VerifyingKey::from_bytes(&raw).with_context(|| {
+            format!("--auth-public-key {}: invalid Ed25519 key", path.display())
+        })?;
         Ok(Verifier { key })
     }
 

@@ -32,7 +32,13 @@ pub struct RunArgs {
     #[arg(short = 'D', long = "pgdata", value_name = "DIR")]
     pub pgdata: Option<PathBuf>,
     /// Spec file: a bare compute spec, or Neon's {"spec": …, "compute_ctl_config": …}
-    #[arg(short = 'S', long = "spec", visible_alias = "config", short_alias = 'c', value_name = "FILE")]
+    #[arg(
+        short = 'S',
+        long = "spec",
+        visible_alias = "config",
+        short_alias = 'c',
+        value_name = "FILE"
+    )]
     pub spec: Option<PathBuf>,
     /// How compute_ctl connects to its Postgres as the admin (superuser) role
     #[arg(short = 'C', long = "connstr", value_name = "URL", default_value = DEFAULT_CONNSTR)]
@@ -145,8 +151,14 @@ mod tests {
         ])
         .unwrap();
         assert!(cli.command.is_none());
-        assert_eq!(cli.run.pgdata.unwrap(), PathBuf::from("/var/db/postgres/compute"));
-        assert_eq!(cli.run.spec.unwrap(), PathBuf::from("/var/db/postgres/specs/current.json"));
+        assert_eq!(
+            cli.run.pgdata.unwrap(),
+            PathBuf::from("/var/db/postgres/compute")
+        );
+        assert_eq!(
+            cli.run.spec.unwrap(),
+            PathBuf::from("/var/db/postgres/specs/current.json")
+        );
         assert_eq!(cli.run.failed_linger, Duration::from_secs(30));
         assert_eq!(cli.run.monitor_interval, Duration::from_millis(500));
     }
@@ -161,12 +173,33 @@ mod tests {
 
     #[test]
     fn parses_subcommands() {
-        let cli = Cli::try_parse_from(["compute_ctl", "journal", "dump", "--state-dir", "/s", "--since", "7", "--json"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "compute_ctl",
+            "journal",
+            "dump",
+            "--state-dir",
+            "/s",
+            "--since",
+            "7",
+            "--json",
+        ])
+        .unwrap();
         assert!(matches!(
             cli.command,
-            Some(Command::Journal { command: JournalCommand::Dump { since: 7, json: true, .. } })
+            Some(Command::Journal {
+                command: JournalCommand::Dump {
+                    since: 7,
+                    json: true,
+                    ..
+                }
+            })
         ));
         let cli = Cli::try_parse_from(["compute_ctl", "fsm", "--format", "json"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Fsm { format: FsmFormat::Json })));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Fsm {
+                format: FsmFormat::Json
+            })
+        ));
     }
 }

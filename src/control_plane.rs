@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::json;
 use states::{ErrorKind, PhaseName, StepError, StepName, StepOutput};
 
-use crate::executor::{StepCtx, StepExtra};
+use crate::executor::{Outcome, StepCtx, StepExtra};
 
 /// The largest answer read from the control plane.
 const ANSWER_BYTES_MAX: u64 = 16 * 1024 * 1024;
@@ -45,16 +45,23 @@ impl ControlPlane {
 }
 
 fn error(message: String, retryable: bool) -> StepError {
-    let mut error = StepError::new(PhaseName::Empty, StepName::FetchSpec, ErrorKind::ControlPlane, message);
+    let mut error = StepError::new(
+        PhaseName::Empty,
+        StepName::FetchSpec,
+        ErrorKind::ControlPlane,
+        message,
+    );
     error.retryable = retryable;
     error
 }
 
 /// The `fetch_spec` step.
-pub fn fetch_step(ctx: &StepCtx<'_>) -> crate::executor::steps_outcome::Outcome {
-    use crate::executor::steps_outcome::Outcome;
+pub fn fetch_step(ctx: &StepCtx<'_>) -> Outcome {
     let Some(control_plane) = ctx.env.control_plane.as_ref() else {
-        return Outcome::failed(error("no control plane is configured (-p/-i)".into(), false));
+        return Outcome::failed(error(
+            "no control plane is configured (-p/-i)".into(),
+            false,
+        ));
     };
     let url = control_plane.spec_url();
     let mut request = ureq::get(&url).timeout(REQUEST_TIMEOUT);
@@ -65,19 +72,37 @@ pub fn fetch_step(ctx: &StepCtx<'_>) -> crate::executor::steps_outcome::Outcome 
         Ok(response) => response,
         Err(ureq::Error::Status(code, _)) => {
             let retryable = matches!(code, 502 | 503 | 504 | 429);
-            return Outcome::failed(error(format!("the control plane answered {code} to GET {url}"), retryable));
+            return Outcome::failed(error(
+                format!("the control plane answered {code} to GET {url}"),
+                retryable,
+            ));
         }
         Err(e) => {
-            return Outcome::failed(error(format!("the control plane is unreachable at {url}: {e}"), true));
+            return Outcome::failed(error(
+                format!("the control plane is unreachable at {url}: {e}"),
+                true,
+            ));
         }
     };
     let mut body = Vec::new();
-    if let Err(e) = response.into_reader().take(ANSWER_BYTES_MAX).read_to_end(&mut body) {
-        return Outcome::failed(error(format!("cannot read the control plane's answer from {url}: {e}"), true));
+    if let Err(e) = response
+        .into_reader()
+        .take(ANSWER_BYTES_MAX)
+        .read_to_end(&mut body)
+    {
+        return Outcome::failed(error(
+            format!("cannot read the control plane's answer from {url}: {e}"),
+            true,
+        ));
     }
     let answer: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(answer) => answer,
-        Err(e) => return Outcome::failed(error(format!("the control plane's answer from {url} is not JSON: {e}"), true)),
+        Err(e) => {
+            return Outcome::failed(error(
+                format!("the control plane's answer from {url} is not JSON: {e}"),
+                true,
+            ))
+        }
     };
     match answer.get("status").and_then(serde_json::Value::as_str) {
         Some("empty") => Outcome::ok_with(

@@ -28,7 +28,7 @@ use crate::postgres::monitor::Monitor;
 use crate::postgres::settings::PendingRestart;
 use crate::replay::{AcceptedRequest, DesiredSpec};
 use crate::sidecar::SidecarView;
-use crate::spec::ParsedSpec;
+use crate::spec::{ParsedSpec, SettingsCheck};
 use crate::view::{Published, StartupTimes, StateView};
 
 /// The spec the compute must end up running, with its generation and record.
@@ -49,6 +49,7 @@ pub enum Exit {
 }
 
 /// Everything the driver needs, built by `run`.
+#[allow(missing_debug_implementations)]
 pub struct DriverParts {
     pub journal: Box<dyn JournalStore + Send>,
     pub executor: Executor,
@@ -59,7 +60,7 @@ pub struct DriverParts {
     pub monitor_interval: Duration,
     pub state_dir: PathBuf,
     pub spec_file: Option<PathBuf>,
-    pub settings_check: Box<dyn Fn(&ParsedSpec) -> Result<(), String> + Send>,
+    pub settings_check: SettingsCheck,
     pub requests: HashMap<String, AcceptedRequest>,
     pub start_time: String,
 }
@@ -77,7 +78,7 @@ pub struct Driver {
     next_tick_ms: u64,
     state_dir: PathBuf,
     spec_file: Option<PathBuf>,
-    settings_check: Box<dyn Fn(&ParsedSpec) -> Result<(), String> + Send>,
+    settings_check: SettingsCheck,
 
     desired: Option<Desired>,
     /// Specs by hash that steps in flight or the running Postgres may still need.
@@ -98,7 +99,9 @@ pub struct Driver {
 
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Driver").field("phase", &self.phase.name()).finish()
+        f.debug_struct("Driver")
+            .field("phase", &self.phase.name())
+            .finish()
     }
 }
 
@@ -246,7 +249,12 @@ impl Driver {
                     source: Some(format!("postmaster pid {pid}")),
                     ..Origin::default()
                 };
-                self.handle(Event::PostmasterExited { status }, origin, now, Vec::new())
+                if let Err(rejection) =
+                    self.handle(Event::PostmasterExited { status }, origin, now, Vec::new())?
+                {
+                    log::warn!("the postmaster's exit was refused: {rejection}");
+                }
+                Ok(())
             }
             Input::Signal(signal) => self.on_signal(signal, now),
             Input::Activity { wall_ms } => {
@@ -270,7 +278,11 @@ impl Driver {
     fn on_signal(&mut self, signal: SignalKind, now: Now) -> Result<(), Exit> {
         match signal {
             SignalKind::Terminate | SignalKind::Interrupt => {
-                let name = if signal == SignalKind::Terminate { "SIGTERM" } else { "SIGINT" };
+                let name = if signal == SignalKind::Terminate {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                };
                 log::info!("{name}: terminating");
                 let origin = Origin {
                     source: Some(name.into()),
@@ -323,19 +335,26 @@ impl Driver {
                     Ok(answer) => answer,
                     Err(Refusal::Reply(answer)) => answer,
                     Err(Refusal::Fatal(exit)) => {
-                        let _ = reply.send(ApiReply::error(503, "the journal cannot be written: nothing was accepted"));
+                        let _ = reply.send(ApiReply::error(
+                            503,
+                            "the journal cannot be written: nothing was accepted",
+                        ));
                         return Err(exit);
                     }
                 }
             }
             ApiRequest::Configure { spec } => {
-                let accepted = self.accept_spec(spec, SpecSource::Http, Some(request_id), None, now);
+                let accepted =
+                    self.accept_spec(spec, SpecSource::Http, Some(request_id), None, now);
                 let generation = match accepted {
                     Ok(answer) => answer.body["generation"].as_u64().unwrap_or(0),
                     Err(Refusal::Reply(answer)) => {
                         // Neon answers 412 in a phase that takes no spec.
                         let answer = if answer.status == 409 {
-                            ApiReply::error(412, format!("phase {} takes no spec", self.phase.name()))
+                            ApiReply::error(
+                                412,
+                                format!("phase {} takes no spec", self.phase.name()),
+                            )
                         } else {
                             answer
                         };
@@ -364,7 +383,8 @@ impl Driver {
                 };
                 self.terminate_waiters.push(reply);
                 // Refused only in `terminated`, answered above.
-                self.handle(Event::Terminate { mode }, origin, now, Vec::new())?.ok();
+                self.handle(Event::Terminate { mode }, origin, now, Vec::new())?
+                    .ok();
                 self.answer_waiters();
                 return Ok(());
             }
@@ -422,14 +442,27 @@ impl Driver {
                 return Ok(accepted_reply(200, desired.generation, desired.seq));
             }
         }
-        if let Err(message) = (self.settings_check)(&spec) {
-            return Err(Refusal::Reply(ApiReply::new(400, json!({ "error": message, "path": "cluster.settings" }))));
+        let errors = (self.settings_check)(&spec);
+        if let Some(first) = errors.first() {
+            let message = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(Refusal::Reply(ApiReply::new(
+                400,
+                json!({ "error": message, "path": first.path }),
+            )));
         }
         let generation = current + 1;
-        crate::journal::store_spec(&self.state_dir, spec.hash_hex(), &spec.canonical_json).map_err(|e| {
-            log::error!("cannot store spec {}: {e}", spec.hash);
-            Refusal::Reply(ApiReply::error(503, format!("the spec cannot be stored: {e}")))
-        })?;
+        crate::journal::store_spec(&self.state_dir, spec.hash_hex(), &spec.canonical_json)
+            .map_err(|e| {
+                log::error!("cannot store spec {}: {e}", spec.hash);
+                Refusal::Reply(ApiReply::error(
+                    503,
+                    format!("the spec cannot be stored: {e}"),
+                ))
+            })?;
         let accepted = RecordBody::SpecAccepted(SpecAcceptedRecord {
             generation,
             spec_hash: spec.hash.clone(),
@@ -468,7 +501,13 @@ impl Driver {
             desired.seq = first_seq;
         }
         if let Some(id) = request_id {
-            self.requests.insert(id, AcceptedRequest { generation, seq: first_seq });
+            self.requests.insert(
+                id,
+                AcceptedRequest {
+                    generation,
+                    seq: first_seq,
+                },
+            );
         }
         self.publish();
         Ok(accepted_reply(202, generation, first_seq))
@@ -530,7 +569,13 @@ impl Driver {
         if let Some(fetched) = fetched {
             match fetched {
                 Ok(spec) => {
-                    match self.accept_spec(Arc::new(spec), SpecSource::ControlPlane, None, None, now) {
+                    match self.accept_spec(
+                        Arc::new(spec),
+                        SpecSource::ControlPlane,
+                        None,
+                        None,
+                        now,
+                    ) {
                         Ok(_) | Err(Refusal::Reply(_)) => {}
                         Err(Refusal::Fatal(exit)) => return Err(exit),
                     }
@@ -622,7 +667,11 @@ impl Driver {
                     }
                     phase = started.phase;
                 }
-                Err(rejected) => log::error!("phase {} refused its own step {id}: {}", phase.name(), rejected.rejection),
+                Err(rejected) => log::error!(
+                    "phase {} refused its own step {id}: {}",
+                    phase.name(),
+                    rejected.rejection
+                ),
             }
         }
         self.append(records, now)?;
@@ -687,10 +736,10 @@ impl Driver {
                 let config = port.map(|p| self.executor.env().admin.config(p, None));
                 self.monitor.watch(config);
             }
-            PhaseName::Failed | PhaseName::Terminating | PhaseName::Terminated => {
-                if phase.postmaster().is_none() {
-                    self.monitor.watch(None);
-                }
+            PhaseName::Failed | PhaseName::Terminating | PhaseName::Terminated
+                if phase.postmaster().is_none() =>
+            {
+                self.monitor.watch(None);
             }
             _ => {}
         }
@@ -754,9 +803,16 @@ impl Driver {
         let status = self.neon_status();
         self.configure_waiters.retain(|(generation, reply)| {
             let answer = match name {
-                PhaseName::Running if applied >= Some(*generation) => ApiReply::new(200, status.clone()),
+                PhaseName::Running if applied >= Some(*generation) => {
+                    ApiReply::new(200, status.clone())
+                }
                 PhaseName::Failed | PhaseName::Terminating | PhaseName::Terminated => {
-                    ApiReply::error(500, error.clone().unwrap_or_else(|| format!("the compute is {name}")))
+                    ApiReply::error(
+                        500,
+                        error
+                            .clone()
+                            .unwrap_or_else(|| format!("the compute is {name}")),
+                    )
                 }
                 _ => return true,
             };

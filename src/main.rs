@@ -54,7 +54,14 @@ fn journal(command: JournalCommand) -> i32 {
         },
         JournalCommand::Verify { state_dir } => match compute_ctl::journal::verify(&state_dir) {
             Ok(report) => {
-                println!("ok: {report}");
+                println!(
+                    "ok: {} records in {} segments, last seq {}, last epoch {}, {} bytes",
+                    report.records,
+                    report.segments,
+                    report.last_seq,
+                    report.last_epoch,
+                    report.bytes
+                );
                 0
             }
             Err(e) => {

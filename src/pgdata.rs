@@ -43,7 +43,9 @@ pub fn inspect(pgdata: &Path, state_dir: &Path) -> anyhow::Result<PgdataKind> {
     let metadata = match std::fs::symlink_metadata(pgdata) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PgdataKind::Absent),
-        Err(e) => return Err(e).with_context(|| format!("cannot inspect PGDATA {}", pgdata.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot inspect PGDATA {}", pgdata.display()))
+        }
     };
     if !metadata.is_dir() {
         return Ok(PgdataKind::Foreign("it is not a directory".to_string()));
@@ -52,7 +54,9 @@ pub fn inspect(pgdata: &Path, state_dir: &Path) -> anyhow::Result<PgdataKind> {
         return Ok(PgdataKind::Own("it holds compute_ctl's marker file"));
     }
     if claimed(state_dir, pgdata)? {
-        return Ok(PgdataKind::Own("its rebuild by compute_ctl was interrupted (claim in the state directory)"));
+        return Ok(PgdataKind::Own(
+            "its rebuild by compute_ctl was interrupted (claim in the state directory)",
+        ));
     }
     let mut entries = Vec::new();
     for entry in std::fs::read_dir(pgdata)
@@ -87,7 +91,9 @@ fn claimed(state_dir: &Path, pgdata: &Path) -> anyhow::Result<bool> {
     match std::fs::read_to_string(claim_path(state_dir)) {
         Ok(text) => Ok(Path::new(text.trim()) == absolute(pgdata)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", claim_path(state_dir).display())),
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot read {}", claim_path(state_dir).display()))
+        }
     }
 }
 
@@ -123,7 +129,9 @@ pub fn wipe_and_recreate(pgdata: &Path, owner: Option<&PgUser>) -> anyhow::Resul
             std::fs::create_dir_all(pgdata)
                 .with_context(|| format!("cannot create PGDATA {}", pgdata.display()))?;
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot open PGDATA {}", pgdata.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot open PGDATA {}", pgdata.display()))
+        }
     }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(pgdata, std::fs::Permissions::from_mode(0o700))
@@ -132,8 +140,12 @@ pub fn wipe_and_recreate(pgdata: &Path, owner: Option<&PgUser>) -> anyhow::Resul
         owner.chown(pgdata)?;
     }
     if let Some(parent) = pgdata.parent() {
-        crate::durable::fsync_dir(if parent.as_os_str().is_empty() { Path::new(".") } else { parent })
-            .with_context(|| format!("cannot sync the parent of PGDATA {}", pgdata.display()))?;
+        crate::durable::fsync_dir(if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        })
+        .with_context(|| format!("cannot sync the parent of PGDATA {}", pgdata.display()))?;
     }
     Ok(())
 }
@@ -154,7 +166,9 @@ pub fn mark(pgdata: &Path, state_dir: &Path, owner: Option<&PgUser>) -> anyhow::
         Ok(()) => crate::durable::fsync_dir(state_dir)
             .with_context(|| format!("cannot sync {}", state_dir.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot remove {}", claim_path(state_dir).display())),
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot remove {}", claim_path(state_dir).display()))
+        }
     }
 }
 
@@ -175,10 +189,16 @@ mod tests {
         std::fs::write(pgdata.join("PG_VERSION"), "15\n").unwrap();
         assert!(!inspect(&pgdata, &state).unwrap().may_wipe());
         claim(&state, &pgdata).unwrap();
-        assert!(matches!(inspect(&pgdata, &state).unwrap(), PgdataKind::Own(_)));
+        assert!(matches!(
+            inspect(&pgdata, &state).unwrap(),
+            PgdataKind::Own(_)
+        ));
         mark(&pgdata, &state, None).unwrap();
         assert!(!state.join(CLAIM_FILE).exists());
-        assert!(matches!(inspect(&pgdata, &state).unwrap(), PgdataKind::Own(_)));
+        assert!(matches!(
+            inspect(&pgdata, &state).unwrap(),
+            PgdataKind::Own(_)
+        ));
         wipe_and_recreate(&pgdata, None).unwrap();
         assert_eq!(inspect(&pgdata, &state).unwrap(), PgdataKind::Empty);
     }

@@ -40,7 +40,11 @@ pub struct Replay {
 impl Replay {
     /// Takes one record, in journal order.
     pub fn visit(&mut self, record: &Record) {
-        debug_assert!(record.seq > self.last_seq, "replay out of order at {}", record.seq);
+        debug_assert!(
+            record.seq > self.last_seq,
+            "replay out of order at {}",
+            record.seq
+        );
         self.last_seq = record.seq;
         if record.epoch > self.last_epoch {
             // Steps of older epochs were reported by the start record of the epoch after

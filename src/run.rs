@@ -15,14 +15,16 @@ use crate::driver::{Driver, DriverParts, Exit};
 use crate::executor::{Executor, StepEnv};
 use crate::http::{self, Api};
 use crate::input::{Input, SignalKind, INBOX_CAPACITY};
-use crate::journal::{FileJournal, JournalConfig, JournalError, JournalStore, RecordBody, StartRecord};
+use crate::journal::{
+    FileJournal, JournalConfig, JournalError, JournalStore, RecordBody, StartRecord,
+};
 use crate::pg_user::PgUser;
 use crate::pgdata::{self, PgdataKind};
 use crate::postgres::connect::AdminConnection;
 use crate::postgres::monitor::Monitor;
 use crate::postgres::process::{Binaries, StartDeadlines};
 use crate::replay::Replay;
-use crate::spec::{ParsedSpec, SettingCatalog};
+use crate::spec::{ParsedSpec, SettingCatalog, SettingsCheck};
 use crate::view::{Published, StartupTimes, StateView};
 
 /// A refusal with its exit code.
@@ -91,26 +93,38 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
         return Err(refuse(2, "-D/--pgdata is required"));
     };
     let state_dir = state_dir_for(&pgdata, args.state_dir.as_deref())?;
-    let binaries = Binaries::locate(args.pgbin.as_deref()).map_err(|e| refuse(2, format!("{e:#}")))?;
+    let binaries =
+        Binaries::locate(args.pgbin.as_deref()).map_err(|e| refuse(2, format!("{e:#}")))?;
     let admin = AdminConnection::parse(&args.connstr).map_err(|e| refuse(2, format!("{e:#}")))?;
     let pg_user = PgUser::for_root(&args.pg_user).map_err(|e| refuse(2, format!("{e:#}")))?;
     let control_plane = match (&args.compute_id, &args.control_plane_uri) {
         (Some(id), Some(uri)) => Some(crate::control_plane::ControlPlane {
             uri: uri.clone(),
             compute_id: id.clone(),
-            token: std::env::var("NEON_CONTROL_PLANE_TOKEN").ok().filter(|t| !t.is_empty()),
+            token: std::env::var("NEON_CONTROL_PLANE_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
         }),
         (None, None) => None,
-        _ => return Err(refuse(2, "-i/--compute-id and -p/--control-plane-uri go together")),
+        _ => {
+            return Err(refuse(
+                2,
+                "-i/--compute-id and -p/--control-plane-uri go together",
+            ))
+        }
     };
     let auth = match &args.auth_public_key {
-        Some(path) => Some(crate::auth::Verifier::from_pem_file(path).map_err(|e| refuse(2, format!("{e:#}")))?),
+        Some(path) => Some(
+            crate::auth::Verifier::from_pem_file(path).map_err(|e| refuse(2, format!("{e:#}")))?,
+        ),
         None => None,
     };
     if args.monitor_interval.is_zero() {
         return Err(refuse(2, "--monitor-interval must be longer than 0"));
     }
-    let catalog = Arc::new(SettingCatalog::load(&binaries.postgres).map_err(|e| refuse(2, format!("{e:#}")))?);
+    let catalog = Arc::new(
+        SettingCatalog::load(&binaries.postgres).map_err(|e| refuse(2, format!("{e:#}")))?,
+    );
 
     // The spec file: bad input changes nothing.
     let from_file = match &args.spec {
@@ -120,33 +134,61 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
             let errors = catalog.check(&spec.spec);
             if !errors.is_empty() {
                 let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                return Err(refuse(3, format!("-S {}: {}", path.display(), listed.join("; "))));
+                return Err(refuse(
+                    3,
+                    format!("-S {}: {}", path.display(), listed.join("; ")),
+                ));
             }
             Some(Arc::new(spec))
         }
         None => None,
     };
 
-    crate::durable::create_dir_all_durable(&state_dir)
-        .map_err(|e| refuse(1, format!("cannot create the state directory {}: {e}", state_dir.display())))?;
+    crate::durable::create_dir_all_durable(&state_dir).map_err(|e| {
+        refuse(
+            1,
+            format!(
+                "cannot create the state directory {}: {e}",
+                state_dir.display()
+            ),
+        )
+    })?;
     let mut replay = Replay::default();
-    let (mut journal, opened) = FileJournal::open(&state_dir, JournalConfig::default(), |record| replay.visit(record))
-        .map_err(|e| refuse(exit_code_of_journal_error(&e), e.to_string()))?;
+    let (mut journal, opened) = FileJournal::open(&state_dir, JournalConfig::default(), |record| {
+        replay.visit(record)
+    })
+    .map_err(|e| refuse(exit_code_of_journal_error(&e), e.to_string()))?;
     if let Some(torn) = &opened.torn_tail {
         log::warn!(
             "the journal's last record was torn ({}): {} bytes cut from {} at offset {}",
-            torn.reason, torn.bytes, torn.segment, torn.offset
+            torn.reason,
+            torn.bytes,
+            torn.segment,
+            torn.offset
         );
     }
     let replayed = match &replay.desired {
         Some(desired) => {
             let hex = desired.hash.trim_start_matches("sha256:");
             let bytes = crate::journal::load_spec(&state_dir, hex).map_err(|e| {
-                refuse(5, format!("the journal's desired spec {} cannot be read: {e}", desired.hash))
+                refuse(
+                    5,
+                    format!(
+                        "the journal's desired spec {} cannot be read: {e}",
+                        desired.hash
+                    ),
+                )
             })?;
             let spec = crate::spec::parse(&bytes).map_err(|errors| {
                 let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                refuse(5, format!("the journal's desired spec {} is no longer valid: {}", desired.hash, listed.join("; ")))
+                refuse(
+                    5,
+                    format!(
+                        "the journal's desired spec {} is no longer valid: {}",
+                        desired.hash,
+                        listed.join("; ")
+                    ),
+                )
             })?;
             Some((desired.clone(), Arc::new(spec)))
         }
@@ -170,13 +212,19 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
 
     let (inbox_tx, inbox) = mpsc::sync_channel::<Input>(INBOX_CAPACITY);
     let start_time = rfc3339_ms(clock.now().wall_ms);
-    let published = Published::new(initial_view(&journal, &start_time), clock, args.monitor_interval);
+    let published = Published::new(
+        initial_view(&journal, &start_time),
+        clock,
+        args.monitor_interval,
+    );
     let check_catalog = catalog.clone();
+    let settings_check: SettingsCheck =
+        Arc::new(move |spec: &ParsedSpec| check_catalog.check(&spec.spec));
     let api = Api::new(
         published.clone(),
         inbox_tx.clone(),
         state_dir.clone(),
-        Arc::new(move |spec: &ParsedSpec| check_catalog.check(&spec.spec)),
+        settings_check.clone(),
         auth,
     );
     http::serve(&args.http_addr, api.clone()).map_err(|e| refuse(1, format!("{e:#}")))?;
@@ -216,15 +264,16 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
         fast_stop_timeout: std::time::Duration::from_secs(60),
         control_plane: control_plane.clone(),
     };
-    let executor = Executor::start(env, inbox_tx.clone(), sidecar).map_err(|e| refuse(1, format!("{e:#}")))?;
-    let monitor = Monitor::start(args.monitor_interval, inbox_tx.clone(), clock).map_err(|e| refuse(1, format!("{e:#}")))?;
+    let executor =
+        Executor::start(env, inbox_tx.clone(), sidecar).map_err(|e| refuse(1, format!("{e:#}")))?;
+    let monitor = Monitor::start(args.monitor_interval, inbox_tx.clone(), clock)
+        .map_err(|e| refuse(1, format!("{e:#}")))?;
     forward_signals(inbox_tx).map_err(|e| refuse(1, format!("cannot handle signals: {e}")))?;
 
     let policy = Policy {
         failed_linger_ms: u64::try_from(args.failed_linger.as_millis()).unwrap_or(u64::MAX),
         ..Policy::default()
     };
-    let settings_catalog = catalog.clone();
     let parts = DriverParts {
         journal: Box::new(journal),
         executor,
@@ -235,14 +284,7 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
         monitor_interval: args.monitor_interval,
         state_dir,
         spec_file: args.spec.clone(),
-        settings_check: Box::new(move |spec: &ParsedSpec| {
-            let errors = settings_catalog.check(&spec.spec);
-            if errors.is_empty() {
-                Ok(())
-            } else {
-                Err(errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
-            }
-        }),
+        settings_check,
         requests: replay.requests.clone(),
         start_time,
     };
@@ -252,7 +294,10 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
     api.drain(std::time::Duration::from_secs(2));
     match exit {
         Exit::Code(code) => Ok(code),
-        Exit::JournalFailed(message) => Err(refuse(1, format!("stopping: the journal cannot be written: {message}"))),
+        Exit::JournalFailed(message) => Err(refuse(
+            1,
+            format!("stopping: the journal cannot be written: {message}"),
+        )),
     }
 }
 
@@ -285,17 +330,19 @@ fn initial_view(journal: &FileJournal, start_time: &str) -> StateView {
 fn forward_signals(inbox: mpsc::SyncSender<Input>) -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        for signal in signals.forever() {
-            let kind = match signal {
-                SIGTERM => SignalKind::Terminate,
-                SIGINT => SignalKind::Interrupt,
-                _ => SignalKind::Reload,
-            };
-            if inbox.send(Input::Signal(kind)).is_err() {
-                return;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let kind = match signal {
+                    SIGTERM => SignalKind::Terminate,
+                    SIGINT => SignalKind::Interrupt,
+                    _ => SignalKind::Reload,
+                };
+                if inbox.send(Input::Signal(kind)).is_err() {
+                    return;
+                }
             }
-        }
-    })?;
+        })?;
     Ok(())
 }

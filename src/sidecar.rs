@@ -135,7 +135,11 @@ impl Sidecar {
                         state.view.running = true;
                         state.view.pid = Some(handle.pid());
                     }
-                    log::info!("sidecar {} started (pid {})", self.path.display(), handle.pid());
+                    log::info!(
+                        "sidecar {} started (pid {})",
+                        self.path.display(),
+                        handle.pid()
+                    );
                     self.report();
                     let status = handle.reap(child);
                     let mut state = lock(&self.state.0);
@@ -144,12 +148,18 @@ impl Sidecar {
                     state.view.pid = None;
                     state.view.last_exit = Some(status.to_string());
                     if state.wanted {
-                        log::warn!("sidecar {} exited with {status}; restarting in {backoff:?}", self.path.display());
+                        log::warn!(
+                            "sidecar {} exited with {status}; restarting in {backoff:?}",
+                            self.path.display()
+                        );
                         state.view.restarts += 1;
                     }
                 }
                 Err(e) => {
-                    log::error!("cannot start sidecar {}: {e}; retrying in {backoff:?}", self.path.display());
+                    log::error!(
+                        "cannot start sidecar {}: {e}; retrying in {backoff:?}",
+                        self.path.display()
+                    );
                     lock(&self.state.0).view.last_exit = Some(format!("cannot start: {e}"));
                 }
             }

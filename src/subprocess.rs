@@ -80,7 +80,8 @@ impl ChildHandle {
                     libc::WEXITED | libc::WNOWAIT,
                 )
             };
-            if rc == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            if rc == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+            {
                 break;
             }
         }

@@ -138,7 +138,8 @@ impl Published {
 
     /// The driver stamps this on every loop iteration.
     pub fn loop_ran(&self) {
-        self.loop_ran_ms.store(self.clock.mono_ms(), Ordering::Relaxed);
+        self.loop_ran_ms
+            .store(self.clock.mono_ms(), Ordering::Relaxed);
     }
 
     /// Live: the driver loop ran within three monitor intervals (Patroni's lesson: liveness is

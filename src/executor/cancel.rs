@@ -101,7 +101,9 @@ impl Drop for HookGuard {
 /// Locks, recovering from a poisoned mutex: the data behind these locks stays valid even if
 /// a thread panicked while holding one (and release builds abort on panic anyway).
 pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

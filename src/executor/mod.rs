@@ -9,7 +9,7 @@
 pub mod cancel;
 mod steps;
 
-pub use steps::StepCtx;
+pub use steps::{Outcome, StepCtx};
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
@@ -60,7 +60,9 @@ pub enum StepExtra {
     #[default]
     None,
     /// `apply_spec`: settings that wait for a restart.
-    Applied { pending_restart: Vec<PendingRestart> },
+    Applied {
+        pending_restart: Vec<PendingRestart>,
+    },
     /// `fetch_spec`: the control plane's spec, parsed and checked.
     Fetched(Box<Result<ParsedSpec, String>>),
 }

@@ -29,7 +29,12 @@ impl StepCtx<'_> {
     /// The spec, which every spec-bearing step is handed (a defect otherwise).
     pub fn spec(&self, phase: PhaseName, step: StepName) -> Result<&ParsedSpec, StepError> {
         self.spec.ok_or_else(|| {
-            StepError::new(phase, step, ErrorKind::Internal, format!("{step} was handed no spec"))
+            StepError::new(
+                phase,
+                step,
+                ErrorKind::Internal,
+                format!("{step} was handed no spec"),
+            )
         })
     }
 
@@ -46,6 +51,7 @@ impl std::fmt::Debug for StepCtx<'_> {
 }
 
 /// A step's end, before it is reported.
+#[allow(missing_debug_implementations)]
 pub struct Outcome {
     pub result: Result<StepOutput, StepError>,
     pub detail: Option<serde_json::Value>,
@@ -65,10 +71,14 @@ impl Outcome {
     }
 
     fn ok(output: StepOutput, detail: serde_json::Value) -> Outcome {
+        Outcome::ok_with(output, detail, StepExtra::None)
+    }
+
+    pub fn ok_with(output: StepOutput, detail: serde_json::Value, extra: StepExtra) -> Outcome {
         Outcome {
             result: Ok(output),
             detail: Some(detail),
-            extra: StepExtra::None,
+            extra,
             after_report: None,
         }
     }
@@ -109,7 +119,8 @@ fn init_pgdata(ctx: &StepCtx<'_>) -> StepResult {
     const PHASE: PhaseName = PhaseName::Init;
     const STEP: StepName = StepName::InitPgdata;
     let env = ctx.env;
-    let kind = pgdata::inspect(&env.pgdata, &env.state_dir).map_err(|e| io_error(PHASE, STEP, &e))?;
+    let kind =
+        pgdata::inspect(&env.pgdata, &env.state_dir).map_err(|e| io_error(PHASE, STEP, &e))?;
     if let PgdataKind::Foreign(why) = &kind {
         return Err(StepError::new(
             PHASE,
@@ -123,9 +134,8 @@ fn init_pgdata(ctx: &StepCtx<'_>) -> StepResult {
         ));
     }
     let orphan = match kind {
-        PgdataKind::Own(_) => process::stop_orphan(&env.pgdata).map_err(|e| {
-            StepError::new(PHASE, STEP, ErrorKind::Postgres, format!("{e:#}"))
-        })?,
+        PgdataKind::Own(_) => process::stop_orphan(&env.pgdata)
+            .map_err(|e| StepError::new(PHASE, STEP, ErrorKind::Postgres, format!("{e:#}")))?,
         PgdataKind::Absent | PgdataKind::Empty | PgdataKind::Foreign(_) => None,
     };
     pgdata::claim(&env.state_dir, &env.pgdata).map_err(|e| io_error(PHASE, STEP, &e))?;
@@ -159,13 +169,22 @@ fn fetch_basebackup(ctx: &StepCtx<'_>, lsn: Option<Lsn>) -> StepResult {
     if ctx.cancel.is_cancelled() {
         return Err(cancelled(PHASE, StepName::FetchBasebackup));
     }
-    pgdata::mark(&ctx.env.pgdata, &ctx.env.state_dir, ctx.env.pg_user.as_ref())
-        .map_err(|e| io_error(PHASE, StepName::FetchBasebackup, &e))?;
+    pgdata::mark(
+        &ctx.env.pgdata,
+        &ctx.env.state_dir,
+        ctx.env.pg_user.as_ref(),
+    )
+    .map_err(|e| io_error(PHASE, StepName::FetchBasebackup, &e))?;
     Ok((StepOutput::BasebackupDone, detail))
 }
 
 fn cancelled(phase: PhaseName, step: StepName) -> StepError {
-    StepError::new(phase, step, ErrorKind::Cancelled, format!("{step} was cancelled"))
+    StepError::new(
+        phase,
+        step,
+        ErrorKind::Cancelled,
+        format!("{step} was cancelled"),
+    )
 }
 
 /// The `postgresql.conf` of a spec: the same text at start and on every apply, so an
@@ -175,7 +194,12 @@ pub fn postgresql_conf(
     spec: &ParsedSpec,
 ) -> Result<String, crate::postgres::ConfigError> {
     let mut extra: Vec<(String, String)> = Vec::new();
-    if spec.spec.cluster.setting("unix_socket_directories").is_none() {
+    if spec
+        .spec
+        .cluster
+        .setting("unix_socket_directories")
+        .is_none()
+    {
         extra.push((
             "unix_socket_directories".into(),
             env.pgdata.to_string_lossy().into_owned(),
@@ -238,7 +262,10 @@ fn spawn_postgres(ctx: &StepCtx<'_>) -> Outcome {
         pid
     });
     Outcome {
-        detail: result.as_ref().ok().map(|pid| json!({ "pid": pid, "port": spec.port() })),
+        detail: result
+            .as_ref()
+            .ok()
+            .map(|pid| json!({ "pid": pid, "port": spec.port() })),
         result: result.map(|pid| StepOutput::PostgresStarted { pid }),
         extra: StepExtra::None,
         after_report: Some(release),

@@ -19,7 +19,7 @@ use states::ShutdownMode;
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::input::{ApiCall, ApiReply, ApiRequest, Input};
-use crate::spec::{ParsedSpec, SpecError};
+use crate::spec::{ParsedSpec, SettingsCheck, SpecError};
 use crate::view::Published;
 
 /// The largest request body accepted (413 beyond).
@@ -43,7 +43,7 @@ pub struct Api {
     pub inbox: SyncSender<Input>,
     pub state_dir: PathBuf,
     /// Checks a parsed spec against the Postgres binary (setting names, libraries).
-    pub check_settings: Arc<dyn Fn(&ParsedSpec) -> Vec<SpecError> + Send + Sync>,
+    pub check_settings: SettingsCheck,
     pub auth: Option<crate::auth::Verifier>,
     /// Requests handed to the driver and not yet answered: the process waits for them before
     /// it exits, so `POST /terminate` gets its answer.
@@ -54,7 +54,9 @@ pub struct Api {
 
 impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Api").field("state_dir", &self.state_dir).finish()
+        f.debug_struct("Api")
+            .field("state_dir", &self.state_dir)
+            .finish()
     }
 }
 
@@ -63,7 +65,7 @@ impl Api {
         published: Arc<Published>,
         inbox: SyncSender<Input>,
         state_dir: PathBuf,
-        check_settings: Arc<dyn Fn(&ParsedSpec) -> Vec<SpecError> + Send + Sync>,
+        check_settings: SettingsCheck,
         auth: Option<crate::auth::Verifier>,
     ) -> Arc<Api> {
         let fsm_json = serde_json::to_string(&states::table::table()).unwrap_or_default();
@@ -93,7 +95,8 @@ impl Api {
 /// Binds `addr` and serves on `THREADS` threads.
 pub fn serve(addr: &str, api: Arc<Api>) -> anyhow::Result<()> {
     let server = Arc::new(
-        Server::http(addr).map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {addr}: {e}"))?,
+        Server::http(addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {addr}: {e}"))?,
     );
     for n in 0..THREADS {
         let server = server.clone();
@@ -174,28 +177,44 @@ fn route(
                         Some(value) => match value.trim().trim_matches('"').parse::<u64>() {
                             Ok(generation) => Some(generation),
                             Err(_) => {
-                                return Reply::error(400, format!("If-Match {value:?} is not a generation number"))
+                                return Reply::error(
+                                    400,
+                                    format!("If-Match {value:?} is not a generation number"),
+                                )
                             }
                         },
                     };
-                    api.call(ApiRequest::PostSpec { spec, if_match }, request_id, DRIVER_ANSWER_TIMEOUT)
+                    api.call(
+                        ApiRequest::PostSpec { spec, if_match },
+                        request_id,
+                        DRIVER_ANSWER_TIMEOUT,
+                    )
                 }
                 Err(reply) => reply,
             },
             Err(reply) => reply,
         },
         (Method::Post, "/terminate") => match terminate_mode(query) {
-            Ok(mode) => api.call(ApiRequest::Terminate { mode }, request_id, WAITING_ANSWER_TIMEOUT),
+            Ok(mode) => api.call(
+                ApiRequest::Terminate { mode },
+                request_id,
+                WAITING_ANSWER_TIMEOUT,
+            ),
             Err(reply) => reply,
         },
-        (Method::Post, "/recover") => api.call(ApiRequest::Recover, request_id, DRIVER_ANSWER_TIMEOUT),
-        (Method::Get, "/status") => Reply::json(200, &neon::status_body(&api.published.view())),
-        (Method::Get, "/metrics.json") => Reply::json(200, &neon::metrics_body(&api.published.view())),
-        (Method::Post, "/configure") => neon::configure(api, request, request_id),
-        (_, "/state" | "/healthz" | "/readyz" | "/metrics" | "/fsm" | "/journal" | "/status"
-            | "/metrics.json" | "/spec" | "/terminate" | "/recover" | "/configure") => {
-            Reply::error(405, format!("{method} is not allowed on {path}"))
+        (Method::Post, "/recover") => {
+            api.call(ApiRequest::Recover, request_id, DRIVER_ANSWER_TIMEOUT)
         }
+        (Method::Get, "/status") => Reply::json(200, &neon::status_body(&api.published.view())),
+        (Method::Get, "/metrics.json") => {
+            Reply::json(200, &neon::metrics_body(&api.published.view()))
+        }
+        (Method::Post, "/configure") => neon::configure(api, request, request_id),
+        (
+            _,
+            "/state" | "/healthz" | "/readyz" | "/metrics" | "/fsm" | "/journal" | "/status"
+            | "/metrics.json" | "/spec" | "/terminate" | "/recover" | "/configure",
+        ) => Reply::error(405, format!("{method} is not allowed on {path}")),
         _ => Reply::error(404, format!("no endpoint {path}")),
     }
 }
@@ -226,7 +245,9 @@ impl Api {
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     Reply::error(504, format!("no answer from the driver within {timeout:?}"))
                 }
-                Err(mpsc::RecvTimeoutError::Disconnected) => Reply::error(503, "compute_ctl is shutting down"),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    Reply::error(503, "compute_ctl is shutting down")
+                }
             }
         };
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -242,10 +263,16 @@ impl Api {
         let token = header(request, "Authorization")
             .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
         match token {
-            None => Some(Reply::error(401, format!("{method} {path} needs a bearer token"))),
+            None => Some(Reply::error(
+                401,
+                format!("{method} {path} needs a bearer token"),
+            )),
             Some(token) => match verifier.verify(&token) {
                 Ok(()) => None,
-                Err(why) => Some(Reply::error(403, format!("the bearer token is refused: {why}"))),
+                Err(why) => Some(Reply::error(
+                    403,
+                    format!("the bearer token is refused: {why}"),
+                )),
             },
         }
     }
@@ -254,7 +281,12 @@ impl Api {
 /// Reads a JSON body within the limit: 413 beyond it, 415 if not JSON.
 pub(crate) fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
     let content_type = header(request, "Content-Type").unwrap_or_default();
-    let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if media != "application/json" {
         return Err(Reply::error(
             415,
@@ -262,7 +294,10 @@ pub(crate) fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
         ));
     }
     if request.body_length().is_some_and(|n| n > BODY_BYTES_MAX) {
-        return Err(Reply::error(413, format!("the body exceeds {BODY_BYTES_MAX} bytes")));
+        return Err(Reply::error(
+            413,
+            format!("the body exceeds {BODY_BYTES_MAX} bytes"),
+        ));
     }
     let mut body = Vec::new();
     let limit = u64::try_from(BODY_BYTES_MAX).unwrap_or(u64::MAX) + 1;
@@ -270,7 +305,10 @@ pub(crate) fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
         return Err(Reply::error(400, format!("cannot read the body: {e}")));
     }
     if body.len() > BODY_BYTES_MAX {
-        return Err(Reply::error(413, format!("the body exceeds {BODY_BYTES_MAX} bytes")));
+        return Err(Reply::error(
+            413,
+            format!("the body exceeds {BODY_BYTES_MAX} bytes"),
+        ));
     }
     Ok(body)
 }
@@ -305,7 +343,10 @@ fn terminate_mode(query: &str) -> Result<ShutdownMode, Reply> {
     match query_param(query, "mode").as_deref() {
         None | Some("fast") => Ok(ShutdownMode::Fast),
         Some("immediate") => Ok(ShutdownMode::Immediate),
-        Some(other) => Err(Reply::error(400, format!("mode {other:?} is neither fast nor immediate"))),
+        Some(other) => Err(Reply::error(
+            400,
+            format!("mode {other:?} is neither fast nor immediate"),
+        )),
     }
 }
 
@@ -326,18 +367,25 @@ fn journal(api: &Api, query: &str) -> Reply {
                 .map_err(|_| Reply::error(400, format!("{name}={value:?} is not a whole number"))),
         }
     };
-    let (since, limit, wait) = match (number("since", 0), number("limit", 1000), number("wait", 0)) {
+    let (since, limit, wait) = match (number("since", 0), number("limit", 1000), number("wait", 0))
+    {
         (Ok(s), Ok(l), Ok(w)) => (s, l, w),
         (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
     };
-    let limit = usize::try_from(limit).unwrap_or(JOURNAL_LIMIT_MAX).clamp(1, JOURNAL_LIMIT_MAX);
+    let limit = usize::try_from(limit)
+        .unwrap_or(JOURNAL_LIMIT_MAX)
+        .clamp(1, JOURNAL_LIMIT_MAX);
     let wait = Duration::from_secs(wait).min(JOURNAL_WAIT_MAX);
     if !wait.is_zero() && api.published.view().seq <= since {
         api.published.wait_for_seq(since, wait);
     }
     match crate::journal::read_since(&api.state_dir, since, limit) {
         Ok(records) => {
-            let last_seq = api.published.view().seq.max(records.last().map_or(0, |r| r.seq));
+            let last_seq = api
+                .published
+                .view()
+                .seq
+                .max(records.last().map_or(0, |r| r.seq));
             Reply::json(200, &json!({ "records": records, "last_seq": last_seq }))
         }
         Err(e) => Reply::error(500, format!("cannot read the journal: {e}")),
@@ -347,26 +395,80 @@ fn journal(api: &Api, query: &str) -> Reply {
 fn metrics(view: &crate::view::StateView) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP compute_ctl_phase 1 for the compute's current phase.");
+    let _ = writeln!(
+        out,
+        "# HELP compute_ctl_phase 1 for the compute's current phase."
+    );
     let _ = writeln!(out, "# TYPE compute_ctl_phase gauge");
     for phase in states::PhaseName::ALL {
-        let _ = writeln!(out, "compute_ctl_phase{{phase=\"{phase}\"}} {}", u8::from(phase == view.phase));
+        let _ = writeln!(
+            out,
+            "compute_ctl_phase{{phase=\"{phase}\"}} {}",
+            u8::from(phase == view.phase)
+        );
     }
     let gauges: [(&str, &str, u64); 11] = [
-        ("compute_ctl_desired_generation", "The generation of the desired spec.", view.desired_generation.unwrap_or(0)),
-        ("compute_ctl_applied_generation", "The generation applied to the running Postgres.", view.applied_generation.unwrap_or(0)),
-        ("compute_ctl_journal_seq", "The seq of the last journal record.", view.seq),
-        ("compute_ctl_epoch", "The journal epoch of this process run.", view.epoch),
-        ("compute_ctl_attempt", "The attempt of the current phase's step.", u64::from(view.attempt)),
-        ("compute_ctl_postgres_up", "1 while a postmaster runs.", u64::from(view.postmaster_pid.is_some())),
-        ("compute_ctl_ready", "1 when running with the desired spec applied.", u64::from(view.ready())),
-        ("compute_ctl_pending_restart_settings", "Settings waiting for a restart.", view.pending_restart.len() as u64),
-        ("compute_ctl_startup_basebackup_ms", "The basebackup phase of the last start-up.", view.startup.basebackup_ms),
-        ("compute_ctl_startup_start_postgres_ms", "Starting Postgres in the last start-up.", view.startup.start_postgres_ms),
-        ("compute_ctl_startup_total_ms", "The whole last start-up.", view.startup.total_ms),
+        (
+            "compute_ctl_desired_generation",
+            "The generation of the desired spec.",
+            view.desired_generation.unwrap_or(0),
+        ),
+        (
+            "compute_ctl_applied_generation",
+            "The generation applied to the running Postgres.",
+            view.applied_generation.unwrap_or(0),
+        ),
+        (
+            "compute_ctl_journal_seq",
+            "The seq of the last journal record.",
+            view.seq,
+        ),
+        (
+            "compute_ctl_epoch",
+            "The journal epoch of this process run.",
+            view.epoch,
+        ),
+        (
+            "compute_ctl_attempt",
+            "The attempt of the current phase's step.",
+            u64::from(view.attempt),
+        ),
+        (
+            "compute_ctl_postgres_up",
+            "1 while a postmaster runs.",
+            u64::from(view.postmaster_pid.is_some()),
+        ),
+        (
+            "compute_ctl_ready",
+            "1 when running with the desired spec applied.",
+            u64::from(view.ready()),
+        ),
+        (
+            "compute_ctl_pending_restart_settings",
+            "Settings waiting for a restart.",
+            view.pending_restart.len() as u64,
+        ),
+        (
+            "compute_ctl_startup_basebackup_ms",
+            "The basebackup phase of the last start-up.",
+            view.startup.basebackup_ms,
+        ),
+        (
+            "compute_ctl_startup_start_postgres_ms",
+            "Starting Postgres in the last start-up.",
+            view.startup.start_postgres_ms,
+        ),
+        (
+            "compute_ctl_startup_total_ms",
+            "The whole last start-up.",
+            view.startup.total_ms,
+        ),
     ];
     for (name, help, value) in gauges {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     }
     out
 }
@@ -383,7 +485,10 @@ impl Reply {
     pub fn json(status: u16, body: &impl serde::Serialize) -> Reply {
         match serde_json::to_string(body) {
             Ok(body) => Reply::raw_json(status, body),
-            Err(e) => Reply::raw_json(500, json!({ "error": format!("cannot encode the answer: {e}") }).to_string()),
+            Err(e) => Reply::raw_json(
+                500,
+                json!({ "error": format!("cannot encode the answer: {e}") }).to_string(),
+            ),
         }
     }
 
@@ -414,7 +519,10 @@ impl Reply {
 
 fn respond(request: Request, reply: Reply, request_id: &str) {
     let mut response = Response::from_string(reply.body).with_status_code(reply.status);
-    for (name, value) in [("Content-Type", reply.content_type), ("X-Request-Id", request_id)] {
+    for (name, value) in [
+        ("Content-Type", reply.content_type),
+        ("X-Request-Id", request_id),
+    ] {
         if let Ok(header) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
             response.add_header(header);
         }

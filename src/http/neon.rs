@@ -52,7 +52,10 @@ pub fn configure(api: &Api, request: &mut Request, request_id: &str) -> Reply {
         .ok()
         .is_some_and(|v| v.get("spec").is_some_and(|s| !s.is_null()));
     if !has_spec {
-        return Reply::error(400, "the body must be {\"spec\": …, \"compute_ctl_config\": …} with a spec");
+        return Reply::error(
+            400,
+            "the body must be {\"spec\": …, \"compute_ctl_config\": …} with a spec",
+        );
     }
     let spec = match crate::spec::parse(&body) {
         Ok(spec) => spec,
@@ -62,7 +65,11 @@ pub fn configure(api: &Api, request: &mut Request, request_id: &str) -> Reply {
         }
     };
     match check(api, spec) {
-        Ok(spec) => api.call(ApiRequest::Configure { spec }, request_id, WAITING_ANSWER_TIMEOUT),
+        Ok(spec) => api.call(
+            ApiRequest::Configure { spec },
+            request_id,
+            WAITING_ANSWER_TIMEOUT,
+        ),
         Err(reply) => Reply::error(400, reply_message(&reply)),
     }
 }

@@ -20,7 +20,9 @@ impl AdminConnection {
     pub fn parse(connstr: &str) -> anyhow::Result<AdminConnection> {
         let mut base = admin_config(connstr, &[])
             .map_err(|e| anyhow::anyhow!("{}", e.message))
-            .with_context(|| format!("-C/--connstr {connstr:?} is not a valid connection string"))?;
+            .with_context(|| {
+                format!("-C/--connstr {connstr:?} is not a valid connection string")
+            })?;
         let role = base
             .get_user()
             .map(str::to_string)
@@ -57,7 +59,11 @@ impl AdminConnection {
         config
     }
 
-    pub fn connect(&self, port: u16, dbname: Option<&str>) -> Result<postgres::Client, postgres::Error> {
+    pub fn connect(
+        &self,
+        port: u16,
+        dbname: Option<&str>,
+    ) -> Result<postgres::Client, postgres::Error> {
         self.config(port, dbname).connect(postgres::NoTls)
     }
 }
@@ -73,7 +79,10 @@ mod tests {
         let config = admin.config(55432, None);
         assert_eq!(config.get_ports(), &[55432]);
         assert_eq!(config.get_dbname(), Some("postgres"));
-        assert!(config.get_options().unwrap().contains("default_transaction_read_only"));
+        assert!(config
+            .get_options()
+            .unwrap()
+            .contains("default_transaction_read_only"));
         let fixed = AdminConnection::parse("postgresql://a@127.0.0.1:6000/db").unwrap();
         assert_eq!(fixed.config(55432, Some("x")).get_ports(), &[6000]);
     }

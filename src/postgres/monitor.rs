@@ -23,7 +23,11 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    pub fn start(interval: Duration, inbox: SyncSender<Input>, clock: Clock) -> anyhow::Result<Monitor> {
+    pub fn start(
+        interval: Duration,
+        inbox: SyncSender<Input>,
+        clock: Clock,
+    ) -> anyhow::Result<Monitor> {
         let target: Arc<Mutex<Option<postgres::Config>>> = Arc::new(Mutex::new(None));
         let watched = target.clone();
         std::thread::Builder::new()
@@ -52,7 +56,10 @@ fn watch_loop(
             client = None;
             continue;
         };
-        if client.as_ref().is_none_or(|(_, c)| format!("{c:?}") != format!("{config:?}")) {
+        if client
+            .as_ref()
+            .is_none_or(|(_, c)| format!("{c:?}") != format!("{config:?}"))
+        {
             let mut quick = config.clone();
             quick.connect_timeout(Duration::from_secs(2));
             client = quick.connect(postgres::NoTls).ok().map(|c| (c, config));
@@ -63,7 +70,13 @@ fn watch_loop(
         match connection.query_one(ACTIVITY_QUERY, &[]) {
             Ok(row) => {
                 let active: i64 = row.get(0);
-                if active > 0 && inbox.try_send(Input::Activity { wall_ms: clock.now().wall_ms }).is_err() {
+                if active > 0
+                    && inbox
+                        .try_send(Input::Activity {
+                            wall_ms: clock.now().wall_ms,
+                        })
+                        .is_err()
+                {
                     log::debug!("the driver's inbox is full; activity not reported");
                 }
             }

@@ -44,10 +44,9 @@ impl Binaries {
             None => match find_on_path("postgres") {
                 Some(path) => path,
                 None => {
-                    let output = Command::new("pg_config")
-                        .arg("--bindir")
-                        .output()
-                        .context("no postgres on PATH and pg_config cannot be run; pass -b/--pgbin")?;
+                    let output = Command::new("pg_config").arg("--bindir").output().context(
+                        "no postgres on PATH and pg_config cannot be run; pass -b/--pgbin",
+                    )?;
                     let bindir = String::from_utf8_lossy(&output.stdout).trim().to_string();
                     if !output.status.success() || bindir.is_empty() {
                         bail!("no postgres on PATH and pg_config --bindir failed; pass -b/--pgbin");
@@ -129,7 +128,10 @@ impl Postmaster {
     /// The last lines Postgres wrote to stderr.
     pub fn stderr_tail(&self, lines: usize) -> Vec<String> {
         let tail = lock(&self.stderr_tail);
-        tail.iter().skip(tail.len().saturating_sub(lines)).cloned().collect()
+        tail.iter()
+            .skip(tail.len().saturating_sub(lines))
+            .cloned()
+            .collect()
     }
 
     /// Stops it: `fast` (SIGINT) or `immediate` (SIGQUIT), escalating to SIGQUIT and then to
@@ -152,7 +154,10 @@ impl Postmaster {
         if let Some(status) = self.handle.wait_timeout(Duration::from_secs(5)) {
             return status;
         }
-        log::warn!("postgres (pid {}) ignored SIGQUIT: killing its process group", self.pid());
+        log::warn!(
+            "postgres (pid {}) ignored SIGQUIT: killing its process group",
+            self.pid()
+        );
         self.handle.signal(libc::SIGKILL, true);
         self.handle
             .wait_timeout(Duration::from_secs(30))
@@ -227,7 +232,12 @@ pub fn start(
             let status = watched.reap(child);
             on_exit(pid, status);
         })
-        .map_err(|e| error(ErrorKind::Internal, format!("cannot start the postmaster watch thread: {e}")))?;
+        .map_err(|e| {
+            error(
+                ErrorKind::Internal,
+                format!("cannot start the postmaster watch thread: {e}"),
+            )
+        })?;
 
     let postmaster = Postmaster {
         handle,
@@ -316,9 +326,16 @@ fn exited_during_start(postmaster: &Postmaster, status: ExitStatus) -> (ErrorKin
         .iter()
         .map(|line| strip_log_prefix(line))
         .filter(|line| {
-            ["FATAL:", "PANIC:", "ERROR:", "invalid value", "unrecognized configuration", "parameter \""]
-                .iter()
-                .any(|needle| line.contains(needle))
+            [
+                "FATAL:",
+                "PANIC:",
+                "ERROR:",
+                "invalid value",
+                "unrecognized configuration",
+                "parameter \"",
+            ]
+            .iter()
+            .any(|needle| line.contains(needle))
         })
         .collect();
     let refused = telling.iter().any(|l| {
@@ -328,7 +345,13 @@ fn exited_during_start(postmaster: &Postmaster, status: ExitStatus) -> (ErrorKin
             || l.contains("parameter \"")
     });
     let said = if telling.is_empty() {
-        tail.iter().rev().take(3).rev().cloned().collect::<Vec<_>>().join("; ")
+        tail.iter()
+            .rev()
+            .take(3)
+            .rev()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ")
     } else {
         telling.join("; ")
     };
@@ -345,7 +368,9 @@ fn exited_during_start(postmaster: &Postmaster, status: ExitStatus) -> (ErrorKin
 
 /// `2026-11-25 01:02:03.456 UTC [123] FATAL:  x` → `FATAL:  x`.
 fn strip_log_prefix(line: &str) -> &str {
-    for level in ["FATAL:", "PANIC:", "ERROR:", "LOG:", "WARNING:", "DETAIL:", "HINT:"] {
+    for level in [
+        "FATAL:", "PANIC:", "ERROR:", "LOG:", "WARNING:", "DETAIL:", "HINT:",
+    ] {
         if let Some(at) = line.find(level) {
             return &line[at..];
         }
@@ -405,7 +430,10 @@ pub fn stop_orphan(pgdata: &Path) -> anyhow::Result<Option<u32>> {
             std::thread::sleep(Duration::from_millis(20));
         }
         if process_alive(pid) {
-            bail!("the postmaster of an earlier run (pid {pid}) on {} survived SIGKILL", pgdata.display());
+            bail!(
+                "the postmaster of an earlier run (pid {pid}) on {} survived SIGKILL",
+                pgdata.display()
+            );
         }
     }
     Ok(Some(pid))
@@ -434,7 +462,10 @@ fn process_alive(pid: u32) -> bool {
         return false;
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().next());
     if state == Some("Z") {
         // SAFETY: reaps only that pid, without blocking; harmless if it is not our child.
         unsafe { libc::waitpid(raw, std::ptr::null_mut(), libc::WNOHANG) };

@@ -70,7 +70,11 @@ pub fn apply(
     let phase = target.phase;
     let path = target.pgdata.join("postgresql.conf");
     let previous = std::fs::read_to_string(&path).map_err(|e| {
-        step_error(phase, ErrorKind::Io, format!("cannot read {}: {e}", path.display()))
+        step_error(
+            phase,
+            ErrorKind::Io,
+            format!("cannot read {}: {e}", path.display()),
+        )
     })?;
     let mut outcome = SettingsOutcome::default();
     if previous != target.conf {
@@ -89,9 +93,18 @@ pub fn apply(
     Ok(outcome)
 }
 
-fn write_conf(path: &Path, text: &str, user: Option<&PgUser>, phase: PhaseName) -> Result<(), StepError> {
+fn write_conf(
+    path: &Path,
+    text: &str,
+    user: Option<&PgUser>,
+    phase: PhaseName,
+) -> Result<(), StepError> {
     write_atomic(path, text.as_bytes()).map_err(|e| {
-        step_error(phase, ErrorKind::Io, format!("cannot write {}: {e}", path.display()))
+        step_error(
+            phase,
+            ErrorKind::Io,
+            format!("cannot write {}: {e}", path.display()),
+        )
     })?;
     if let Some(user) = user {
         user.chown(path)
@@ -147,7 +160,11 @@ fn postgres_reason(target: &SettingsTarget<'_>, name: &str) -> Option<String> {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let lines: Vec<&str> = stderr
         .lines()
-        .filter_map(|l| l.split_once("LOG:").or_else(|| l.split_once("FATAL:")).map(|(_, m)| m.trim()))
+        .filter_map(|l| {
+            l.split_once("LOG:")
+                .or_else(|| l.split_once("FATAL:"))
+                .map(|(_, m)| m.trim())
+        })
         .filter(|l| l.contains(name) || l.contains("invalid"))
         .collect();
     (!lines.is_empty()).then(|| lines.join("; "))
@@ -162,12 +179,11 @@ fn confirm_hash(
     cancel: &CancelToken,
 ) -> Result<(), StepError> {
     let started = Instant::now();
-    let mut seen = String::new();
-    loop {
+    let seen = loop {
         let rows = client
             .query("SELECT current_setting($1, true)", &[&SPEC_HASH_SETTING])
             .map_err(|e| postgres_error(phase, "cannot read back the spec hash", &e))?;
-        seen = rows
+        let seen = rows
             .first()
             .and_then(|r| r.get::<_, Option<String>>(0))
             .unwrap_or_default();
@@ -175,12 +191,16 @@ fn confirm_hash(
             return Ok(());
         }
         if started.elapsed() > RELOAD_CONFIRM_TIMEOUT {
-            break;
+            break seen;
         }
         if !cancel.sleep(Duration::from_millis(1)) {
-            return Err(step_error(phase, ErrorKind::Cancelled, "configuration cancelled".into()));
+            return Err(step_error(
+                phase,
+                ErrorKind::Cancelled,
+                "configuration cancelled".into(),
+            ));
         }
-    }
+    };
     Err(step_error(
         phase,
         ErrorKind::Timeout,

@@ -178,6 +178,22 @@ pub(crate) fn parse_received(bytes: &[u8]) -> Result<(ParsedSpec, bool), Vec<Spe
     ))
 }
 
+/// Reads and parses a spec file (`-S`, SIGHUP); the error names the file and every problem.
+pub fn load_file(path: &std::path::Path) -> Result<ParsedSpec, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse(&bytes).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+/// Checks a form-valid spec against the Postgres binary (setting names, libraries): the same
+/// check for `-S`, SIGHUP, `POST /spec` and the control plane's spec.
+pub type SettingsCheck = std::sync::Arc<dyn Fn(&ParsedSpec) -> Vec<SpecError> + Send + Sync>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,16 +236,4 @@ mod tests {
         }
         assert!(shown.contains("<redacted md5 hash>"), "{shown}");
     }
-}
-
-/// Reads and parses a spec file (`-S`, SIGHUP); the error names the file and every problem.
-pub fn load_file(path: &std::path::Path) -> Result<ParsedSpec, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse(&bytes).map_err(|errors| {
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
 }

@@ -18,7 +18,11 @@ use crate::subprocess::{self, RunError};
 pub struct Embedded;
 
 impl StorageBackend for Embedded {
-    fn sync_safekeepers(&self, _ctx: &StepCtx<'_>, _spec: &ParsedSpec) -> Result<Synced, StepError> {
+    fn sync_safekeepers(
+        &self,
+        _ctx: &StepCtx<'_>,
+        _spec: &ParsedSpec,
+    ) -> Result<Synced, StepError> {
         Ok(Synced {
             lsn: None,
             detail: json!({ "skipped": "the spec names no safekeepers and no upstream: the embedded default starts from a fresh initdb" }),
@@ -94,14 +98,21 @@ impl Unavailable {
             phase,
             step,
             ErrorKind::Storage,
-            format!("storage {:?} is not supported by this build", spec.storage.kind()),
+            format!(
+                "storage {:?} is not supported by this build",
+                spec.storage.kind()
+            ),
         )
     }
 }
 
 impl StorageBackend for Unavailable {
     fn sync_safekeepers(&self, _ctx: &StepCtx<'_>, spec: &ParsedSpec) -> Result<Synced, StepError> {
-        Err(Unavailable::error(PhaseName::SyncSafekeepers, StepName::SyncSafekeepers, spec))
+        Err(Unavailable::error(
+            PhaseName::SyncSafekeepers,
+            StepName::SyncSafekeepers,
+            spec,
+        ))
     }
 
     fn fetch_basebackup(
@@ -110,7 +121,11 @@ impl StorageBackend for Unavailable {
         spec: &ParsedSpec,
         _lsn: Option<Lsn>,
     ) -> Result<serde_json::Value, StepError> {
-        Err(Unavailable::error(PhaseName::Basebackup, StepName::FetchBasebackup, spec))
+        Err(Unavailable::error(
+            PhaseName::Basebackup,
+            StepName::FetchBasebackup,
+            spec,
+        ))
     }
 
     fn settings(&self, _env: &StepEnv, _spec: &ParsedSpec) -> Vec<(String, String)> {

@@ -52,7 +52,10 @@ fn seed_usage_line_reaches_running_and_terminates_cleanly() {
     assert!(state["spec_hash"].as_str().unwrap().starts_with("sha256:"));
     assert_eq!(state["storage"], "embedded");
     assert_eq!(state["epoch"], 1);
-    assert!(state["startup"]["total_ms"].as_u64().unwrap() > 0, "{state}");
+    assert!(
+        state["startup"]["total_ms"].as_u64().unwrap() > 0,
+        "{state}"
+    );
 
     // The journal tells the whole path, in order.
     let transitions = compute.transitions();
@@ -74,7 +77,10 @@ fn seed_usage_line_reaches_running_and_terminates_cleanly() {
         .find(|r| r["kind"] == "step_finished" && r["step"] == "sync_safekeepers")
         .unwrap();
     assert!(
-        skipped["output"]["detail"]["skipped"].as_str().unwrap().contains("embedded default"),
+        skipped["output"]["detail"]["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("embedded default"),
         "{skipped}"
     );
 
@@ -85,9 +91,14 @@ fn seed_usage_line_reaches_running_and_terminates_cleanly() {
             .unwrap_or_else(|e| panic!("{role} cannot log in: {e}"));
         let who: String = client.query_one("SELECT current_user", &[]).unwrap().get(0);
         assert_eq!(who, role);
-        assert!(compute.connect(role, Some("wrong"), "postgres").is_err(), "{role} logs in with a wrong password");
+        assert!(
+            compute.connect(role, Some("wrong"), "postgres").is_err(),
+            "{role} logs in with a wrong password"
+        );
     }
-    assert!(compute.connect("nopass", Some("anything"), "postgres").is_err());
+    assert!(compute
+        .connect("nopass", Some("anything"), "postgres")
+        .is_err());
 
     let mut admin = compute.admin();
     let row = admin
@@ -100,11 +111,17 @@ fn seed_usage_line_reaches_running_and_terminates_cleanly() {
     assert_eq!(row.get::<_, String>(1), "C");
     assert_eq!(row.get::<_, String>(2), "C");
     let owner: String = admin
-        .query_one("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = 'app'", &[])
+        .query_one(
+            "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = 'app'",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert_eq!(owner, "alice");
-    let hash: String = admin.query_one("SHOW compute_ctl.spec_hash", &[]).unwrap().get(0);
+    let hash: String = admin
+        .query_one("SHOW compute_ctl.spec_hash", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(hash, state["spec_hash"].as_str().unwrap());
     drop(admin);
 
@@ -121,7 +138,10 @@ fn seed_usage_line_reaches_running_and_terminates_cleanly() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let from_http = compute.journal();
-    assert_eq!(from_files[..from_http.len().min(from_files.len())], from_http[..from_http.len().min(from_files.len())]);
+    assert_eq!(
+        from_files[..from_http.len().min(from_files.len())],
+        from_http[..from_http.len().min(from_files.len())]
+    );
     assert!(from_files.len() >= from_http.len());
 
     let (status, _) = compute.get("/readyz").unwrap();
@@ -133,7 +153,10 @@ fn seed_usage_line_reaches_running_and_terminates_cleanly() {
     compute.signal(libc::SIGTERM);
     let status = compute.wait_exit(MINUTE);
     assert_eq!(exit_code(status), Some(0), "{}", compute.log());
-    assert!(processes_in(&compute.pgdata).is_empty(), "postgres left behind");
+    assert!(
+        processes_in(&compute.pgdata).is_empty(),
+        "postgres left behind"
+    );
     let last = std::process::Command::new(crate::support::compute::binary())
         .args(["journal", "dump", "--json", "--state-dir"])
         .arg(&compute.state_dir)
@@ -159,8 +182,11 @@ fn no_spec_waits_in_empty_then_post_spec_runs() {
     assert_eq!(status, 503);
 
     let port = crate::support::compute::free_port();
-    let (status, body, request_id) =
-        compute.post("/spec", Some(&embedded_spec(port)), &[("X-Request-Id", "first-spec")]);
+    let (status, body, request_id) = compute.post(
+        "/spec",
+        Some(&embedded_spec(port)),
+        &[("X-Request-Id", "first-spec")],
+    );
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["generation"], 1);
     assert_eq!(request_id, "first-spec");
@@ -184,7 +210,11 @@ fn no_spec_waits_in_empty_then_post_spec_runs() {
 #[test]
 fn hostile_names_and_values_survive() {
     let port = crate::support::compute::free_port();
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/specs/hostile-names.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/specs/hostile-names.json"
+    ))
+    .unwrap();
     let mut spec: Value = serde_json::from_str(&text).unwrap();
     for setting in spec["cluster"]["settings"].as_array_mut().unwrap() {
         if setting["name"] == "port" {
@@ -199,25 +229,42 @@ fn hostile_names_and_values_survive() {
     let mut admin = compute.admin();
     for role in spec["cluster"]["roles"].as_array().unwrap() {
         let name = role["name"].as_str().unwrap();
-        let found = admin.query("SELECT 1 FROM pg_roles WHERE rolname = $1 AND rolcanlogin", &[&name]).unwrap();
+        let found = admin
+            .query(
+                "SELECT 1 FROM pg_roles WHERE rolname = $1 AND rolcanlogin",
+                &[&name],
+            )
+            .unwrap();
         assert_eq!(found.len(), 1, "role {name:?} missing");
     }
     for db in spec["cluster"]["databases"].as_array().unwrap() {
         let name = db["name"].as_str().unwrap();
         let owner = db["owner"].as_str().unwrap();
         let found: String = admin
-            .query_one("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1", &[&name])
+            .query_one(
+                "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = $1",
+                &[&name],
+            )
             .unwrap_or_else(|e| panic!("database {name:?}: {e}"))
             .get(0);
         assert_eq!(found, owner);
     }
     for setting in spec["cluster"]["settings"].as_array().unwrap() {
         let name = setting["name"].as_str().unwrap();
-        let value: String = admin.query_one("SELECT current_setting($1)", &[&name]).unwrap().get(0);
+        let value: String = admin
+            .query_one("SELECT current_setting($1)", &[&name])
+            .unwrap()
+            .get(0);
         assert_eq!(value, setting["value"].as_str().unwrap(), "setting {name}");
     }
     // postgres is still a superuser: the injection attempts stayed names.
-    let superuser: bool = admin.query_one("SELECT rolsuper FROM pg_roles WHERE rolname = 'cloud_admin'", &[]).unwrap().get(0);
+    let superuser: bool = admin
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = 'cloud_admin'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
     assert!(superuser);
 }
 
@@ -235,7 +282,13 @@ fn killed_postmaster_fails_with_its_status_then_exits_10() {
     let failed = compute.wait_phase("failed", MINUTE);
     assert_eq!(failed["error"]["kind"], "postmaster_exited", "{failed}");
     assert_eq!(failed["error"]["step"], "monitor");
-    assert!(failed["error"]["message"].as_str().unwrap().contains("signal 9"), "{failed}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("signal 9"),
+        "{failed}"
+    );
     assert!(failed["postmaster_pid"].is_null());
     assert_eq!(exit_code(compute.wait_exit(MINUTE)), Some(10));
     assert!(processes_in(&compute.pgdata).is_empty());
@@ -255,14 +308,20 @@ fn bad_spec_file_exits_3_and_touches_nothing() {
         .arg("-S")
         .arg(&spec)
         .arg("--http-addr")
-        .arg(format!("127.0.0.1:{}", crate::support::compute::free_port()))
+        .arg(format!(
+            "127.0.0.1:{}",
+            crate::support::compute::free_port()
+        ))
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cluster.roles[0].name"), "{stderr}");
     assert!(!pgdata.exists(), "PGDATA was created");
-    assert!(!dir.path().join("pgdata.state").exists(), "the state directory was created");
+    assert!(
+        !dir.path().join("pgdata.state").exists(),
+        "the state directory was created"
+    );
 }
 
 #[test]
@@ -270,7 +329,10 @@ fn unknown_setting_in_spec_file_exits_3_naming_it() {
     let dir = crate::support::compute::traversable_tempdir();
     let spec = dir.path().join("spec.json");
     let mut bad = embedded_spec(5432);
-    bad["cluster"]["settings"].as_array_mut().unwrap().push(json!({ "name": "no_such_setting", "value": "1" }));
+    bad["cluster"]["settings"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "no_such_setting", "value": "1" }));
     std::fs::write(&spec, bad.to_string()).unwrap();
     let output = std::process::Command::new(crate::support::compute::binary())
         .arg("-D")
@@ -292,27 +354,48 @@ fn foreign_pgdata_exits_6_and_stays_intact() {
     std::fs::write(pgdata.join("PG_VERSION"), "15\n").unwrap();
     std::fs::write(pgdata.join("precious.txt"), "do not delete").unwrap();
     let spec = dir.path().join("spec.json");
-    std::fs::write(&spec, embedded_spec(crate::support::compute::free_port()).to_string()).unwrap();
+    std::fs::write(
+        &spec,
+        embedded_spec(crate::support::compute::free_port()).to_string(),
+    )
+    .unwrap();
     let output = std::process::Command::new(crate::support::compute::binary())
         .arg("-D")
         .arg(&pgdata)
         .arg("-S")
         .arg(&spec)
         .arg("--http-addr")
-        .arg(format!("127.0.0.1:{}", crate::support::compute::free_port()))
+        .arg(format!(
+            "127.0.0.1:{}",
+            crate::support::compute::free_port()
+        ))
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(6), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not safe to wipe"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(pgdata.join("precious.txt")).unwrap(), "do not delete");
-    assert_eq!(std::fs::read_to_string(pgdata.join("PG_VERSION")).unwrap(), "15\n");
+    assert_eq!(
+        std::fs::read_to_string(pgdata.join("precious.txt")).unwrap(),
+        "do not delete"
+    );
+    assert_eq!(
+        std::fs::read_to_string(pgdata.join("PG_VERSION")).unwrap(),
+        "15\n"
+    );
     let verify = std::process::Command::new(crate::support::compute::binary())
         .args(["journal", "dump", "--json", "--state-dir"])
         .arg(dir.path().join("pgdata.state"))
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&verify.stdout).trim().is_empty(), "records were journaled");
+    assert!(
+        String::from_utf8_lossy(&verify.stdout).trim().is_empty(),
+        "records were journaled"
+    );
 }
 
 #[test]
@@ -323,12 +406,18 @@ fn second_instance_on_the_same_state_directory_exits_4() {
         .arg("-D")
         .arg(&first.pgdata)
         .arg("--http-addr")
-        .arg(format!("127.0.0.1:{}", crate::support::compute::free_port()))
+        .arg(format!(
+            "127.0.0.1:{}",
+            crate::support::compute::free_port()
+        ))
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(4));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&first.pid().unwrap().to_string()), "the holder's pid is not named: {stderr}");
+    assert!(
+        stderr.contains(&first.pid().unwrap().to_string()),
+        "the holder's pid is not named: {stderr}"
+    );
 }
 
 #[test]
@@ -341,7 +430,10 @@ fn restart_after_kill_9_stops_the_orphan_and_runs_again() {
     let before = compute.wait_running();
     let orphan = before["postmaster_pid"].as_u64().unwrap();
     compute.kill9();
-    assert!(processes_in(&compute.pgdata).contains(&(orphan as u32)), "postgres should outlive a kill -9 of compute_ctl");
+    assert!(
+        processes_in(&compute.pgdata).contains(&(orphan as u32)),
+        "postgres should outlive a kill -9 of compute_ctl"
+    );
 
     // No -S: the journal's spec brings the compute back.
     compute.restart(None, vec![]);
@@ -353,18 +445,25 @@ fn restart_after_kill_9_stops_the_orphan_and_runs_again() {
     let init = compute
         .journal()
         .into_iter()
-        .filter(|r| r["kind"] == "step_finished" && r["step"] == "init_pgdata" && r["epoch"] == 2)
-        .next_back()
+        .rfind(|r| r["kind"] == "step_finished" && r["step"] == "init_pgdata" && r["epoch"] == 2)
         .unwrap();
-    assert_eq!(init["output"]["detail"]["orphan_postmaster_stopped"], orphan, "{init}");
-    compute.connect("alice", Some("alice-secret"), "app").unwrap();
+    assert_eq!(
+        init["output"]["detail"]["orphan_postmaster_stopped"], orphan,
+        "{init}"
+    );
+    compute
+        .connect("alice", Some("alice-secret"), "app")
+        .unwrap();
 }
 
 #[test]
 fn a_value_postgres_refuses_at_start_fails_starting_with_its_message() {
     let port = crate::support::compute::free_port();
     let mut spec = embedded_spec(port);
-    spec["cluster"]["settings"].as_array_mut().unwrap().push(json!({ "name": "work_mem", "value": "lots" }));
+    spec["cluster"]["settings"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "work_mem", "value": "lots" }));
     let mut compute = Compute::start(Launch {
         spec: Some(spec),
         args: vec!["--failed-linger".into(), "60s".into()],
@@ -375,6 +474,12 @@ fn a_value_postgres_refuses_at_start_fails_starting_with_its_message() {
     assert_eq!(failed["error"]["step"], "spawn_postgres");
     assert_eq!(failed["error"]["kind"], "config_refused");
     let message = failed["error"]["message"].as_str().unwrap();
-    assert!(message.contains("work_mem") && message.contains("lots"), "{message}");
-    assert!(processes_in(&compute.pgdata).is_empty(), "a failed start left postgres running");
+    assert!(
+        message.contains("work_mem") && message.contains("lots"),
+        "{message}"
+    );
+    assert!(
+        processes_in(&compute.pgdata).is_empty(),
+        "a failed start left postgres running"
+    );
 }

@@ -157,7 +157,10 @@ impl Compute {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("compute_ctl did not answer HTTP within 30 s; log:\n{}", self.log());
+        panic!(
+            "compute_ctl did not answer HTTP within 30 s; log:\n{}",
+            self.log()
+        );
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -170,19 +173,30 @@ impl Compute {
 
     /// `GET path`: (status, JSON body or the text as a JSON string).
     pub fn get(&self, path: &str) -> Result<(u16, Value), String> {
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build();
         into_pair(agent.get(&self.url(path)).call())
     }
 
     /// `POST path` with a JSON body and headers: (status, body, X-Request-Id).
-    pub fn post(&self, path: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> (u16, Value, String) {
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(120)).build();
+    pub fn post(
+        &self,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value, String) {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(120))
+            .build();
         let mut request = agent.post(&self.url(path));
         for (name, value) in headers {
             request = request.set(name, value);
         }
         let result = match body {
-            Some(body) => request.set("Content-Type", "application/json").send_string(&body.to_string()),
+            Some(body) => request
+                .set("Content-Type", "application/json")
+                .send_string(&body.to_string()),
             None => request.call(),
         };
         let (response, status) = match result {
@@ -193,7 +207,10 @@ impl Compute {
             Err(ureq::Error::Status(code, r)) => (r, code),
             Err(e) => panic!("POST {path} failed: {e}\nlog:\n{}", self.log()),
         };
-        let id = response.header("X-Request-Id").unwrap_or_default().to_string();
+        let id = response
+            .header("X-Request-Id")
+            .unwrap_or_default()
+            .to_string();
         let text = response.into_string().unwrap_or_default();
         let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, value, id)
@@ -213,7 +230,12 @@ impl Compute {
 
     /// Polls `/state` until `until` holds; panics with the last state and the log after
     /// `timeout`.
-    pub fn wait_state(&mut self, timeout: Duration, what: &str, until: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_state(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        until: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         let mut last = Value::Null;
         while Instant::now() < deadline {
@@ -227,7 +249,10 @@ impl Compute {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("timed out after {timeout:?} waiting for {what}; last state {last}\nlog:\n{}", self.log());
+        panic!(
+            "timed out after {timeout:?} waiting for {what}; last state {last}\nlog:\n{}",
+            self.log()
+        );
     }
 
     pub fn wait_phase(&mut self, phase: &str, timeout: Duration) -> Value {
@@ -253,7 +278,13 @@ impl Compute {
         self.journal()
             .iter()
             .filter(|r| r["kind"] == "transition")
-            .map(|r| format!("{}->{}", r["from"].as_str().unwrap(), r["to"].as_str().unwrap()))
+            .map(|r| {
+                format!(
+                    "{}->{}",
+                    r["from"].as_str().unwrap(),
+                    r["to"].as_str().unwrap()
+                )
+            })
             .collect()
     }
 
@@ -286,7 +317,10 @@ impl Compute {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("compute_ctl did not exit within {timeout:?}\nlog:\n{}", self.log());
+        panic!(
+            "compute_ctl did not exit within {timeout:?}\nlog:\n{}",
+            self.log()
+        );
     }
 
     /// `kill -9` compute_ctl, leaving whatever it started.
@@ -308,14 +342,19 @@ impl Compute {
         let _ = state;
         let conf = std::fs::read_to_string(self.pgdata.join("postgresql.conf")).unwrap_or_default();
         conf.lines()
-            .filter_map(|l| l.trim().strip_prefix("port = "))
-            .last()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix("port = "))
             .map(|v| v.trim_matches('\'').parse().unwrap())
             .unwrap_or(5432)
     }
 
     /// A connection to the compute's Postgres as `user`.
-    pub fn connect(&self, user: &str, password: Option<&str>, db: &str) -> Result<postgres::Client, postgres::Error> {
+    pub fn connect(
+        &self,
+        user: &str,
+        password: Option<&str>,
+        db: &str,
+    ) -> Result<postgres::Client, postgres::Error> {
         let mut config = postgres::Config::new();
         config
             .host("127.0.0.1")
@@ -343,7 +382,10 @@ fn into_pair(result: Result<ureq::Response, ureq::Error>) -> Result<(u16, Value)
     };
     let status = response.status();
     let text = response.into_string().map_err(|e| e.to_string())?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
 }
 
 /// Live processes whose working directory is `dir`.
@@ -357,10 +399,19 @@ pub fn processes_in(dir: &Path) -> Vec<u32> {
             continue;
         };
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) == Some("Z") {
+        if stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            == Some("Z")
+        {
             continue;
         }
-        if std::fs::read_link(format!("/proc/{pid}/cwd")).ok().as_deref() == Some(dir.as_path()) {
+        if std::fs::read_link(format!("/proc/{pid}/cwd"))
+            .ok()
+            .as_deref()
+            == Some(dir.as_path())
+        {
             found.push(pid);
         }
     }
@@ -386,7 +437,11 @@ impl Drop for Compute {
         self.kill9();
         kill_processes_in(&self.pgdata);
         if std::thread::panicking() {
-            eprintln!("--- compute_ctl log ({}) ---\n{}", self.root.display(), self.log());
+            eprintln!(
+                "--- compute_ctl log ({}) ---\n{}",
+                self.root.display(),
+                self.log()
+            );
         }
         drop(self.dir.take());
     }
