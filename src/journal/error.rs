@@ -95,10 +95,15 @@ impl JournalError {
 }
 
 impl From<DurableError> for JournalError {
+    /// Keeps what was being done (`fsync directory`) in the message.
     fn from(e: DurableError) -> JournalError {
+        let source = io::Error::new(
+            e.source.kind(),
+            format!("cannot {}: {}", e.action, e.source),
+        );
         JournalError::Io {
             path: e.path,
-            source: e.source,
+            source,
         }
     }
 }

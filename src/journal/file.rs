@@ -236,6 +236,10 @@ impl JournalStore for FileJournal {
 }
 
 /// Takes the state directory's LOCK without waiting, and writes our pid into it.
+///
+/// The lock is a flock(2) on this open file description. std opens files close-on-exec, so
+/// the processes we start (Postgres, the sidecar) do not inherit it: a postmaster that
+/// outlives a crashed compute_ctl does not keep the next one out.
 fn lock_state_dir(state_dir: &Path) -> Result<File, JournalError> {
     let path = state_dir.join(LOCK_FILE);
     let mut file = OpenOptions::new()

@@ -179,7 +179,9 @@ pub trait JournalStore {
     fn read_since(&self, since: u64, limit: usize) -> Result<Vec<Record>, JournalError>;
 }
 
-/// What a writer did since it was opened: the benchmark and `/metrics` read these.
+/// What a writer's appends did since it was opened (the fsyncs of `open` itself, when it
+/// creates directories or cuts a torn tail, are not counted): the benchmark and `/metrics`
+/// read these.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct JournalStats {
     /// Successful `append` calls that wrote at least one record.
