@@ -8,7 +8,8 @@ use super::reconcile::admin_config;
 /// The admin connection: `-C` as given, completed with the spec's port.
 #[derive(Clone, Debug)]
 pub struct AdminConnection {
-    base: postgres::Config,
+    /// `-C` as given; the port is rendered into it when it names none.
+    connstr: String,
     /// Whether `-C` named a port; if not, the spec's `port` setting is used.
     has_port: bool,
     role: String,
@@ -18,7 +19,7 @@ impl AdminConnection {
     /// Parses `-C` (URL or key=value). The default host is 127.0.0.1 and the default
     /// database `postgres`.
     pub fn parse(connstr: &str) -> anyhow::Result<AdminConnection> {
-        let mut base = admin_config(connstr, &[])
+        let base = admin_config(connstr, &[])
             .map_err(|e| anyhow::anyhow!("{}", e.message))
             .with_context(|| {
                 format!("-C/--connstr {connstr:?} is not a valid connection string")
@@ -27,16 +28,9 @@ impl AdminConnection {
             .get_user()
             .map(str::to_string)
             .with_context(|| format!("-C/--connstr {connstr:?} names no user (the admin role)"))?;
-        if base.get_hosts().is_empty() {
-            base.host("127.0.0.1");
-        }
-        if base.get_dbname().is_none() {
-            base.dbname("postgres");
-        }
-        let has_port = !base.get_ports().is_empty();
         Ok(AdminConnection {
-            base,
-            has_port,
+            connstr: connstr.trim().to_string(),
+            has_port: names_port(connstr),
             role,
         })
     }
@@ -46,15 +40,27 @@ impl AdminConnection {
         &self.role
     }
 
-    /// The connection to the compute's Postgres listening on `port`, to database `dbname`
-    /// (`None`: the one `-C` names).
+    /// The connection to the compute's Postgres listening on `port` (unless `-C` names one),
+    /// to database `dbname` (`None`: the one `-C` names, else `postgres`).
     pub fn config(&self, port: u16, dbname: Option<&str>) -> postgres::Config {
-        let mut config = self.base.clone();
-        if !self.has_port {
-            config.port(port);
+        let text = if self.has_port {
+            self.connstr.clone()
+        } else {
+            with_port(&self.connstr, port)
+        };
+        // `parse` accepted `-C`; the port added to it keeps it valid.
+        let mut config = admin_config(&text, &[]).unwrap_or_else(|_| postgres::Config::new());
+        if config.get_hosts().is_empty() {
+            config.host("127.0.0.1");
         }
-        if let Some(dbname) = dbname {
-            config.dbname(dbname);
+        match dbname {
+            Some(dbname) => {
+                config.dbname(dbname);
+            }
+            None if config.get_dbname().is_none() => {
+                config.dbname("postgres");
+            }
+            None => {}
         }
         config
     }
@@ -66,6 +72,60 @@ impl AdminConnection {
     ) -> Result<postgres::Client, postgres::Error> {
         self.config(port, dbname).connect(postgres::NoTls)
     }
+}
+
+/// `connstr` with `port` given to each of its hosts (URL) or as `port=` (key=value); a URL
+/// with no host gets 127.0.0.1.
+fn with_port(connstr: &str, port: u16) -> String {
+    let Some((scheme, rest)) = connstr.split_once("://") else {
+        return format!("{connstr} port={port}");
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (user, hosts) = match authority.rsplit_once('@') {
+        Some((user, hosts)) => (format!("{user}@"), hosts),
+        None => (String::new(), authority),
+    };
+    let hosts = if hosts.is_empty() {
+        format!("127.0.0.1:{port}")
+    } else {
+        hosts
+            .split(',')
+            .map(|host| format!("{host}:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!("{scheme}://{user}{hosts}{tail}")
+}
+
+/// Whether a connection string (URL or `key=value`) names a port.
+fn names_port(connstr: &str) -> bool {
+    let text = connstr.trim();
+    let Some(rest) = text
+        .strip_prefix("postgresql://")
+        .or_else(|| text.strip_prefix("postgres://"))
+    else {
+        return text
+            .split_whitespace()
+            .any(|word| word.split('=').next().is_some_and(|k| k.trim() == "port"));
+    };
+    let (authority, query) = match rest.split_once('/') {
+        Some((authority, path)) => (authority, path.split_once('?').map_or("", |(_, q)| q)),
+        None => match rest.split_once('?') {
+            Some((authority, query)) => (authority, query),
+            None => (rest, ""),
+        },
+    };
+    let hosts = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hosts)| hosts);
+    let in_hosts = hosts.split(',').any(|host| match host.strip_prefix('[') {
+        Some(v6) => v6
+            .split_once(']')
+            .is_some_and(|(_, after)| after.starts_with(':')),
+        None => host.contains(':'),
+    });
+    in_hosts || query.split('&').any(|pair| pair.starts_with("port="))
 }
 
 #[cfg(test)]
@@ -85,6 +145,43 @@ mod tests {
             .contains("default_transaction_read_only"));
         let fixed = AdminConnection::parse("postgresql://a@127.0.0.1:6000/db").unwrap();
         assert_eq!(fixed.config(55432, Some("x")).get_ports(), &[6000]);
+    }
+
+    #[test]
+    fn renders_the_port_into_the_text() {
+        assert_eq!(
+            with_port("postgresql://u@localhost/postgres", 7),
+            "postgresql://u@localhost:7/postgres"
+        );
+        assert_eq!(
+            with_port("postgresql://u@[::1],h2?x=1", 7),
+            "postgresql://u@[::1]:7,h2:7?x=1"
+        );
+        assert_eq!(
+            with_port("postgresql://u@", 7),
+            "postgresql://u@127.0.0.1:7"
+        );
+        assert_eq!(with_port("user=u host=h", 7), "user=u host=h port=7");
+        let admin = AdminConnection::parse("user=u").unwrap();
+        let config = admin.config(7, None);
+        assert_eq!(config.get_ports(), &[7]);
+        assert_eq!(config.get_dbname(), Some("postgres"));
+    }
+
+    #[test]
+    fn tells_whether_a_port_is_named() {
+        for (connstr, named) in [
+            ("postgresql://cloud_admin@localhost/postgres", false),
+            ("postgresql://u@127.0.0.1:6000/db", true),
+            ("postgres://u@[::1]/db", false),
+            ("postgres://u@[::1]:7/db", true),
+            ("postgresql://u@h/db?port=9", true),
+            ("postgresql://u:p%40ss@h", false),
+            ("host=127.0.0.1 user=u", false),
+            ("host=127.0.0.1 port=5433 user=u", true),
+        ] {
+            assert_eq!(names_port(connstr), named, "{connstr}");
+        }
     }
 
     #[test]

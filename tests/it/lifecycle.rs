@@ -168,9 +168,11 @@ fn seed_usage_line_reaches_running_and_terminates_cleanly() {
         .map(|l| serde_json::from_str(l).unwrap())
         .filter(|r: &Value| r["kind"] == "transition")
         .collect();
-    let last = last.last().unwrap();
-    assert_eq!(last["to"], "terminated");
-    assert_eq!(last["cause"]["source"], "SIGTERM");
+    assert_eq!(last.last().unwrap()["to"], "terminated");
+    let terminating = last.iter().find(|r| r["to"] == "terminating").unwrap();
+    assert_eq!(terminating["from"], "running");
+    assert_eq!(terminating["cause"]["event"], "terminate");
+    assert_eq!(terminating["cause"]["source"], "SIGTERM");
 }
 
 #[test]

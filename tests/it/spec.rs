@@ -119,6 +119,8 @@ fn our_valid_fixtures_parse_to_the_storage_they_are_named_for() {
         ("embedded-default.json", "embedded", 55432),
         ("hostile-names.json", "embedded", 55432),
         ("minimal.json", "embedded", 55432),
+        // A copy of Neon's own fixture (libs/compute_api/tests/cluster_spec.json).
+        ("neon-cluster-spec.json", "neon", 55432),
         ("neon.json", "neon", 55435),
         ("upstream-primary.json", "upstream", 55434),
         ("upstream-replica.json", "upstream", 55433),
