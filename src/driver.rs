@@ -550,11 +550,7 @@ impl Driver {
             step,
             ok: result.is_ok(),
             duration_ms,
-            output: match (&result, detail) {
-                (Ok(output), Some(detail)) => Some(json!({ "output": output, "detail": detail })),
-                (Ok(output), None) => Some(json!({ "output": output })),
-                (Err(_), detail) => detail,
-            },
+            output: step_finished_output(&result, detail),
             error: result.as_ref().err().cloned(),
         });
         let origin = Origin {
@@ -862,6 +858,25 @@ impl Driver {
 enum Refusal {
     Reply(ApiReply),
     Fatal(Exit),
+}
+
+/// `step_finished.output`: the step's result (`{"result": "postgres_started", "pid": …}`) and
+/// the facts it reported, under `detail`.
+fn step_finished_output(
+    result: &Result<StepOutput, states::StepError>,
+    detail: Option<serde_json::Value>,
+) -> Option<serde_json::Value> {
+    let mut output = match result {
+        Ok(output) => serde_json::to_value(output).unwrap_or_else(|_| json!({})),
+        Err(_) => json!({}),
+    };
+    if let (Some(object), Some(detail)) = (output.as_object_mut(), detail) {
+        object.insert("detail".into(), detail);
+    }
+    output
+        .as_object()
+        .is_some_and(|o| !o.is_empty())
+        .then_some(output)
 }
 
 fn accepted_reply(status: u16, generation: u64, seq: u64) -> ApiReply {

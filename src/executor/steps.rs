@@ -316,7 +316,7 @@ fn apply_spec(ctx: &StepCtx<'_>, first_start: bool) -> StepResult {
     Ok((
         StepOutput::SpecApplied,
         json!({
-            "generation_hash": spec.hash,
+            "spec_hash": spec.hash,
             "reloaded": settings.reloaded,
             "pending_restart": settings.pending_restart,
             "catalog": catalog,

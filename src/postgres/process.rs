@@ -58,6 +58,10 @@ impl Binaries {
         if !postgres.is_file() {
             bail!("-b/--pgbin {}: no such file", postgres.display());
         }
+        // A link on PATH (/usr/local/bin/postgres): the tools and libraries are beside the
+        // file it points to.
+        let postgres = std::fs::canonicalize(&postgres)
+            .with_context(|| format!("-b/--pgbin {}: cannot resolve it", postgres.display()))?;
         let bindir = postgres
             .parent()
             .map(Path::to_path_buf)

@@ -233,7 +233,7 @@ impl fmt::Display for StepName {
 
 /// What a successful worker step reports back; each phase accepts only its own step's shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "output", rename_all = "snake_case")]
+#[serde(tag = "result", rename_all = "snake_case")]
 pub enum StepOutput {
     /// PGDATA is empty and owned by the Postgres OS user.
     PgdataReady,
