@@ -608,6 +608,12 @@ impl Driver {
         mut records: Vec<RecordBody>,
     ) -> Result<Result<(), Rejection>, Exit> {
         let event_name = event.name();
+        let event_error = match &event {
+            Event::StepFinished {
+                result: Err(error), ..
+            } => Some(error.clone()),
+            _ => None,
+        };
         let before = self.phase.name();
         let before_attempt = self.phase.attempt();
         let next = match self.phase.clone().on_event(event, now) {
@@ -628,7 +634,7 @@ impl Driver {
             source: origin.source.clone(),
         };
         let mut from = (before, before_attempt, self.phase_since.mono_ms);
-        if let Some(record) = self.transition_record(from, &phase, cause, now) {
+        if let Some(record) = self.transition_record(from, &phase, cause, event_error, now) {
             records.push(record);
             from = (phase.name(), phase.attempt(), now.mono_ms);
         }
@@ -657,7 +663,9 @@ impl Driver {
                         step: Some(step.name()),
                         source: None,
                     };
-                    if let Some(record) = self.transition_record(from, &started.phase, cause, now) {
+                    if let Some(record) =
+                        self.transition_record(from, &started.phase, cause, None, now)
+                    {
                         records.push(record);
                         from = (started.phase.name(), started.phase.attempt(), now.mono_ms);
                     }
@@ -688,6 +696,7 @@ impl Driver {
         (from, from_attempt, since_ms): (PhaseName, u32, u64),
         to: &Phase,
         cause: Cause,
+        event_error: Option<states::StepError>,
         now: Now,
     ) -> Option<RecordBody> {
         if to.name() == from && to.attempt() == from_attempt {
@@ -702,7 +711,8 @@ impl Driver {
             spec_hash: desired.map(|d| d.hash.clone()),
             attempt: to.attempt(),
             duration_ms: now.mono_ms.saturating_sub(since_ms),
-            error: to.error().cloned(),
+            // The phase's own error, or the failure that caused this move.
+            error: to.error().cloned().or(event_error),
         }))
     }
 
@@ -742,17 +752,20 @@ impl Driver {
         crate::notify::phase(phase.name());
     }
 
-    /// Keeps only the specs that the desired state or a step may still need.
+    /// Keeps only the specs the phase may still need: desired, applied, and the one being
+    /// built or applied.
     fn prune_specs(&mut self) {
         let ctx = self.phase.ctx();
-        let keep: Vec<String> = [ctx.desired.as_ref(), ctx.applied.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|s| s.hash.clone())
-            .collect();
-        if self.specs.len() > 4 {
-            self.specs.retain(|hash, _| keep.contains(hash));
-        }
+        let keep: Vec<&str> = [
+            ctx.desired.as_ref(),
+            ctx.applied.as_ref(),
+            self.phase.target(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|s| s.hash.as_str())
+        .collect();
+        self.specs.retain(|hash, _| keep.contains(&hash.as_str()));
     }
 
     fn execute(&mut self, steps: Vec<Step>, specs: &HashMap<states::StepId, Arc<ParsedSpec>>) {

@@ -113,8 +113,10 @@ fn write_conf(
     Ok(())
 }
 
-/// Postgres's verdict on the file as written (`pg_file_settings`): the entries it would not
-/// apply, with its own reason for each (`postgres -C` on the same file).
+/// Postgres's verdict on the file as written. `pg_file_settings` marks every entry it would
+/// not apply, but a changed restart-only setting (`shared_buffers`) gets the same mark as an
+/// invalid value; Postgres reading the file at start-up tells them apart (`postgres -C` fails
+/// on any invalid entry), and gives its own reason for each refusal.
 fn refused_settings(
     client: &mut postgres::Client,
     target: &SettingsTarget<'_>,
@@ -126,48 +128,78 @@ fn refused_settings(
             &[],
         )
         .map_err(|e| postgres_error(phase, "cannot check the new configuration", &e))?;
-    if rows.is_empty() {
+    let Some(first) = rows.first() else {
         return Ok(());
-    }
-    let mut reasons = Vec::new();
+    };
+    let first_name: String = first.get(0);
+    let reasons = match postgres_reads_file(target, &first_name) {
+        // Only restart-only changes: `pending_restart` reports them after the reload.
+        Ok(()) => return Ok(()),
+        Err(reasons) => reasons,
+    };
+    let mut refused = Vec::new();
     for row in rows {
         let name: String = row.get(0);
         let value: String = row.get(1);
         let error: String = row.get(2);
-        let reason = postgres_reason(target, &name).unwrap_or(error);
-        reasons.push(format!("setting {name} = {value:?} refused: {reason}"));
+        let said: Vec<&str> = reasons
+            .iter()
+            .filter(|r| r.contains(&format!("\"{name}\"")))
+            .map(String::as_str)
+            .collect();
+        match said.is_empty() {
+            // Postgres named other entries: this one is only waiting for a restart.
+            true if !reasons.is_empty() && error == "setting could not be applied" => {}
+            true => refused.push(format!("setting {name} = {value:?} refused: {error}")),
+            false => refused.push(format!(
+                "setting {name} = {value:?} refused: {}",
+                said.join("; ")
+            )),
+        }
+    }
+    if refused.is_empty() {
+        refused = reasons;
     }
     Err(step_error(
         phase,
         ErrorKind::ConfigRefused,
         format!(
             "{}; the previous postgresql.conf was put back and Postgres keeps its configuration",
-            reasons.join("; ")
+            refused.join("; ")
         ),
     ))
 }
 
-/// Postgres's exact message about `name` in the file on disk, from `postgres -C name`.
-fn postgres_reason(target: &SettingsTarget<'_>, name: &str) -> Option<String> {
+/// Has Postgres read the file on disk as it would at start-up (`postgres -C name`): `Ok` if it
+/// accepts every entry, else its own messages.
+fn postgres_reads_file(target: &SettingsTarget<'_>, name: &str) -> Result<(), Vec<String>> {
     let mut command = Command::new(&target.binaries.postgres);
     command.arg("-D").arg(target.pgdata).arg("-C").arg(name);
     clean_env(&mut command);
     run_as(target.user, &mut command);
-    let output = command.output().ok()?;
+    let output = match command.output() {
+        Ok(output) => output,
+        Err(e) => {
+            return Err(vec![format!(
+                "cannot run {}: {e}",
+                target.binaries.postgres.display()
+            )])
+        }
+    };
     if output.status.success() {
-        return None;
+        return Ok(());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let lines: Vec<&str> = stderr
+    Err(stderr
         .lines()
         .filter_map(|l| {
             l.split_once("LOG:")
                 .or_else(|| l.split_once("FATAL:"))
                 .map(|(_, m)| m.trim())
         })
-        .filter(|l| l.contains(name) || l.contains("invalid"))
-        .collect();
-    (!lines.is_empty()).then(|| lines.join("; "))
+        .filter(|l| !l.starts_with("configuration file") && !l.is_empty())
+        .map(str::to_string)
+        .collect())
 }
 
 /// Waits until this session sees the new spec hash: each query starts by processing a pending

@@ -6,5 +6,6 @@ mod journal;
 mod lifecycle;
 mod postgres_config;
 mod reconcile;
+mod reconfigure;
 mod spec;
 mod support;

@@ -76,8 +76,16 @@ impl Transition for Configuring {
                         | StepOutput::SpecFetched { .. },
                     ) => Err(self.reject(Rejection::UnexpectedOutput { phase: PHASE, id })),
                     // A failed apply never takes Postgres down: it keeps serving with what
-                    // it had, and `failed` waits for a corrected spec or `recover`.
-                    Err(error) => Ok(fail(self.ctx, error, Some(self.postmaster), now, vec![])),
+                    // it had, and `failed` waits for a corrected spec or `recover` -- unless a
+                    // newer spec already waits: the newest wins.
+                    Err(error) => match self.ctx.desired.clone() {
+                        Some(desired) if desired != self.target => {
+                            Ok(reconfigure(self.ctx, self.postmaster, desired))
+                        }
+                        Some(_) | None => {
+                            Ok(fail(self.ctx, error, Some(self.postmaster), now, vec![]))
+                        }
+                    },
                 }
             }
             Event::PostmasterExited { status } => {

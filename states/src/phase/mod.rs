@@ -389,6 +389,24 @@ impl Phase {
         }
     }
 
+    /// The spec this phase builds or applies (start-up phases, `configuring`,
+    /// `configuration_pending`); the driver keeps it until the phase moves on.
+    pub fn target(&self) -> Option<&SpecRef> {
+        match self {
+            Phase::Init(p) => Some(&p.startup.target),
+            Phase::SyncSafekeepers(p) => Some(&p.startup.target),
+            Phase::Basebackup(p) => Some(&p.startup.target),
+            Phase::Starting(p) => Some(&p.startup.target),
+            Phase::Configuring(p) => Some(&p.target),
+            Phase::ConfigurationPending(p) => Some(&p.target),
+            Phase::Empty(_)
+            | Phase::Running(_)
+            | Phase::Failed(_)
+            | Phase::Terminating(_)
+            | Phase::Terminated(_) => None,
+        }
+    }
+
     /// The worker step this phase waits for, if any.
     pub fn in_flight(&self) -> Option<StepId> {
         match self {

@@ -10,7 +10,7 @@ use crate::spec_ref::SpecRef;
 use crate::step::{ExitReason, Step, StepId, StepOutput};
 use crate::time::Now;
 
-use super::{fail, terminate, Ctx, Next, Phase, PhaseName, Rejected, StepRun};
+use super::{fail, start_over, terminate, Ctx, Next, Phase, PhaseName, Rejected, StepRun};
 
 /// The data of every start-up phase.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +78,13 @@ pub(crate) fn on_event<P: StartupPhase>(
                 }),
                 Err(error) => {
                     let startup = phase.startup();
+                    // A newer spec waits: the newest wins, from the start (the failure stays in
+                    // the journal's step_finished and transition records).
+                    if let Some(desired) = startup.ctx.desired.clone() {
+                        if desired != startup.target {
+                            return Ok(start_over(phase.into_startup().ctx, desired));
+                        }
+                    }
                     match startup
                         .run
                         .retry_after(error.clone(), &startup.ctx.policy, now)
