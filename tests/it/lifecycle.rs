@@ -485,3 +485,158 @@ fn a_value_postgres_refuses_at_start_fails_starting_with_its_message() {
         "a failed start left postgres running"
     );
 }
+
+#[test]
+fn state_answers_during_a_ten_minute_step_and_terminate_cancels_it() {
+    let dir = crate::support::compute::traversable_tempdir();
+    // initdb runs as the Postgres OS user: give it a directory it may write in.
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let pid_file = run.join("initdb.pid");
+    let postgres = crate::support::compute::standin_bindir(
+        dir.path(),
+        &[(
+            "initdb",
+            &format!("echo $$ > {}; exec sleep 600", pid_file.display()),
+        )],
+    );
+    let port = crate::support::compute::free_port();
+    let mut compute = Compute::start(Launch {
+        spec: Some(embedded_spec(port)),
+        args: vec!["-b".into(), postgres.display().to_string()],
+        ..Launch::default()
+    });
+    compute.wait_phase("basebackup", MINUTE);
+    compute.wait_state(MINUTE, "the long step running", |_| pid_file.exists());
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let started = std::time::Instant::now();
+        let (status, state) = compute.get("/state").unwrap();
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(status, 200);
+        assert_eq!(state["phase"], "basebackup");
+        let (status, _) = compute.get("/healthz").unwrap();
+        assert_eq!(
+            status, 200,
+            "the driver loop is not live during a long step"
+        );
+    }
+    eprintln!("slowest GET /state during the step: {slowest:?}");
+    // A blocked driver would hold GET /state for the whole 10-minute step.
+    assert!(
+        slowest < Duration::from_secs(2),
+        "GET /state waited {slowest:?}"
+    );
+
+    let step_pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (status, body, _) = compute.post("/terminate", None, &[]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(exit_code(compute.wait_exit(MINUTE)), Some(0));
+    eprintln!("terminate during the step took {:?}", started.elapsed());
+    assert_ne!(
+        unsafe { libc::kill(step_pid, 0) },
+        0,
+        "the step's child process is still alive"
+    );
+    let cancelled = compute_journal_files(&compute)
+        .into_iter()
+        .find(|r| r["kind"] == "step_finished" && r["step"] == "fetch_basebackup")
+        .unwrap();
+    assert_eq!(cancelled["error"]["kind"], "cancelled", "{cancelled}");
+}
+
+/// The journal read from the files (the process may have exited).
+fn compute_journal_files(compute: &Compute) -> Vec<Value> {
+    let output = std::process::Command::new(crate::support::compute::binary())
+        .args(["journal", "dump", "--json", "--state-dir"])
+        .arg(&compute.state_dir)
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_sidecar_starts_with_postgres_restarts_and_stops() {
+    let dir = crate::support::compute::traversable_tempdir();
+    let sidecar = dir.path().join("vm-informant");
+    let pids = dir.path().join("sidecar.pids");
+    std::fs::write(
+        &sidecar,
+        format!("#!/bin/sh\necho $$ >> {}\nexec sleep 600\n", pids.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sidecar, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = crate::support::compute::free_port();
+    let mut compute = Compute::start(Launch {
+        spec: Some(embedded_spec(port)),
+        args: vec!["--vm-monitor".into(), sidecar.display().to_string()],
+        ..Launch::default()
+    });
+    let state = compute.wait_state(MINUTE, "the sidecar running", |s| {
+        s["sidecar"]["running"] == true
+    });
+    assert!(
+        state["postmaster_pid"].is_u64(),
+        "started before postgres runs: {state}"
+    );
+    let first = state["sidecar"]["pid"].as_u64().unwrap() as i32;
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    let state = compute.wait_state(MINUTE, "the sidecar restarted", |s| {
+        s["sidecar"]["restarts"].as_u64() >= Some(1) && s["sidecar"]["running"] == true
+    });
+    let second = state["sidecar"]["pid"].as_u64().unwrap() as i32;
+    assert_ne!(first, second);
+    compute.signal(libc::SIGTERM);
+    assert_eq!(exit_code(compute.wait_exit(MINUTE)), Some(0));
+    assert_ne!(
+        unsafe { libc::kill(second, 0) },
+        0,
+        "the sidecar outlived compute_ctl"
+    );
+}
+
+#[test]
+fn last_active_is_null_until_a_client_works() {
+    let port = crate::support::compute::free_port();
+    let mut spec = embedded_spec(port);
+    // Autovacuum workers count as activity; keep them out of this test.
+    spec["cluster"]["settings"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": "autovacuum", "value": "off" }));
+    let mut compute = Compute::start(Launch {
+        spec: Some(spec),
+        ..Launch::default()
+    });
+    compute.wait_running();
+    // Several monitor ticks (100 ms in tests) with no client: still null.
+    let idle = compute.admin();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        compute.state()["last_active"].is_null(),
+        "{}",
+        compute.state()
+    );
+    drop(idle);
+    let mut client = compute.admin();
+    let worker = std::thread::spawn(move || {
+        client
+            .batch_execute("SET application_name = 'psql'; SELECT pg_sleep(1.5)")
+            .unwrap();
+    });
+    let state = compute.wait_state(MINUTE, "last_active set", |s| s["last_active"].is_string());
+    assert!(state["last_active"].as_str().unwrap().ends_with('Z'));
+    worker.join().unwrap();
+}

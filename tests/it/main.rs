@@ -2,8 +2,10 @@
 //! itself) live here, each module a concern, sharing the helpers in `support`.
 #![allow(clippy::unwrap_used)]
 
+mod control_plane;
 mod journal;
 mod lifecycle;
+mod neon_api;
 mod postgres_config;
 mod reconcile;
 mod reconfigure;

@@ -446,3 +446,34 @@ impl Drop for Compute {
         drop(self.dir.take());
     }
 }
+
+/// A directory of Postgres tools for `-b`: `postgres` runs the real one, the other tools are
+/// links to the real ones, except `overrides` (`name`, shell script body) which replace them.
+/// The real binary is `/usr/lib/postgresql/15/bin`.
+pub fn standin_bindir(dir: &Path, overrides: &[(&str, &str)]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let real = Path::new("/usr/lib/postgresql/15/bin");
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for entry in std::fs::read_dir(real).unwrap() {
+        let name = entry.unwrap().file_name();
+        let name = name.to_string_lossy().to_string();
+        let target = bin.join(&name);
+        if let Some((_, body)) = overrides.iter().find(|(n, _)| *n == name) {
+            std::fs::write(&target, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        } else if name == "postgres" {
+            // A file, not a link: compute_ctl resolves links to find the tools beside postgres.
+            std::fs::write(
+                &target,
+                format!("#!/bin/sh\nexec {}/postgres \"$@\"\n", real.display()),
+            )
+            .unwrap();
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        } else {
+            std::os::unix::fs::symlink(real.join(&name), &target).unwrap();
+        }
+    }
+    bin.join("postgres")
+}
