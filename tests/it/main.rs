@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod control_plane;
+mod crash;
 mod journal;
 mod lifecycle;
 mod neon_api;
