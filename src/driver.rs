@@ -105,6 +105,24 @@ impl std::fmt::Debug for Driver {
     }
 }
 
+/// What an input brings besides its event: records of facts that happened anyway (a spec
+/// accepted, a step finished), and a new desired spec, which becomes the driver's only once
+/// they are durable.
+#[derive(Debug, Default)]
+struct Facts {
+    records: Vec<RecordBody>,
+    desired: Option<Desired>,
+}
+
+impl Facts {
+    fn record(record: RecordBody) -> Facts {
+        Facts {
+            records: vec![record],
+            desired: None,
+        }
+    }
+}
+
 /// Where an event came from, for the transition record's cause.
 #[derive(Clone, Debug, Default)]
 struct Origin {
@@ -174,7 +192,7 @@ impl Driver {
                 spec: spec_ref(desired.generation, &spec),
             };
             let now = self.clock.now();
-            if let Err(exit) = self.handle(event, origin, now, Vec::new()) {
+            if let Err(exit) = self.handle(event, origin, now, Facts::default()) {
                 return exit;
             }
         }
@@ -224,7 +242,9 @@ impl Driver {
             {
                 let interval = u64::try_from(self.monitor_interval.as_millis()).unwrap_or(500);
                 self.next_tick_ms = now.mono_ms.saturating_add(interval.max(1));
-                if let Err(exit) = self.handle(Event::Tick, Origin::default(), now, Vec::new()) {
+                if let Err(exit) =
+                    self.handle(Event::Tick, Origin::default(), now, Facts::default())
+                {
                     return exit;
                 }
             }
@@ -249,9 +269,12 @@ impl Driver {
                     source: Some(format!("postmaster pid {pid}")),
                     ..Origin::default()
                 };
-                if let Err(rejection) =
-                    self.handle(Event::PostmasterExited { status }, origin, now, Vec::new())?
-                {
+                if let Err(rejection) = self.handle(
+                    Event::PostmasterExited { status },
+                    origin,
+                    now,
+                    Facts::default(),
+                )? {
                     log::warn!("the postmaster's exit was refused: {rejection}");
                 }
                 Ok(())
@@ -293,7 +316,7 @@ impl Driver {
                     mode: ShutdownMode::Fast,
                 };
                 // Refused only in `terminated`, which is on its way out anyway.
-                self.handle(event, origin, now, Vec::new())?.ok();
+                self.handle(event, origin, now, Facts::default())?.ok();
                 Ok(())
             }
             SignalKind::Reload => {
@@ -383,7 +406,7 @@ impl Driver {
                 };
                 self.terminate_waiters.push(reply);
                 // Refused only in `terminated`, answered above.
-                self.handle(Event::Terminate { mode }, origin, now, Vec::new())?
+                self.handle(Event::Terminate { mode }, origin, now, Facts::default())?
                     .ok();
                 self.answer_waiters();
                 return Ok(());
@@ -394,7 +417,7 @@ impl Driver {
                     source: Some("POST /recover".into()),
                     ..Origin::default()
                 };
-                match self.handle(Event::Recover, origin, now, Vec::new())? {
+                match self.handle(Event::Recover, origin, now, Facts::default())? {
                     Ok(()) => ApiReply::new(200, json!({ "phase": self.phase.name() })),
                     Err(rejection) => ApiReply::error(409, rejection.to_string()),
                 }
@@ -478,27 +501,22 @@ impl Driver {
         let event = Event::SpecAccepted {
             spec: spec_ref(generation, &spec),
         };
-        // The spec is desired from here on; `handle` publishes only after the append.
-        let previous = self.desired.replace(Desired {
-            generation,
-            seq: 0,
-            spec: spec.clone(),
-        });
-        self.specs.insert(spec.hash.clone(), spec.clone());
         let first_seq = self.journal.last_seq() + 1;
-        match self.handle(event, origin, now, vec![accepted]) {
+        self.specs.insert(spec.hash.clone(), spec.clone());
+        let facts = Facts {
+            records: vec![accepted],
+            desired: Some(Desired {
+                generation,
+                seq: first_seq,
+                spec: spec.clone(),
+            }),
+        };
+        match self.handle(event, origin, now, facts) {
             Ok(Ok(())) => {}
             Ok(Err(rejection)) => {
-                self.desired = previous;
                 return Err(Refusal::Reply(ApiReply::error(409, rejection.to_string())));
             }
-            Err(exit) => {
-                self.desired = previous;
-                return Err(Refusal::Fatal(exit));
-            }
-        }
-        if let Some(desired) = &mut self.desired {
-            desired.seq = first_seq;
+            Err(exit) => return Err(Refusal::Fatal(exit)),
         }
         if let Some(id) = request_id {
             self.requests.insert(
@@ -558,7 +576,7 @@ impl Driver {
             ..Origin::default()
         };
         let event = Event::StepFinished { id, result };
-        match self.handle(event, origin, now, vec![finished])? {
+        match self.handle(event, origin, now, Facts::record(finished))? {
             Ok(()) => {}
             Err(rejection) => log::info!("step {step} {id} reported late: {rejection}"),
         }
@@ -605,8 +623,12 @@ impl Driver {
         event: Event,
         origin: Origin,
         now: Now,
-        mut records: Vec<RecordBody>,
+        facts: Facts,
     ) -> Result<Result<(), Rejection>, Exit> {
+        let Facts {
+            mut records,
+            desired,
+        } = facts;
         let event_name = event.name();
         let event_error = match &event {
             Event::StepFinished {
@@ -619,7 +641,9 @@ impl Driver {
         let next = match self.phase.clone().on_event(event, now) {
             Ok(next) => next,
             Err(rejected) => {
-                if !records.is_empty() {
+                // A finished step happened whatever the phase thinks of it; a spec the phase
+                // refuses was never accepted.
+                if desired.is_none() && !records.is_empty() {
                     self.append(records, now)?;
                     self.publish();
                 }
@@ -679,6 +703,9 @@ impl Driver {
             }
         }
         self.append(records, now)?;
+        if let Some(desired) = desired {
+            self.desired = Some(desired);
+        }
         if phase.name() != before {
             self.phase_since = now;
             self.on_phase_entered(&phase, now);
