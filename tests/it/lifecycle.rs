@@ -126,23 +126,10 @@ fn seed_usage_line_reaches_running_and_terminates_cleanly() {
     drop(admin);
 
     // GET /journal serves exactly the records in the files.
-    let dumped = std::process::Command::new(crate::support::compute::binary())
-        .args(["journal", "dump", "--json", "--state-dir"])
-        .arg(&compute.state_dir)
-        .output()
-        .unwrap();
-    assert!(dumped.status.success());
-    let from_files: Vec<Value> = String::from_utf8(dumped.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     let from_http = compute.journal();
-    assert_eq!(
-        from_files[..from_http.len().min(from_files.len())],
-        from_http[..from_http.len().min(from_files.len())]
-    );
+    let from_files = compute.journal_files();
     assert!(from_files.len() >= from_http.len());
+    assert_eq!(from_files[..from_http.len()], from_http[..]);
 
     let (status, _) = compute.get("/readyz").unwrap();
     assert_eq!(status, 200);
@@ -157,16 +144,10 @@ fn seed_usage_line_reaches_running_and_terminates_cleanly() {
         processes_in(&compute.pgdata).is_empty(),
         "postgres left behind"
     );
-    let last = std::process::Command::new(crate::support::compute::binary())
-        .args(["journal", "dump", "--json", "--state-dir"])
-        .arg(&compute.state_dir)
-        .output()
-        .unwrap();
-    let last: Vec<Value> = String::from_utf8(last.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|r: &Value| r["kind"] == "transition")
+    let last: Vec<Value> = compute
+        .journal_files()
+        .into_iter()
+        .filter(|r| r["kind"] == "transition")
         .collect();
     assert_eq!(last.last().unwrap()["to"], "terminated");
     let terminating = last.iter().find(|r| r["to"] == "terminating").unwrap();
@@ -545,25 +526,12 @@ fn state_answers_during_a_ten_minute_step_and_terminate_cancels_it() {
         0,
         "the step's child process is still alive"
     );
-    let cancelled = compute_journal_files(&compute)
+    let cancelled = compute
+        .journal_files()
         .into_iter()
         .find(|r| r["kind"] == "step_finished" && r["step"] == "fetch_basebackup")
         .unwrap();
     assert_eq!(cancelled["error"]["kind"], "cancelled", "{cancelled}");
-}
-
-/// The journal read from the files (the process may have exited).
-fn compute_journal_files(compute: &Compute) -> Vec<Value> {
-    let output = std::process::Command::new(crate::support::compute::binary())
-        .args(["journal", "dump", "--json", "--state-dir"])
-        .arg(&compute.state_dir)
-        .output()
-        .unwrap();
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 #[test]

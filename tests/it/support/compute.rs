@@ -273,6 +273,26 @@ impl Compute {
         body["records"].as_array().cloned().unwrap_or_default()
     }
 
+    /// All journal records, read from the files with `journal dump --json` (works after the
+    /// process exited).
+    pub fn journal_files(&self) -> Vec<Value> {
+        let output = Command::new(binary())
+            .args(["journal", "dump", "--json", "--state-dir"])
+            .arg(&self.state_dir)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// Transitions as `from->to` strings.
     pub fn transitions(&self) -> Vec<String> {
         self.journal()
