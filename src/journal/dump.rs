@@ -9,7 +9,7 @@ use std::path::Path;
 use super::read::{existing_journal_dir, start_index};
 use super::record::{Cause, Record, RecordBody};
 use super::scan::scan;
-use super::segment::list_segments;
+use super::segment::kept_segments;
 use super::JournalError;
 
 /// Writes the records with seq > `since` to `out`: with `json`, each record's JSON exactly as
@@ -23,7 +23,7 @@ pub fn dump(
     out: &mut dyn Write,
 ) -> Result<u64, JournalError> {
     let dir = existing_journal_dir(state_dir)?;
-    let segments = list_segments(&dir)?;
+    let (segments, first_kept) = kept_segments(&dir)?;
     let mut printed = 0u64;
     let mut failed = None;
     if !json {
@@ -36,25 +36,31 @@ pub fn dump(
     }
     let mut line = String::new();
     let start = start_index(&segments, since);
-    scan(&segments, start, since, &mut |record, stored| {
-        let written = if json {
-            out.write_all(stored).and_then(|()| out.write_all(b"\n"))
-        } else {
-            line.clear();
-            human_line(&record, &mut line);
-            out.write_all(line.as_bytes())
-        };
-        match written {
-            Ok(()) => {
-                printed += 1;
-                ControlFlow::Continue(())
+    scan(
+        &segments,
+        start,
+        since,
+        first_kept,
+        &mut |record, stored| {
+            let written = if json {
+                out.write_all(stored).and_then(|()| out.write_all(b"\n"))
+            } else {
+                line.clear();
+                human_line(&record, &mut line);
+                out.write_all(line.as_bytes())
+            };
+            match written {
+                Ok(()) => {
+                    printed += 1;
+                    ControlFlow::Continue(())
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    ControlFlow::Break(())
+                }
             }
-            Err(e) => {
-                failed = Some(e);
-                ControlFlow::Break(())
-            }
-        }
-    })?;
+        },
+    )?;
     if let Some(source) = failed {
         return Err(JournalError::Output { source });
     }

@@ -9,11 +9,11 @@ use std::time::SystemTime;
 use super::batch::{self, Tip};
 use super::record::{Record, RecordBody, TornTail};
 use super::scan::{scan, Torn};
-use super::segment::{list_segments, segment_name, SegmentFile};
+use super::segment::{kept_segments, list_segments, segment_name, SegmentFile, RETIRED_FILE};
 use super::{
     read, JournalConfig, JournalError, JournalStats, JournalStore, JOURNAL_DIR, LOCK_FILE,
 };
-use crate::durable::{create_dir_all_durable, fsync_dir};
+use crate::durable::{create_dir_all_durable, fsync_dir, write_atomic};
 
 /// What opening the journal found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +54,8 @@ pub struct FileJournal {
     stats: JournalStats,
     /// Why appends are refused: a write or fsync failed, so the bytes on disk are unknown.
     poisoned: Option<(PathBuf, String)>,
+    /// The seq of the last `spec_accepted` record: retention never deletes its segment.
+    protect_seq: u64,
 }
 
 impl FileJournal {
@@ -72,11 +74,17 @@ impl FileJournal {
         let journal_dir = state_dir.join(JOURNAL_DIR);
         create_dir_all_durable(&journal_dir)?;
 
-        let segments = list_segments(&journal_dir)?;
-        let end = scan(&segments, 0, 0, &mut |record, _| {
+        let (segments, first_kept) = kept_segments(&journal_dir)?;
+        let mut protect_seq = 0;
+        let end = scan(&segments, 0, 0, first_kept, &mut |record, _| {
+            if matches!(record.body, RecordBody::SpecAccepted(_)) {
+                protect_seq = record.seq;
+            }
             visit(&record);
             ControlFlow::Continue(())
         })?;
+        // Files a retirement marked retired but a crash left behind.
+        remove_retired(&journal_dir, first_kept)?;
 
         // The length each segment keeps: all of it, up to the torn line, or nothing after it.
         let mut keep: Vec<u64> = end.lengths.clone();
@@ -115,6 +123,7 @@ impl FileJournal {
             tip: Tip::opened(end.last_seq, last_epoch),
             stats: JournalStats::default(),
             poisoned: None,
+            protect_seq,
         };
         Ok((journal, report))
     }
@@ -183,6 +192,37 @@ impl FileJournal {
         Ok(())
     }
 
+    /// Deletes the oldest segments beyond `segments_kept_max`, never the one holding the last
+    /// `spec_accepted` record or any after it. `RETIRED` names the first kept seq before any
+    /// file goes, so a crash in between leaves files that the next open removes, and a first
+    /// segment lost any other way still reads as damage.
+    fn retire(&mut self) -> Result<(), JournalError> {
+        let kept_max = self.config.segments_kept_max;
+        if kept_max == 0 {
+            return Ok(());
+        }
+        let (segments, _) = kept_segments(&self.journal_dir)?;
+        if segments.len() <= kept_max {
+            return Ok(());
+        }
+        let holding_spec = segments
+            .iter()
+            .rposition(|s| s.first_seq <= self.protect_seq)
+            .unwrap_or(0);
+        let retire = (segments.len() - kept_max).min(holding_spec);
+        if retire == 0 {
+            return Ok(());
+        }
+        let first_kept = segments[retire].first_seq;
+        write_atomic(
+            &self.journal_dir.join(RETIRED_FILE),
+            format!("{first_kept}\n").as_bytes(),
+        )?;
+        remove_retired(&self.journal_dir, first_kept)?;
+        self.stats.segments_retired += retire as u64;
+        Ok(())
+    }
+
     /// The segment appends go to now, if any.
     pub fn current_segment(&self) -> Option<&str> {
         self.current.as_ref().map(|s| s.name.as_str())
@@ -215,10 +255,31 @@ impl JournalStore for FileJournal {
             self.poisoned = Some((path, e.to_string()));
             return Err(e);
         }
+        let rotated = self
+            .current
+            .as_ref()
+            .is_some_and(|s| s.len == batch.lines.len() as u64);
         self.tip = self.tip.after(&batch);
         self.stats.appends += 1;
         self.stats.records += batch.records.len() as u64;
         self.stats.bytes += batch.lines.len() as u64;
+        if let Some(accepted) = batch
+            .records
+            .iter()
+            .rev()
+            .find(|r| matches!(r.body, RecordBody::SpecAccepted(_)))
+        {
+            self.protect_seq = accepted.seq;
+        }
+        if rotated {
+            // The records are durable already; a failed retirement only leaves old segments.
+            if let Err(e) = self.retire() {
+                log::warn!(
+                    "journal {}: old segments not retired: {e}",
+                    self.journal_dir.display()
+                );
+            }
+        }
         Ok(batch.records)
     }
 
@@ -286,6 +347,25 @@ fn torn_tail(torn: &Torn, segments: &[SegmentFile]) -> TornTail {
         bytes: torn.bytes,
         reason: torn.bad.reason.clone(),
     }
+}
+
+/// Removes the segment files named below `first_kept` (retired), then syncs the directory.
+fn remove_retired(journal_dir: &Path, first_kept: u64) -> Result<(), JournalError> {
+    let mut removed = false;
+    for segment in list_segments(journal_dir)? {
+        if segment.first_seq >= first_kept {
+            continue;
+        }
+        match fs::remove_file(&segment.path) {
+            Ok(()) => removed = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(JournalError::io(&segment.path, e)),
+        }
+    }
+    if removed {
+        fsync_dir(journal_dir)?;
+    }
+    Ok(())
 }
 
 /// Brings the segment files to the lengths in `keep`: removes the segments left with nothing

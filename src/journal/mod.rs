@@ -13,18 +13,29 @@
 //!   journal/
 //!     00000000000000000001.log        a segment: records 1 ..
 //!     00000000000000000213.log        the next segment: records 213 ..
+//!     RETIRED                         once old segments were deleted: the first seq kept
 //!   specs/<sha256 hex>.json           accepted specs, written atomically (see `specs`)
 //! ```
 //!
 //! **Segments.** A segment file is named by the seq of its first record, as 20 decimal digits
 //! with leading zeros, then `.log` ([`segment_name`]). Files in `journal/` with other names are
-//! ignored. Sorted by name, the segments hold every record from seq 1 on, without a gap: the
-//! first segment is `00000000000000000001.log`, and each later one is named by the seq that
+//! ignored. Sorted by name, the segments hold every record from seq 1 (or from the seq that
+//! `RETIRED` names) on, without a gap: the first segment is `00000000000000000001.log` (or the
+//! one `RETIRED` names), and each later one is named by the seq that
 //! follows the last record of the one before. A writer starts a new segment before an append
 //! whose lines would push the current one past [`JournalConfig::segment_bytes_max`]; one
 //! append never spans two segments (so a segment can exceed that size by one append), and the
-//! journal directory is fsynced when a segment is created. Segments are never deleted by this
-//! version, except an empty or torn-away segment at the very end (see "Opening").
+//! journal directory is fsynced when a segment is created.
+//!
+//! **Retention.** When a new segment starts and more than
+//! [`JournalConfig::segments_kept_max`] exist (default 8, so 128 MiB), the oldest are retired:
+//! `RETIRED` is written atomically with the first seq of the oldest segment kept, then the
+//! older files are deleted and the directory fsynced. The segment holding the last
+//! `spec_accepted` record and every later one are never retired, so a restart always finds
+//! the desired spec. A crash between the two leaves files below `RETIRED`, which readers
+//! ignore and the next writer deletes; a first segment missing without `RETIRED` naming its
+//! successor is damage. After a retirement the first kept record may be in the middle of an
+//! epoch. An empty or torn-away segment at the very end is also removed (see "Opening").
 //!
 //! **Lines.** A segment is a sequence of lines, one record each:
 //!
@@ -109,6 +120,10 @@ pub const LOCK_FILE: &str = "LOCK";
 /// The default [`JournalConfig::segment_bytes_max`]: 16 MiB.
 pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 16 * 1024 * 1024;
 
+/// The default [`JournalConfig::segments_kept_max`]: 8 segments, 128 MiB with the default
+/// segment size.
+pub const SEGMENTS_KEPT_MAX_DEFAULT: usize = 8;
+
 /// The default [`JournalConfig::record_bytes_max`]: 1 MiB.
 pub const RECORD_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
 
@@ -120,6 +135,10 @@ pub struct JournalConfig {
     /// The longest line (checksum, space, JSON, newline) an append writes; a longer record is
     /// refused before anything is written.
     pub record_bytes_max: usize,
+    /// How many segments are kept: when a new one starts, the oldest beyond this are retired
+    /// (deleted), except the segment holding the last `spec_accepted` record and those after
+    /// it, which a restart replays. 0 keeps every segment.
+    pub segments_kept_max: usize,
 }
 
 impl Default for JournalConfig {
@@ -127,6 +146,7 @@ impl Default for JournalConfig {
         JournalConfig {
             segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
             record_bytes_max: RECORD_BYTES_MAX_DEFAULT,
+            segments_kept_max: SEGMENTS_KEPT_MAX_DEFAULT,
         }
     }
 }
@@ -194,6 +214,8 @@ pub struct JournalStats {
     /// fsyncs of the journal directory (one per segment created).
     pub dir_fsyncs: u64,
     pub segments_created: u64,
+    /// Old segments deleted by retention.
+    pub segments_retired: u64,
 }
 
 impl JournalStats {

@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 
 use super::record::Record;
 use super::scan::scan;
-use super::segment::{list_segments, SegmentFile};
+use super::segment::{kept_segments, SegmentFile};
 use super::{JournalError, JOURNAL_DIR};
 
 /// What `verify` found in an intact journal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyReport {
+    /// The first seq the journal holds: 1, or later once old segments were retired.
+    pub first_seq: u64,
     pub records: u64,
     pub segments: usize,
     /// 0 for an empty journal.
@@ -58,9 +60,9 @@ pub(crate) fn read_since_in(
     if limit == 0 {
         return Ok(records);
     }
-    let segments = list_segments(journal_dir)?;
+    let (segments, first_kept) = kept_segments(journal_dir)?;
     let start = start_index(&segments, since);
-    scan(&segments, start, since, &mut |record, _| {
+    scan(&segments, start, since, first_kept, &mut |record, _| {
         records.push(record);
         if records.len() >= limit {
             ControlFlow::Break(())
@@ -76,8 +78,10 @@ pub(crate) fn read_since_in(
 /// reported as damage too, naming the first bad line.
 pub fn verify(state_dir: &Path) -> Result<VerifyReport, JournalError> {
     let dir = existing_journal_dir(state_dir)?;
-    let segments = list_segments(&dir)?;
-    let end = scan(&segments, 0, 0, &mut |_, _| ControlFlow::Continue(()))?;
+    let (segments, first_kept) = kept_segments(&dir)?;
+    let end = scan(&segments, 0, 0, first_kept, &mut |_, _| {
+        ControlFlow::Continue(())
+    })?;
     if let Some(torn) = end.torn {
         let mut bad = torn.bad;
         bad.reason = format!(
@@ -87,6 +91,7 @@ pub fn verify(state_dir: &Path) -> Result<VerifyReport, JournalError> {
         return Err(bad.into_damaged());
     }
     Ok(VerifyReport {
+        first_seq: first_kept,
         records: end.records,
         segments: segments.len(),
         last_seq: end.last_seq,

@@ -86,6 +86,7 @@ pub(crate) fn scan(
     segments: &[SegmentFile],
     start: usize,
     since: u64,
+    first_kept: u64,
     visit: &mut dyn FnMut(Record, &[u8]) -> ControlFlow<()>,
 ) -> Result<ScanEnd, JournalError> {
     let mut end = ScanEnd::default();
@@ -94,8 +95,11 @@ pub(crate) fn scan(
     };
     let mut cursor = if start == 0 {
         Cursor {
-            expected: 1,
-            last_epoch: Some(0),
+            // 1, or where retirement left the journal starting.
+            expected: first_kept,
+            // From seq 1 every epoch must begin with its start record; after a retirement the
+            // first kept record may be in the middle of one.
+            last_epoch: (first_kept <= 1).then_some(0),
             records: 0,
         }
     } else {

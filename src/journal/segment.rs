@@ -42,6 +42,34 @@ pub(crate) struct SegmentFile {
 }
 
 /// The segments in `journal_dir`, sorted by their first seq. Other files are ignored.
+/// The file that names the first seq kept after old segments were retired; absent until the
+/// first retirement (then the journal starts at seq 1).
+pub const RETIRED_FILE: &str = "RETIRED";
+
+/// The first seq the journal still holds: what `RETIRED` says, else 1.
+pub(crate) fn first_kept_seq(journal_dir: &Path) -> Result<u64, JournalError> {
+    let path = journal_dir.join(RETIRED_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|_| JournalError::Damaged {
+            segment: RETIRED_FILE.to_owned(),
+            seq: 0,
+            offset: 0,
+            reason: format!("{} does not hold a seq: {:?}", path.display(), text.trim()),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(1),
+        Err(e) => Err(JournalError::io(&path, e)),
+    }
+}
+
+/// The segments still kept (those named below the first kept seq were retired; their files
+/// remain only if a crash interrupted the retirement) and the first kept seq.
+pub(crate) fn kept_segments(journal_dir: &Path) -> Result<(Vec<SegmentFile>, u64), JournalError> {
+    let first_kept = first_kept_seq(journal_dir)?;
+    let mut segments = list_segments(journal_dir)?;
+    segments.retain(|s| s.first_seq >= first_kept);
+    Ok((segments, first_kept))
+}
+
 pub(crate) fn list_segments(journal_dir: &Path) -> Result<Vec<SegmentFile>, JournalError> {
     let entries = fs::read_dir(journal_dir).map_err(|e| JournalError::io(journal_dir, e))?;
     let mut segments = Vec::new();

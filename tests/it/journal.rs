@@ -11,6 +11,7 @@ mod fixtures;
 mod format;
 mod lock;
 mod readers;
+mod retention;
 mod rules;
 
 use std::collections::BTreeMap;
@@ -33,9 +34,11 @@ pub fn wall() -> SystemTime {
 /// The `ts` that `wall()` is written as.
 pub const WALL_TS: &str = "2025-11-24T16:00:00.123Z";
 
+/// Tiny segments, all kept (retention has its own tests).
 pub fn config(segment_bytes_max: u64) -> JournalConfig {
     JournalConfig {
         segment_bytes_max,
+        segments_kept_max: 0,
         ..JournalConfig::default()
     }
 }
