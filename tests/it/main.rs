@@ -4,6 +4,7 @@
 
 mod journal;
 mod lifecycle;
+mod neon;
 mod postgres_config;
 mod reconcile;
 mod spec;
