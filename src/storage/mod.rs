@@ -3,6 +3,8 @@
 //! PGDATA (`fetch_basebackup`), and may add settings and files before Postgres starts.
 
 mod embedded;
+mod neon;
+pub mod wire;
 
 use states::{Lsn, StepError};
 
@@ -41,6 +43,7 @@ pub trait StorageBackend {
 pub fn backend(spec: &ParsedSpec) -> Box<dyn StorageBackend> {
     match &spec.storage {
         Storage::Embedded => Box::new(embedded::Embedded),
-        Storage::Upstream { .. } | Storage::Neon { .. } => Box::new(embedded::Unavailable),
+        Storage::Upstream { .. } => Box::new(embedded::Unavailable),
+        Storage::Neon { .. } => Box::new(neon::Neon::default()),
     }
 }

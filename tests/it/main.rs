@@ -7,6 +7,7 @@ mod control_plane;
 mod crash;
 mod journal;
 mod lifecycle;
+mod neon;
 mod neon_api;
 mod postgres_config;
 mod reconcile;

@@ -5,4 +5,6 @@
 #[allow(dead_code)]
 pub mod compute;
 #[allow(dead_code)]
+pub mod pageserver;
+#[allow(dead_code)]
 pub mod postgres;
