@@ -41,6 +41,16 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 ///
 /// The file is created with mode 0600: stored specs hold password verifiers.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DurableError> {
+    write_atomic_owned(path, bytes, None)
+}
+
+/// `write_atomic`, the file given to `owner` (uid, gid) before it takes the target's name:
+/// files in PGDATA belong to the Postgres OS user, and a reader never sees one it cannot read.
+pub fn write_atomic_owned(
+    path: &Path,
+    bytes: &[u8],
+    owner: Option<(u32, u32)>,
+) -> Result<(), DurableError> {
     let dir = parent_dir(path);
     let name = path.file_name().ok_or_else(|| {
         DurableError::new(
@@ -55,7 +65,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DurableError> {
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let written = write_temp(&temp, bytes).and_then(|()| {
+    let written = write_temp(&temp, bytes, owner).and_then(|()| {
         fs::rename(&temp, path).map_err(|e| DurableError::new("rename temp file onto", path, e))
     });
     if let Err(e) = written {
@@ -67,7 +77,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DurableError> {
     fsync_dir(dir)
 }
 
-fn write_temp(temp: &Path, bytes: &[u8]) -> Result<(), DurableError> {
+fn write_temp(temp: &Path, bytes: &[u8], owner: Option<(u32, u32)>) -> Result<(), DurableError> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -76,6 +86,10 @@ fn write_temp(temp: &Path, bytes: &[u8]) -> Result<(), DurableError> {
         .map_err(|e| DurableError::new("create", temp, e))?;
     file.write_all(bytes)
         .map_err(|e| DurableError::new("write", temp, e))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
+            .map_err(|e| DurableError::new("give away", temp, e))?;
+    }
     file.sync_all()
         .map_err(|e| DurableError::new("fsync", temp, e))
 }

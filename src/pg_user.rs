@@ -75,6 +75,11 @@ impl PgUser {
             .env("HOME", &self.home);
     }
 
+    /// This user's (uid, gid), for `durable::write_atomic_owned`.
+    pub fn ids(&self) -> (u32, u32) {
+        (self.uid, self.gid)
+    }
+
     /// Gives `path` to this user.
     pub fn chown(&self, path: &Path) -> anyhow::Result<()> {
         std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid))

@@ -5,10 +5,11 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::{self, Write as _};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::durable::write_atomic_owned;
 use crate::postgres::quote::{is_setting_name, quote_hba_name, quote_setting_value};
 use crate::spec::ComputeSpec;
 
@@ -140,50 +141,12 @@ pub fn write_config_files(pgdata: &Path, conf: &str, hba: &str) -> Result<(), Co
         })?;
     for (name, text) in [("postgresql.conf", conf), ("pg_hba.conf", hba)] {
         let path = pgdata.join(name);
-        write_atomic(&path, text.as_bytes(), owner)
-            .map_err(|source| ConfigError::Io { path, source })?;
+        write_atomic_owned(&path, text.as_bytes(), Some(owner)).map_err(|e| ConfigError::Io {
+            path,
+            source: std::io::Error::other(e.to_string()),
+        })?;
     }
     Ok(())
-}
-
-/// Temp file beside the target, fsync, rename over it, fsync the directory: after a crash
-/// the target holds the old bytes or the new ones.
-///
-/// A private copy until the project-wide `crate::durable::write_atomic` exists; it adds the
-/// ownership step that configuration files in PGDATA need.
-fn write_atomic(path: &Path, bytes: &[u8], owner: (u32, u32)) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("path has no parent directory"))?;
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("path has no file name"))?;
-    let mut tmp_name = file_name.to_owned();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        // Give the file away only when it is not already the owner's: only root may, and a
-        // compute_ctl that is not root writes into a PGDATA of its own.
-        let meta = file.metadata()?;
-        if (meta.uid(), meta.gid()) != owner {
-            std::os::unix::fs::fchown(&file, Some(owner.0), Some(owner.1))?;
-        }
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use states::{ErrorKind, PhaseName, StepError, StepName};
 
-use crate::durable::write_atomic;
+use crate::durable::write_atomic_owned;
 use crate::executor::cancel::CancelToken;
 use crate::pg_user::{run_as, PgUser};
 use crate::postgres::process::{clean_env, Binaries};
@@ -99,18 +99,10 @@ fn write_conf(
     user: Option<&PgUser>,
     phase: PhaseName,
 ) -> Result<(), StepError> {
-    write_atomic(path, text.as_bytes()).map_err(|e| {
-        step_error(
-            phase,
-            ErrorKind::Io,
-            format!("cannot write {}: {e}", path.display()),
-        )
-    })?;
-    if let Some(user) = user {
-        user.chown(path)
-            .map_err(|e| step_error(phase, ErrorKind::Io, format!("{e:#}")))?;
-    }
-    Ok(())
+    write_atomic_owned(path, text.as_bytes(), user.map(PgUser::ids)).map_err(|e| {
+        let message = format!("cannot write {}: {e}", path.display());
+        step_error(phase, ErrorKind::Io, message)
+    })
 }
 
 /// Postgres's verdict on the file as written. `pg_file_settings` marks every entry it would
