@@ -3,6 +3,7 @@
 //! PGDATA (`fetch_basebackup`), and may add settings and files before Postgres starts.
 
 mod embedded;
+mod upstream;
 
 use states::{Lsn, StepError};
 
@@ -41,6 +42,7 @@ pub trait StorageBackend {
 pub fn backend(spec: &ParsedSpec) -> Box<dyn StorageBackend> {
     match &spec.storage {
         Storage::Embedded => Box::new(embedded::Embedded),
-        Storage::Upstream { .. } | Storage::Neon { .. } => Box::new(embedded::Unavailable),
+        Storage::Upstream { .. } => Box::new(upstream::Upstream),
+        Storage::Neon { .. } => Box::new(embedded::Unavailable),
     }
 }

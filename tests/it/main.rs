@@ -8,3 +8,4 @@ mod postgres_config;
 mod reconcile;
 mod spec;
 mod support;
+mod upstream;

@@ -70,6 +70,13 @@ impl TestPostgres {
 
     /// Starts one with `setup`'s configuration files.
     pub fn start_with(setup: Setup) -> TestPostgres {
+        TestPostgres::start_with_settings(setup, &[])
+    }
+
+    /// Starts one with `setup`'s configuration files and `settings` given as `-c name=value`
+    /// after the defaults, so that they win (`synchronous_commit=on` for a server whose
+    /// commit latency is measured).
+    pub fn start_with_settings(setup: Setup, settings: &[(&str, &str)]) -> TestPostgres {
         let mut root = tempfile::Builder::new()
             .prefix("compute_ctl-test-pg.")
             .tempdir()
@@ -140,6 +147,11 @@ impl TestPostgres {
                     "-c",
                     "logging_collector=off",
                 ])
+                .args(
+                    settings
+                        .iter()
+                        .flat_map(|(name, value)| ["-c".to_string(), format!("{name}={value}")]),
+                )
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
