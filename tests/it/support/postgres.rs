@@ -355,7 +355,8 @@ fn lookup_user(name: &str) -> Option<RunAs> {
     })
 }
 
-fn give_to_run_as(path: &Path) {
+/// Gives `path` to the OS user Postgres runs as (when the tests run as root).
+pub fn give_to_run_as(path: &Path) {
     if let Some(user) = run_as() {
         std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)).unwrap();
     }
@@ -368,7 +369,7 @@ fn write_owned(path: &Path, text: &str) {
 
 /// A command for one of the Postgres binaries, as the right OS user, with a clean
 /// environment (no `PG*` variable of the caller's leaks into the server or initdb).
-fn command(bindir: &Path, program: &str, home: &Path) -> Command {
+pub fn command(bindir: &Path, program: &str, home: &Path) -> Command {
     let mut command = Command::new(bindir.join(program));
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PG") {
