@@ -358,7 +358,14 @@ impl StorageBackend for Upstream {
             "bytes": total_kb.map(|kb| kb.saturating_mul(1024)),
             "backup_start_lsn": backup_start,
             "synced_lsn": lsn,
-            "slot": slot.as_ref().map(|s| json!({ "name": s.name, "created": s.create })),
+            "slot": match (&slot, source.slot) {
+                (Some(used), _) => json!({ "name": used.name, "created": used.create }),
+                (None, Some(name)) => json!({
+                    "name": name,
+                    "unused": "a Primary copy does not stream from the upstream after the backup",
+                }),
+                (None, None) => serde_json::Value::Null,
+            },
             "partial_backup_removed": emptied,
             "removed_from_copy": cleaned.removed,
             "upstream_auto_conf_settings_dropped": cleaned.auto_conf_settings,

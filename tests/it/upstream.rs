@@ -444,10 +444,11 @@ fn refused_password_fails_retryable_with_the_upstreams_message() {
 #[test]
 fn kill_9_during_a_base_backup_then_restart_redoes_it() {
     let upstream = big_upstream(800);
-    let spec = upstream_spec(
+    let mut spec = upstream_spec(
         &replicator_connstr(&upstream, REPLICATOR_PASSWORD),
         json!("Replica"),
     );
+    spec["upstream_slot_name"] = json!("killed_slot");
     let mut compute = Compute::start(Launch {
         spec: Some(spec),
         ..Launch::default()
@@ -480,6 +481,13 @@ fn kill_9_during_a_base_backup_then_restart_redoes_it() {
             .iter()
             .any(|s| s["step"] == "fetch_basebackup" && s["policy"] == "redo_from_scratch"),
         "{start}"
+    );
+    // The slot the interrupted backup created is found and used, not created again.
+    let backup = finished(&compute, "fetch_basebackup", 2);
+    assert_eq!(
+        backup["output"]["detail"]["slot"],
+        json!({ "name": "killed_slot", "created": false }),
+        "{backup}"
     );
     let mut replica = compute.admin();
     let mut source = upstream.client("postgres");
