@@ -4,6 +4,7 @@
 
 mod embedded;
 mod neon;
+mod upstream;
 pub mod wire;
 
 use states::{Lsn, StepError};
@@ -43,7 +44,7 @@ pub trait StorageBackend {
 pub fn backend(spec: &ParsedSpec) -> Box<dyn StorageBackend> {
     match &spec.storage {
         Storage::Embedded => Box::new(embedded::Embedded),
-        Storage::Upstream { .. } => Box::new(embedded::Unavailable),
+        Storage::Upstream { .. } => Box::new(upstream::Upstream),
         Storage::Neon { .. } => Box::new(neon::Neon::default()),
     }
 }

@@ -14,3 +14,4 @@ mod reconcile;
 mod reconfigure;
 mod spec;
 mod support;
+mod upstream;

@@ -70,6 +70,13 @@ impl TestPostgres {
 
     /// Starts one with `setup`'s configuration files.
     pub fn start_with(setup: Setup) -> TestPostgres {
+        TestPostgres::start_with_settings(setup, &[])
+    }
+
+    /// Starts one with `setup`'s configuration files and `settings` given as `-c name=value`
+    /// after the defaults, so that they win (`synchronous_commit=on` for a server whose
+    /// commit latency is measured).
+    pub fn start_with_settings(setup: Setup, settings: &[(&str, &str)]) -> TestPostgres {
         let mut root = tempfile::Builder::new()
             .prefix("compute_ctl-test-pg.")
             .tempdir()
@@ -140,6 +147,11 @@ impl TestPostgres {
                     "-c",
                     "logging_collector=off",
                 ])
+                .args(
+                    settings
+                        .iter()
+                        .flat_map(|(name, value)| ["-c".to_string(), format!("{name}={value}")]),
+                )
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
@@ -343,7 +355,8 @@ fn lookup_user(name: &str) -> Option<RunAs> {
     })
 }
 
-fn give_to_run_as(path: &Path) {
+/// Gives `path` to the OS user Postgres runs as (when the tests run as root).
+pub fn give_to_run_as(path: &Path) {
     if let Some(user) = run_as() {
         std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)).unwrap();
     }
@@ -356,7 +369,7 @@ fn write_owned(path: &Path, text: &str) {
 
 /// A command for one of the Postgres binaries, as the right OS user, with a clean
 /// environment (no `PG*` variable of the caller's leaks into the server or initdb).
-fn command(bindir: &Path, program: &str, home: &Path) -> Command {
+pub fn command(bindir: &Path, program: &str, home: &Path) -> Command {
     let mut command = Command::new(bindir.join(program));
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("PG") {
