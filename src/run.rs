@@ -269,6 +269,12 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
     let monitor = Monitor::start(args.monitor_interval, inbox_tx.clone(), clock)
         .map_err(|e| refuse(1, format!("{e:#}")))?;
     forward_signals(inbox_tx).map_err(|e| refuse(1, format!("cannot handle signals: {e}")))?;
+    if std::process::id() == 1 {
+        std::thread::Builder::new()
+            .name("orphan-reaper".into())
+            .spawn(crate::subprocess::reap_orphans_forever)
+            .map_err(|e| refuse(1, format!("cannot start the orphan reaper: {e}")))?;
+    }
 
     let policy = Policy {
         failed_linger_ms: u64::try_from(args.failed_linger.as_millis()).unwrap_or(u64::MAX),

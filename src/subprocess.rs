@@ -2,6 +2,7 @@
 //! thread until reaped, killed with their process group on cancel, their output kept for
 //! error messages.
 
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +12,11 @@ use std::time::{Duration, Instant};
 use states::ExitStatus;
 
 use crate::executor::cancel::{lock, CancelToken};
+
+/// The pids of the children compute_ctl spawned and will reap itself. As PID 1 it also
+/// inherits orphans; `reap_orphans` reaps those, and never one of these (CloudNativePG's
+/// lesson: reap orphans only, never the postmaster, whose status belongs to its watcher).
+static OWN_CHILDREN: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 
 /// A child that other threads may signal. Its pid cannot be reused while they do: the
 /// waiting thread marks it exited under the lock before reaping it, and signals are sent
@@ -24,6 +30,7 @@ pub struct ChildHandle {
 
 impl ChildHandle {
     pub fn new(pid: u32) -> Arc<ChildHandle> {
+        lock(&OWN_CHILDREN).insert(pid);
         Arc::new(ChildHandle {
             pid,
             exit: Mutex::new(None),
@@ -94,8 +101,47 @@ impl ChildHandle {
             },
         };
         *exit = Some(status);
+        lock(&OWN_CHILDREN).remove(&self.pid);
         self.exited.notify_all();
         status
+    }
+}
+
+/// As PID 1 (a container's entrypoint), compute_ctl inherits every orphaned process of the
+/// container; this reaps their zombies every second, leaving its own children to their
+/// waiters. Call it only when `std::process::id() == 1`.
+pub fn reap_orphans_forever() {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        loop {
+            // Peek at one exited child without reaping it.
+            // SAFETY: siginfo is plain data filled by waitid.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: a valid pointer; P_ALL with WNOHANG never blocks.
+            let rc = unsafe {
+                libc::waitid(
+                    libc::P_ALL,
+                    0,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                )
+            };
+            // SAFETY: si_pid is valid for a WEXITED report; 0 means no child has exited.
+            let pid = if rc == 0 { unsafe { info.si_pid() } } else { 0 };
+            let Ok(pid) = u32::try_from(pid) else { break };
+            if pid == 0 {
+                break;
+            }
+            let own = lock(&OWN_CHILDREN);
+            if own.contains(&pid) {
+                // Its waiter reaps it; the orphans behind it wait for the next round.
+                break;
+            }
+            // SAFETY: reaps exactly that pid, which is no child of ours we wait for.
+            unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG) };
+            drop(own);
+            log::debug!("reaped orphan process {pid}");
+        }
     }
 }
 

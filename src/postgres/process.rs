@@ -481,12 +481,11 @@ fn process_alive(pid: u32) -> bool {
 /// The LSN of the last checkpoint of a stopped cluster (`pg_controldata`): what
 /// `POST /terminate` reports.
 pub fn checkpoint_lsn(binaries: &Binaries, pgdata: &Path) -> Option<Lsn> {
-    let output = Command::new(binaries.tool("pg_controldata"))
-        .arg(pgdata)
-        .env("LC_ALL", "C")
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&output.stdout)
+    let mut command = Command::new(binaries.tool("pg_controldata"));
+    command.arg(pgdata).env("LC_ALL", "C");
+    let finished = crate::subprocess::run(&mut command, &CancelToken::new(), |_| {}).ok()?;
+    finished
+        .stdout
         .lines()
         .find_map(|line| line.strip_prefix("Latest checkpoint location:"))
         .and_then(|value| value.trim().parse().ok())

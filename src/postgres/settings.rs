@@ -169,19 +169,14 @@ fn postgres_reads_file(target: &SettingsTarget<'_>, name: &str) -> Result<(), Ve
     command.arg("-D").arg(target.pgdata).arg("-C").arg(name);
     clean_env(&mut command);
     run_as(target.user, &mut command);
-    let output = match command.output() {
-        Ok(output) => output,
-        Err(e) => {
-            return Err(vec![format!(
-                "cannot run {}: {e}",
-                target.binaries.postgres.display()
-            )])
-        }
+    let finished = match crate::subprocess::run(&mut command, &CancelToken::new(), |_| {}) {
+        Ok(finished) => finished,
+        Err(e) => return Err(vec![e.to_string()]),
     };
-    if output.status.success() {
+    if finished.success() {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = finished.stderr;
     Err(stderr
         .lines()
         .filter_map(|l| {

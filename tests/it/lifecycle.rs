@@ -608,3 +608,103 @@ fn last_active_is_null_until_a_client_works() {
     assert!(state["last_active"].as_str().unwrap().ends_with('Z'));
     worker.join().unwrap();
 }
+
+#[test]
+fn as_pid_1_it_reaps_orphans_but_never_the_postmaster() {
+    let dir = crate::support::compute::traversable_tempdir();
+    // The sidecar leaves an orphan behind: a subshell's child that outlives it by 0.2 s.
+    let sidecar = dir.path().join("orphan-maker");
+    std::fs::write(&sidecar, "#!/bin/sh\n(sleep 0.2 &)\nexec sleep 600\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sidecar, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = crate::support::compute::free_port();
+    let mut compute = Compute::start(Launch {
+        spec: Some(embedded_spec(port)),
+        args: vec![
+            "--vm-monitor".into(),
+            sidecar.display().to_string(),
+            "--failed-linger".into(),
+            "1s".into(),
+        ],
+        wrapper: ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+            .map(String::from)
+            .to_vec(),
+        ..Launch::default()
+    });
+    compute.wait_state(MINUTE, "the sidecar running", |s| {
+        s["sidecar"]["running"] == true
+    });
+    // compute_ctl as seen from here: the child of `unshare`.
+    let wrapper = compute.pid().unwrap();
+    let compute_ctl = children_of(wrapper)
+        .into_iter()
+        .next()
+        .expect("no compute_ctl under unshare");
+    let zombies = || {
+        children_of(compute_ctl)
+            .into_iter()
+            .filter(|pid| process_state(*pid) == Some('Z'))
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    std::thread::sleep(Duration::from_millis(2500));
+    while !zombies().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        zombies().is_empty(),
+        "orphans left as zombies: {:?}",
+        zombies()
+    );
+
+    // The postmaster's exit still reaches its watcher with its own status.
+    let state = compute.wait_running();
+    let postmaster = state["postmaster_pid"].as_u64().unwrap();
+    // That pid is inside the namespace; find it here by its working directory.
+    let outside = processes_in(&compute.pgdata)
+        .into_iter()
+        .find(|pid| children_of(compute_ctl).contains(pid))
+        .expect("no postmaster under compute_ctl");
+    assert!(postmaster > 0);
+    unsafe { libc::kill(outside as i32, libc::SIGKILL) };
+    let failed = compute.wait_phase("failed", MINUTE);
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("signal 9"),
+        "{failed}"
+    );
+    assert_eq!(exit_code(compute.wait_exit(MINUTE)), Some(10));
+}
+
+/// The pids whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            children.push(child);
+        }
+    }
+    children
+}
+
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}

@@ -63,6 +63,8 @@ pub struct Launch {
     /// Reuse this directory (a restart); else a new one.
     pub dir: Option<PathBuf>,
     pub http_port: Option<u16>,
+    /// A command line to run compute_ctl under (e.g. `unshare --pid ...`).
+    pub wrapper: Vec<String>,
 }
 
 /// A running (or exited) compute_ctl.
@@ -124,7 +126,14 @@ impl Compute {
     }
 
     fn spawn(&mut self, launch: &Launch) {
-        let mut command = Command::new(binary());
+        let mut command = match launch.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
         command
             .arg("-D")
             .arg(&self.pgdata)
