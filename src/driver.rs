@@ -211,6 +211,20 @@ impl Driver {
     }
 
     fn run_loop(mut self) -> Exit {
+        let exit = self.drive();
+        if let Exit::JournalFailed(why) = &exit {
+            // Nothing more can be acknowledged; leave no Postgres behind.
+            log::error!("stopping postgres: the journal cannot be written: {why}");
+            self.executor.cancel_all();
+            self.executor.stop_sidecar();
+            if let Some(postmaster) = self.executor.postmaster() {
+                postmaster.stop(ShutdownMode::Fast, Duration::from_secs(60));
+            }
+        }
+        exit
+    }
+
+    fn drive(&mut self) -> Exit {
         loop {
             self.published.loop_ran();
             if let Some(exit) = self.exit.take() {
