@@ -32,6 +32,11 @@ pub fn spec_path(state_dir: &Path, hash_hex: &str) -> Result<PathBuf, JournalErr
 /// creating `specs/` if needed. Returns the file's path.
 pub fn store_spec(state_dir: &Path, hash_hex: &str, bytes: &[u8]) -> Result<PathBuf, JournalError> {
     let path = spec_path(state_dir, hash_hex)?;
+    // Named by its hash: the same bytes already there were written (atomically, durably)
+    // before; anything else there is replaced.
+    if std::fs::read(&path).is_ok_and(|stored| stored == bytes) {
+        return Ok(path);
+    }
     create_dir_all_durable(&state_dir.join(SPECS_DIR))?;
     write_atomic(&path, bytes)?;
     Ok(path)

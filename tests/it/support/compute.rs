@@ -264,6 +264,29 @@ impl Compute {
         );
     }
 
+    /// Polls `/state` until `until(Some(state))` holds, or until compute_ctl exits (then
+    /// `until(None)` decides); returns the last state, `None` once it exited.
+    pub fn wait_until(
+        &mut self,
+        timeout: Duration,
+        until: impl Fn(Option<&Value>) -> bool,
+    ) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.try_exit().is_some() {
+                assert!(until(None), "compute_ctl exited\nlog:\n{}", self.log());
+                return None;
+            }
+            if let Ok((200, state)) = self.get("/state") {
+                if until(Some(&state)) {
+                    return Some(state);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("timed out after {timeout:?}\nlog:\n{}", self.log());
+    }
+
     pub fn wait_phase(&mut self, phase: &str, timeout: Duration) -> Value {
         self.wait_state(timeout, &format!("phase {phase}"), |s| s["phase"] == phase)
     }
