@@ -278,6 +278,17 @@ impl Driver {
                     log::info!("postgres (pid {pid}) exited with {status}; no phase waits for it");
                     return Ok(());
                 }
+                if self.phase.name() == PhaseName::Terminating {
+                    log::info!("postgres (pid {pid}) stopped as asked, with {status}");
+                    return self
+                        .handle(
+                            Event::PostmasterExited { status },
+                            Origin::default(),
+                            now,
+                            Facts::default(),
+                        )
+                        .map(|_| ());
+                }
                 log::error!("postgres (pid {pid}) exited unexpectedly with {status}");
                 let origin = Origin {
                     source: Some(format!("postmaster pid {pid}")),
@@ -783,11 +794,9 @@ impl Driver {
                 let config = port.map(|p| self.executor.env().admin.config(p, None));
                 self.monitor.watch(config);
             }
-            PhaseName::Failed | PhaseName::Terminating | PhaseName::Terminated
-                if phase.postmaster().is_none() =>
-            {
-                self.monitor.watch(None);
-            }
+            // Asking a Postgres that shuts down only fills its log with refusals.
+            PhaseName::Terminating | PhaseName::Terminated => self.monitor.watch(None),
+            PhaseName::Failed if phase.postmaster().is_none() => self.monitor.watch(None),
             _ => {}
         }
         crate::notify::phase(phase.name());

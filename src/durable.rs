@@ -41,15 +41,28 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 ///
 /// The file is created with mode 0600: stored specs hold password verifiers.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DurableError> {
-    write_atomic_owned(path, bytes, None)
+    write_atomic_owned(path, bytes, None, Persistence::Durable)
 }
 
-/// `write_atomic`, the file given to `owner` (uid, gid) before it takes the target's name:
-/// files in PGDATA belong to the Postgres OS user, and a reader never sees one it cannot read.
+/// How far a replacement gets before it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persistence {
+    /// Survives a machine crash: the file and its directory are fsynced.
+    Durable,
+    /// Readers see the old file or the new one, never half of one; a machine crash may lose
+    /// it. For files in PGDATA that every start writes anew (`postgresql.conf`): their syncs
+    /// protect nothing and stall reconfigurations on a busy disk.
+    Rebuilt,
+}
+
+/// `write_atomic`, the file given to `owner` (uid, gid) before it takes the target's name
+/// (files in PGDATA belong to the Postgres OS user, and a reader never sees one it cannot
+/// read), synced as `persistence` says.
 pub fn write_atomic_owned(
     path: &Path,
     bytes: &[u8],
     owner: Option<(u32, u32)>,
+    persistence: Persistence,
 ) -> Result<(), DurableError> {
     let dir = parent_dir(path);
     let name = path.file_name().ok_or_else(|| {
@@ -65,7 +78,7 @@ pub fn write_atomic_owned(
         std::process::id(),
         TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let written = write_temp(&temp, bytes, owner).and_then(|()| {
+    let written = write_temp(&temp, bytes, owner, persistence).and_then(|()| {
         fs::rename(&temp, path).map_err(|e| DurableError::new("rename temp file onto", path, e))
     });
     if let Err(e) = written {
@@ -74,10 +87,18 @@ pub fn write_atomic_owned(
         let _ = fs::remove_file(&temp);
         return Err(e);
     }
-    fsync_dir(dir)
+    match persistence {
+        Persistence::Durable => fsync_dir(dir),
+        Persistence::Rebuilt => Ok(()),
+    }
 }
 
-fn write_temp(temp: &Path, bytes: &[u8], owner: Option<(u32, u32)>) -> Result<(), DurableError> {
+fn write_temp(
+    temp: &Path,
+    bytes: &[u8],
+    owner: Option<(u32, u32)>,
+    persistence: Persistence,
+) -> Result<(), DurableError> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -90,8 +111,12 @@ fn write_temp(temp: &Path, bytes: &[u8], owner: Option<(u32, u32)>) -> Result<()
         std::os::unix::fs::fchown(&file, Some(uid), Some(gid))
             .map_err(|e| DurableError::new("give away", temp, e))?;
     }
-    file.sync_all()
-        .map_err(|e| DurableError::new("fsync", temp, e))
+    match persistence {
+        Persistence::Durable => file
+            .sync_all()
+            .map_err(|e| DurableError::new("fsync", temp, e)),
+        Persistence::Rebuilt => Ok(()),
+    }
 }
 
 /// fsyncs a directory, making the creation, removal and renaming of its entries durable.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::durable::{write_atomic, write_atomic_owned};
+use crate::durable::{write_atomic, write_atomic_owned, Persistence};
 use crate::pg_user::PgUser;
 
 /// The marker file inside a PGDATA compute_ctl filled.
@@ -157,8 +157,13 @@ pub fn mark(pgdata: &Path, state_dir: &Path, owner: Option<&PgUser>) -> anyhow::
         "this data directory is managed by compute_ctl (state directory {}); it is wiped on every start\n",
         absolute(state_dir).display()
     );
-    write_atomic_owned(&marker, text.as_bytes(), owner.map(PgUser::ids))
-        .with_context(|| format!("cannot write {}", marker.display()))?;
+    write_atomic_owned(
+        &marker,
+        text.as_bytes(),
+        owner.map(PgUser::ids),
+        Persistence::Durable,
+    )
+    .with_context(|| format!("cannot write {}", marker.display()))?;
     match std::fs::remove_file(claim_path(state_dir)) {
         Ok(()) => crate::durable::fsync_dir(state_dir)
             .with_context(|| format!("cannot sync {}", state_dir.display())),

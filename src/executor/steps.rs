@@ -305,7 +305,7 @@ fn apply_spec(ctx: &StepCtx<'_>, first_start: bool) -> StepResult {
         json!({ "skipped": format!("a {} compute is read-only: roles and databases come from its storage", spec.spec.mode.as_str()) })
     } else {
         let config = env.admin.config(spec.port(), None);
-        let report = crate::postgres::reconcile(&config, &spec.spec, env.admin.role())
+        let report = crate::postgres::reconcile_on(client, &config, &spec.spec, env.admin.role())
             .map_err(|e| e.to_step_error(phase))?;
         json!({
             "statements_sent": report.statements_sent,

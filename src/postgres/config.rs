@@ -9,7 +9,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::durable::write_atomic_owned;
+use crate::durable::{write_atomic_owned, Persistence};
 use crate::postgres::quote::{is_setting_name, quote_hba_name, quote_setting_value};
 use crate::spec::ComputeSpec;
 
@@ -128,7 +128,8 @@ pub fn render_pg_hba(admin_role: &str) -> Result<String, ConfigError> {
 }
 
 /// Writes `postgresql.conf` and `pg_hba.conf` into `pgdata`, each atomically: a reader (a
-/// starting or reloading Postgres) sees the old file or the new one, never half of one.
+/// starting or reloading Postgres) sees the old file or the new one, never half of one. They
+/// are not synced: every start rebuilds PGDATA and writes them anew.
 ///
 /// The files get the owner of `pgdata` (when compute_ctl runs as root, Postgres runs as
 /// another OS user and must be able to read them) and mode 0600, as initdb leaves them.
@@ -141,10 +142,12 @@ pub fn write_config_files(pgdata: &Path, conf: &str, hba: &str) -> Result<(), Co
         })?;
     for (name, text) in [("postgresql.conf", conf), ("pg_hba.conf", hba)] {
         let path = pgdata.join(name);
-        write_atomic_owned(&path, text.as_bytes(), Some(owner)).map_err(|e| ConfigError::Io {
-            path,
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        write_atomic_owned(&path, text.as_bytes(), Some(owner), Persistence::Rebuilt).map_err(
+            |e| ConfigError::Io {
+                path,
+                source: std::io::Error::other(e.to_string()),
+            },
+        )?;
     }
     Ok(())
 }

@@ -30,4 +30,6 @@ pub use catalog::{
 };
 pub use config::{render_pg_hba, render_postgresql_conf, write_config_files, ConfigError};
 pub use plan::{plan, Plan, Statement, StatementKind};
-pub use reconcile::{admin_config, apply, connect, reconcile, ApplyError, ApplyReport};
+pub use reconcile::{
+    admin_config, apply, connect, reconcile, reconcile_on, ApplyError, ApplyReport,
+};

@@ -182,7 +182,7 @@ pub fn reconcile(
     admin_role: &str,
 ) -> Result<ApplyReport, ApplyError> {
     let admin_database = config.get_dbname().unwrap_or("the admin database");
-    let mut admin = connect(config, None).map_err(|e| {
+    let admin = connect(config, None).map_err(|e| {
         ApplyError::from_postgres(
             "admin connection",
             &format!("connect to {admin_database}"),
@@ -190,6 +190,17 @@ pub fn reconcile(
             None,
         )
     })?;
+    reconcile_on(admin, config, spec, admin_role)
+}
+
+/// `reconcile` on an admin connection already open (to the database `config` names), which
+/// saves a connection when the caller has one.
+pub fn reconcile_on(
+    mut admin: Client,
+    config: &postgres::Config,
+    spec: &ComputeSpec,
+    admin_role: &str,
+) -> Result<ApplyReport, ApplyError> {
     let snapshot = CatalogSnapshot::read(&mut admin)?;
     let plan = plan(spec, &snapshot, admin_role)?;
     let mut admin = Some(admin);

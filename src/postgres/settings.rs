@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use states::{ErrorKind, PhaseName, StepError, StepName};
 
-use crate::durable::write_atomic_owned;
+use crate::durable::{write_atomic_owned, Persistence};
 use crate::executor::cancel::CancelToken;
 use crate::pg_user::{run_as, PgUser};
 use crate::postgres::process::{clean_env, Binaries};
@@ -99,7 +99,13 @@ fn write_conf(
     user: Option<&PgUser>,
     phase: PhaseName,
 ) -> Result<(), StepError> {
-    write_atomic_owned(path, text.as_bytes(), user.map(PgUser::ids)).map_err(|e| {
+    write_atomic_owned(
+        path,
+        text.as_bytes(),
+        user.map(PgUser::ids),
+        Persistence::Rebuilt,
+    )
+    .map_err(|e| {
         let message = format!("cannot write {}: {e}", path.display());
         step_error(phase, ErrorKind::Io, message)
     })
