@@ -26,7 +26,7 @@
 //! loop slows `initdb` on this disk), then removed. compute_ctl and every Postgres working under
 //! the run's directory are killed on the way out, also after a panic.
 //!
-//! Environment: `COMPUTE_BENCH_RUNS` (cold starts per side, 5), `COMPUTE_BENCH_MEMORY_SECS`
+//! Environment: `COMPUTE_BENCH_RUNS` (cold starts per side, 10), `COMPUTE_BENCH_MEMORY_SECS`
 //! (30), `COMPUTE_BENCH_MEMORY_REQUESTS` (5000), `COMPUTE_BENCH_WRK_SECS` (10),
 //! `COMPUTE_BENCH_WRK_CONNECTIONS` (8), `COMPUTE_BENCH_ROLES` (2000),
 //! `COMPUTE_BENCH_DATABASES` (200), `COMPUTE_BENCH_ROLES_RUNS` (2 per side),
@@ -273,7 +273,7 @@ fn print_header(ws: &Workspace, env: &Env, sections: &[String]) {
 // Section 1: cold start.
 
 fn coldstart(ws: &Workspace, env: &Env) {
-    let runs = env_count("COMPUTE_BENCH_RUNS", 5).max(1);
+    let runs = env_count("COMPUTE_BENCH_RUNS", 10).max(1);
     println!("## cold start: process start → ready, embedded default, 4 roles and 3 databases");
     println!(
         "{runs} runs per side, alternated (compute_ctl, plain, compute_ctl, plain…); \
