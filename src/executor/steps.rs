@@ -288,6 +288,12 @@ fn apply_spec(ctx: &StepCtx<'_>, first_start: bool) -> StepResult {
         .admin
         .connect(spec.port(), None)
         .map_err(|e| postgres_error("cannot connect as the admin role", e))?;
+    // A terminate interrupts the statement in flight (a CREATE DATABASE can take seconds); the
+    // cancel request goes out from its own thread, since the hook runs on the driver's.
+    let statement = client.cancel_token();
+    let _interrupt = ctx.cancel.on_cancel(move || {
+        std::thread::spawn(move || statement.cancel_query(postgres::NoTls));
+    });
     let conf = postgresql_conf(env, spec)
         .map_err(|e| StepError::new(phase, STEP, ErrorKind::ConfigRefused, e.to_string()))?;
     let target = SettingsTarget {

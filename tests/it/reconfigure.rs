@@ -366,3 +366,52 @@ fn a_different_spec_file_at_restart_is_a_new_generation() {
         .collect();
     assert_eq!(epochs.into_iter().collect::<Vec<_>>(), [1, 2]);
 }
+
+#[test]
+fn terminate_interrupts_a_long_apply() {
+    let port = free_port();
+    let (mut compute, _) = running(port);
+    // Forty databases take seconds to create: long enough to terminate in the middle.
+    let mut spec = embedded_spec(port);
+    spec["cluster"]["roles"] = json!([{ "name": "owner", "encrypted_password": null }]);
+    spec["cluster"]["databases"] = (0..40)
+        .map(|i| json!({ "name": format!("db{i}"), "owner": "owner" }))
+        .collect();
+    let (status, _) = compute.post_spec(&spec);
+    assert_eq!(status, 202);
+    compute.wait_phase("configuring", MINUTE);
+    // Wait until the apply is creating databases.
+    let deadline = std::time::Instant::now() + MINUTE;
+    while compute_databases(&compute) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no database was created"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, body, _) = compute.post("/terminate", None, &[]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(compute.wait_exit(MINUTE).code(), Some(0));
+    let apply = compute
+        .journal_files()
+        .into_iter()
+        .rfind(|r| r["kind"] == "step_finished" && r["step"] == "apply_spec")
+        .unwrap();
+    assert_eq!(apply["ok"], false, "the apply ran to its end: {apply}");
+    let message = apply["error"]["message"].as_str().unwrap();
+    assert!(message.contains("cancel"), "{message}");
+}
+
+fn compute_databases(compute: &Compute) -> i64 {
+    compute
+        .connect("cloud_admin", None, "postgres")
+        .ok()
+        .and_then(|mut c| {
+            c.query_one(
+                "SELECT count(*) FROM pg_database WHERE datname LIKE 'db%'",
+                &[],
+            )
+            .ok()
+        })
+        .map_or(0, |r| r.get(0))
+}
