@@ -36,12 +36,16 @@
 //! `/usr/lib/postgresql/15/bin`, else `pg_config --bindir`), `COMPUTE_BENCH_PG_USER` (the OS
 //! user Postgres runs as when the bench runs as root, default `postgres`).
 
+#[allow(dead_code)]
+#[path = "machine.rs"]
+mod machine;
+
+use machine::{describe_disk, env_count, free_port, ms, spec_port, status_field};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -120,13 +124,6 @@ fn selected_sections() -> Vec<String> {
         }
     }
     named
-}
-
-fn env_count(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1661,27 +1658,8 @@ fn push_setting(spec: &mut Value, name: &str, value: &str) {
     }
 }
 
-fn spec_port(spec: &Value) -> u16 {
-    spec["cluster"]["settings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == "port")
-        .and_then(|s| s["value"].as_str())
-        .and_then(|v| v.parse().ok())
-        .expect("the spec sets port")
-}
-
 // ---------------------------------------------------------------------------------------------
 // Processes, ports, machine facts.
-
-/// A free TCP port on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
-}
 
 /// SIGKILL to every live process whose working directory is under `dir` (compute_ctl runs in
 /// its run directory, Postgres in its data directory), until none is left.
@@ -1727,14 +1705,7 @@ struct ProcStatus {
 }
 
 fn proc_status(pid: u32) -> ProcStatus {
-    let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let field = |name: &str| status_field(pid, name).unwrap_or(0);
     ProcStatus {
         rss_kb: field("VmRSS:"),
         hwm_kb: field("VmHWM:"),
@@ -1815,52 +1786,6 @@ fn postgres_version(env: &Env) -> String {
         .unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
-/// The file system and device holding `path`, from /proc/self/mountinfo, and whether the
-/// device says it is rotational.
-fn describe_disk(path: &Path) -> String {
-    let Ok(path) = path.canonicalize() else {
-        return "unknown".to_owned();
-    };
-    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
-        return "unknown".to_owned();
-    };
-    let mut best: Option<(usize, String, String)> = None;
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let (Some(mount_point), Some(fs_type), Some(source)) =
-            (fields.get(4), fields.get(dash + 1), fields.get(dash + 2))
-        else {
-            continue;
-        };
-        if path.starts_with(mount_point)
-            && best
-                .as_ref()
-                .is_none_or(|(len, _, _)| mount_point.len() >= *len)
-        {
-            best = Some((
-                mount_point.len(),
-                format!("{fs_type} on {source}, mounted at {mount_point}"),
-                (*source).to_owned(),
-            ));
-        }
-    }
-    let Some((_, description, source)) = best else {
-        return "unknown".to_owned();
-    };
-    let device = source.trim_start_matches("/dev/");
-    let rotational = fs::read_to_string(format!("/sys/block/{device}/queue/rotational"))
-        .map(|r| match r.trim() {
-            "0" => "not rotational",
-            "1" => "rotational",
-            _ => "rotational: unknown",
-        })
-        .unwrap_or("rotational: unknown");
-    format!("{description} ({rotational})")
-}
-
 /// 100 appends of 4 KiB, each followed by `fdatasync`, in `dir`: the disk's sync latency,
 /// which every journal append, stored spec and `postgresql.conf` write pays.
 fn fsync_probe(dir: &Path) -> String {
@@ -1892,10 +1817,6 @@ fn fsync_probe(dir: &Path) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Numbers.
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
 
 /// Quantiles by linear interpolation between the closest ranks (NaN when empty).
 struct Stats {

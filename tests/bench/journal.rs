@@ -10,6 +10,11 @@
 //! Not a timed test: it asserts nothing about speed. `JOURNAL_BENCH_RECORDS` and
 //! `JOURNAL_BENCH_APPENDS` shrink the run. The directories are removed at the end.
 
+#[allow(dead_code)]
+#[path = "machine.rs"]
+mod machine;
+
+use machine::{describe_disk, env_count, ms, percentile};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -29,13 +34,6 @@ fn main() -> Result<(), Error> {
     let result = run(&base);
     let _ = fs::remove_dir_all(&base);
     result
-}
-
-fn env_count(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn run(base: &Path) -> Result<(), Error> {
@@ -196,51 +194,6 @@ fn derived_decode(dir: &Path) -> Result<Duration, Error> {
     }
     std::hint::black_box(count);
     Ok(started.elapsed())
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index]
-}
-
-/// The file system and device holding `path`, from /proc/self/mountinfo.
-fn describe_disk(path: &Path) -> String {
-    let Ok(path) = path.canonicalize() else {
-        return "unknown".to_owned();
-    };
-    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
-        return "unknown".to_owned();
-    };
-    let mut best: Option<(usize, String)> = None;
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let (Some(mount_point), Some(fs_type), Some(source)) =
-            (fields.get(4), fields.get(dash + 1), fields.get(dash + 2))
-        else {
-            continue;
-        };
-        if path.starts_with(mount_point)
-            && best
-                .as_ref()
-                .is_none_or(|(len, _)| mount_point.len() >= *len)
-        {
-            best = Some((
-                mount_point.len(),
-                format!("{fs_type} on {source}, mounted at {mount_point}"),
-            ));
-        }
-    }
-    best.map_or_else(|| "unknown".to_owned(), |(_, d)| d)
 }
 
 fn start() -> RecordBody {

@@ -24,8 +24,12 @@
 #[path = "../it/support/postgres.rs"]
 mod test_postgres;
 
+#[allow(dead_code)]
+#[path = "machine.rs"]
+mod machine;
+
+use machine::{describe_disk, env_count, free_port, ms, percentile, spec_port, status_field};
 use std::fs;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -91,13 +95,6 @@ fn main() -> Result<(), Error> {
     )?;
     drop(base);
     Ok(())
-}
-
-fn env_count(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 struct Bench {
@@ -235,24 +232,6 @@ impl Running {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
-fn spec_port(spec: &Value) -> u16 {
-    spec["cluster"]["settings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "port")
-        .and_then(|s| s["value"].as_str())
-        .and_then(|v| v.parse().ok())
-        .unwrap()
-}
-
 /// A spec that copies `upstream` (as its trusted superuser) in `mode`.
 fn spec(upstream: &TestPostgres, mode: &str) -> Value {
     json!({
@@ -276,11 +255,6 @@ fn spec(upstream: &TestPostgres, mode: &str) -> Value {
 fn median(values: &mut [u64]) -> u64 {
     values.sort_unstable();
     values[values.len() / 2]
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64) * p).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn cold_start(bench: &Bench, upstream: &TestPostgres, runs: u64) -> Result<(), Error> {
@@ -401,10 +375,6 @@ fn apply_lag(bench: &Bench, upstream: &TestPostgres, inserts: u64) -> Result<(),
     drop(replica);
     compute.terminate();
     Ok(())
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 /// One alternated round's numbers.
@@ -545,7 +515,7 @@ fn compute_backup(bench: &Bench, upstream: &TestPostgres) -> (u64, u64, u64, u64
         let rss_max = rss_max.clone();
         std::thread::spawn(move || {
             while !done.load(Ordering::SeqCst) {
-                if let Some(kb) = status_kb(pid, "VmRSS:") {
+                if let Some(kb) = status_field(pid, "VmRSS:") {
                     rss_max.fetch_max(kb, Ordering::SeqCst);
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -557,7 +527,7 @@ fn compute_backup(bench: &Bench, upstream: &TestPostgres) -> (u64, u64, u64, u64
     });
     done.store(true, Ordering::SeqCst);
     sampler.join().unwrap();
-    let hwm = status_kb(pid, "VmHWM:").unwrap_or(0);
+    let hwm = status_field(pid, "VmHWM:").unwrap_or(0);
     let basebackup_ms = state["startup"]["basebackup_ms"].as_u64().unwrap_or(0);
     compute.wait(Duration::from_secs(600), "running", |s| {
         s["phase"] == "running"
@@ -610,16 +580,6 @@ fn plain_backup(bench: &Bench, upstream: &TestPostgres) -> u64 {
     elapsed.as_millis() as u64
 }
 
-/// A `kB` field of `/proc/<pid>/status`.
-fn status_kb(pid: u32, field: &str) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|kb| kb.parse().ok())
-}
-
 /// Disk usage of a directory tree, in kB.
 fn du_kb(path: &Path) -> u64 {
     let output = Command::new("du").arg("-sk").arg(path).output();
@@ -632,37 +592,4 @@ fn du_kb(path: &Path) -> u64 {
                 .and_then(|kb| kb.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// The file system a path lives on, from `/proc/self/mountinfo`.
-fn describe_disk(path: &Path) -> String {
-    let Ok(path) = path.canonicalize() else {
-        return "unknown".to_owned();
-    };
-    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else {
-        return "unknown".to_owned();
-    };
-    let mut best: Option<(usize, String)> = None;
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        let (Some(mount_point), Some(fs_type), Some(source)) =
-            (fields.get(4), fields.get(dash + 1), fields.get(dash + 2))
-        else {
-            continue;
-        };
-        if path.starts_with(mount_point)
-            && best
-                .as_ref()
-                .is_none_or(|(len, _)| mount_point.len() >= *len)
-        {
-            best = Some((
-                mount_point.len(),
-                format!("{fs_type} on {source}, mounted at {mount_point}"),
-            ));
-        }
-    }
-    best.map_or_else(|| "unknown".to_owned(), |(_, d)| d)
 }
