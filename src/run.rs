@@ -227,7 +227,7 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
         settings_check.clone(),
         auth,
     );
-    http::serve(&args.http_addr, api.clone()).map_err(|e| refuse(1, format!("{e:#}")))?;
+    let server = http::bind(&args.http_addr).map_err(|e| refuse(1, format!("{e:#}")))?;
 
     let start_record = RecordBody::Start(StartRecord {
         format: crate::journal::FORMAT_VERSION,
@@ -241,6 +241,9 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
     journal
         .append(vec![start_record], now.mono_ms, Clock::wall_time(now))
         .map_err(|e| refuse(1, format!("the journal cannot be written: {e}")))?;
+    // Answer only now: every view served includes the start record.
+    published.publish(initial_view(&journal, &start_time));
+    http::serve(server, api.clone()).map_err(|e| refuse(1, format!("{e:#}")))?;
     log::info!(
         "compute_ctl {} started: epoch {}, PGDATA {}, state directory {}",
         env!("CARGO_PKG_VERSION"),

@@ -92,12 +92,15 @@ impl Api {
     }
 }
 
-/// Binds `addr` and serves on `THREADS` threads.
-pub fn serve(addr: &str, api: Arc<Api>) -> anyhow::Result<()> {
-    let server = Arc::new(
-        Server::http(addr)
-            .map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {addr}: {e}"))?,
-    );
+/// Binds `addr` (connections wait in the backlog until `serve`): a busy address is refused
+/// before compute_ctl writes anything.
+pub fn bind(addr: &str) -> anyhow::Result<Server> {
+    Server::http(addr).map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {addr}: {e}"))
+}
+
+/// Serves on `THREADS` threads; called once the view to publish is true.
+pub fn serve(server: Server, api: Arc<Api>) -> anyhow::Result<()> {
+    let server = Arc::new(server);
     for n in 0..THREADS {
         let server = server.clone();
         let api = api.clone();

@@ -91,13 +91,12 @@ fn a_key_that_is_not_ed25519_is_a_bad_command_line() {
         "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
     )
     .unwrap();
-    let output = std::process::Command::new(crate::support::compute::binary())
-        .arg("-D")
-        .arg(dir.path().join("pgdata"))
-        .arg("--auth-public-key")
-        .arg(&pem)
-        .output()
-        .unwrap();
+    let pem = pem.display().to_string();
+    let output = crate::support::compute::run_once(
+        &dir.path().join("pgdata"),
+        None,
+        &["--auth-public-key", &pem],
+    );
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--auth-public-key"));
 }

@@ -285,18 +285,7 @@ fn bad_spec_file_exits_3_and_touches_nothing() {
     let mut bad = embedded_spec(5432);
     bad["cluster"]["roles"] = json!([{ "name": ["not", "a", "string"] }]);
     std::fs::write(&spec, bad.to_string()).unwrap();
-    let output = std::process::Command::new(crate::support::compute::binary())
-        .arg("-D")
-        .arg(&pgdata)
-        .arg("-S")
-        .arg(&spec)
-        .arg("--http-addr")
-        .arg(format!(
-            "127.0.0.1:{}",
-            crate::support::compute::free_port()
-        ))
-        .output()
-        .unwrap();
+    let output = crate::support::compute::run_once(&pgdata, Some(&spec), &[]);
     assert_eq!(output.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cluster.roles[0].name"), "{stderr}");
@@ -317,13 +306,7 @@ fn unknown_setting_in_spec_file_exits_3_naming_it() {
         .unwrap()
         .push(json!({ "name": "no_such_setting", "value": "1" }));
     std::fs::write(&spec, bad.to_string()).unwrap();
-    let output = std::process::Command::new(crate::support::compute::binary())
-        .arg("-D")
-        .arg(dir.path().join("pgdata"))
-        .arg("-S")
-        .arg(&spec)
-        .output()
-        .unwrap();
+    let output = crate::support::compute::run_once(&dir.path().join("pgdata"), Some(&spec), &[]);
     assert_eq!(output.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cluster.settings[4]"), "{stderr}");
@@ -342,18 +325,7 @@ fn foreign_pgdata_exits_6_and_stays_intact() {
         embedded_spec(crate::support::compute::free_port()).to_string(),
     )
     .unwrap();
-    let output = std::process::Command::new(crate::support::compute::binary())
-        .arg("-D")
-        .arg(&pgdata)
-        .arg("-S")
-        .arg(&spec)
-        .arg("--http-addr")
-        .arg(format!(
-            "127.0.0.1:{}",
-            crate::support::compute::free_port()
-        ))
-        .output()
-        .unwrap();
+    let output = crate::support::compute::run_once(&pgdata, Some(&spec), &[]);
     assert_eq!(
         output.status.code(),
         Some(6),
@@ -370,13 +342,8 @@ fn foreign_pgdata_exits_6_and_stays_intact() {
         std::fs::read_to_string(pgdata.join("PG_VERSION")).unwrap(),
         "15\n"
     );
-    let verify = std::process::Command::new(crate::support::compute::binary())
-        .args(["journal", "dump", "--json", "--state-dir"])
-        .arg(dir.path().join("pgdata.state"))
-        .output()
-        .unwrap();
     assert!(
-        String::from_utf8_lossy(&verify.stdout).trim().is_empty(),
+        crate::support::compute::dump_journal(&dir.path().join("pgdata.state")).is_empty(),
         "records were journaled"
     );
 }
@@ -385,16 +352,7 @@ fn foreign_pgdata_exits_6_and_stays_intact() {
 fn second_instance_on_the_same_state_directory_exits_4() {
     let mut first = Compute::start(Launch::default());
     first.wait_phase("empty", MINUTE);
-    let output = std::process::Command::new(crate::support::compute::binary())
-        .arg("-D")
-        .arg(&first.pgdata)
-        .arg("--http-addr")
-        .arg(format!(
-            "127.0.0.1:{}",
-            crate::support::compute::free_port()
-        ))
-        .output()
-        .unwrap();
+    let output = crate::support::compute::run_once(&first.pgdata, None, &[]);
     assert_eq!(output.status.code(), Some(4));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -479,15 +479,7 @@ fn neons_own_library_is_refused_by_a_vanilla_postgres() {
         let path = dir.path().join(format!("{name}.json"));
         std::fs::write(&path, spec.to_string()).unwrap();
         let pgdata = dir.path().join(format!("{name}-pgdata"));
-        let output = std::process::Command::new(crate::support::compute::binary())
-            .arg("-D")
-            .arg(&pgdata)
-            .arg("-S")
-            .arg(&path)
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{}", free_port()))
-            .output()
-            .unwrap();
+        let output = crate::support::compute::run_once(&pgdata, Some(&path), &[]);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(3), "{name}: {stderr}");
         assert!(

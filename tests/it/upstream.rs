@@ -131,21 +131,6 @@ fn basebackups_into(pgdata: &Path) -> Vec<u32> {
     found
 }
 
-/// Every record, read with `compute_ctl journal dump` (after compute_ctl exited).
-fn journal_dump(state_dir: &Path) -> Vec<Value> {
-    let output = std::process::Command::new(crate::support::compute::binary())
-        .args(["journal", "dump", "--json", "--state-dir"])
-        .arg(state_dir)
-        .output()
-        .unwrap();
-    assert!(output.status.success());
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
-
 /// Waits until `until` holds, polling; panics with `what` after `timeout`.
 fn poll(timeout: Duration, what: &str, mut until: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -521,7 +506,7 @@ fn terminate_during_a_base_backup_exits_0_at_once() {
         assert!(took < Duration::from_secs(5), "{how} took {took:?}");
         assert!(basebackups_into(&compute.pgdata).is_empty(), "{how}");
         assert!(processes_in(&compute.pgdata).is_empty(), "{how}");
-        let records = journal_dump(&compute.state_dir);
+        let records = crate::support::compute::dump_journal(&compute.state_dir);
         let cancelled = records
             .iter()
             .find(|r| r["kind"] == "step_finished" && r["step"] == "fetch_basebackup")

@@ -308,21 +308,7 @@ impl Compute {
     /// All journal records, read from the files with `journal dump --json` (works after the
     /// process exited).
     pub fn journal_files(&self) -> Vec<Value> {
-        let output = Command::new(binary())
-            .args(["journal", "dump", "--json", "--state-dir"])
-            .arg(&self.state_dir)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        dump_journal(&self.state_dir)
     }
 
     /// Transitions as `from->to` strings.
@@ -438,6 +424,42 @@ fn into_pair(result: Result<ureq::Response, ureq::Error>) -> Result<(u16, Value)
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     ))
+}
+
+/// Runs compute_ctl to its exit on `pgdata` (with `-S spec` when given, then `args`), on a free
+/// HTTP port: for the refusals that end it at start-up.
+pub fn run_once(pgdata: &Path, spec: Option<&Path>, args: &[&str]) -> std::process::Output {
+    let mut command = Command::new(binary());
+    command.arg("-D").arg(pgdata);
+    if let Some(spec) = spec {
+        command.arg("-S").arg(spec);
+    }
+    command
+        .arg("--http-addr")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .args(args)
+        .output()
+        .expect("cannot run compute_ctl")
+}
+
+/// The records of the journal in `state_dir`, read from the files with `journal dump --json`
+/// (works with or without a compute_ctl running on it).
+pub fn dump_journal(state_dir: &Path) -> Vec<Value> {
+    let output = Command::new(binary())
+        .args(["journal", "dump", "--json", "--state-dir"])
+        .arg(state_dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// Live processes whose working directory is `dir`.
