@@ -581,13 +581,6 @@ impl Driver {
             StepExtra::Applied { pending_restart } => self.pending_restart = pending_restart,
             StepExtra::Fetched(spec) => fetched = Some(*spec),
         }
-        if let Ok(StepOutput::SpecApplied) = &result {
-            if let Some(pending) = detail.as_ref().and_then(|d| d.get("pending_restart")) {
-                if let Ok(pending) = serde_json::from_value(pending.clone()) {
-                    self.pending_restart = pending;
-                }
-            }
-        }
         let finished = RecordBody::StepFinished(StepFinishedRecord {
             id,
             step,

@@ -28,8 +28,6 @@ pub struct AcceptedRequest {
 #[derive(Debug, Default)]
 pub struct Replay {
     pub desired: Option<DesiredSpec>,
-    /// The highest generation ever accepted (equals `desired`'s; kept apart to assert it).
-    pub generation: u64,
     pub requests: HashMap<String, AcceptedRequest>,
     pub last_seq: u64,
     pub last_epoch: u64,
@@ -54,7 +52,14 @@ impl Replay {
         }
         match &record.body {
             RecordBody::SpecAccepted(accepted) => {
-                self.generation = self.generation.max(accepted.generation);
+                // Generations only grow, so the last accepted spec is also the newest.
+                debug_assert!(
+                    self.desired
+                        .as_ref()
+                        .is_none_or(|d| accepted.generation > d.generation),
+                    "generation {} after a later one",
+                    accepted.generation
+                );
                 self.desired = Some(DesiredSpec {
                     generation: accepted.generation,
                     hash: accepted.spec_hash.clone(),

@@ -94,7 +94,8 @@ pub fn run(ctx: &StepCtx<'_>, step: &Step) -> Outcome {
         Step::SyncSafekeepers { .. } => sync_safekeepers(ctx),
         Step::FetchBasebackup { lsn, .. } => fetch_basebackup(ctx, *lsn),
         Step::SpawnPostgres { .. } => return spawn_postgres(ctx),
-        Step::ApplySpec { first_start, .. } => apply_spec(ctx, *first_start),
+        // The first apply and a reconfiguration are the same work: every part is idempotent.
+        Step::ApplySpec { .. } => return apply_spec(ctx),
         Step::StopPostgres { mode, .. } => stop_postgres(ctx, *mode),
         Step::FetchSpec { .. } => return fetch_spec(ctx),
         Step::CancelSteps | Step::StartSidecar | Step::StopSidecar | Step::Exit { .. } => {
@@ -274,9 +275,21 @@ fn spawn_postgres(ctx: &StepCtx<'_>) -> Outcome {
 
 /// `apply_spec`: settings (checked, reloaded, confirmed), then roles, databases and delta
 /// operations, unless the compute is read-only or the spec says to skip them.
-fn apply_spec(ctx: &StepCtx<'_>, first_start: bool) -> StepResult {
-    // The first apply and a reconfiguration are the same work: every part is idempotent.
-    let _ = first_start;
+fn apply_spec(ctx: &StepCtx<'_>) -> Outcome {
+    match apply_spec_parts(ctx) {
+        Ok((detail, pending_restart)) => Outcome::ok_with(
+            StepOutput::SpecApplied,
+            detail,
+            StepExtra::Applied { pending_restart },
+        ),
+        Err(error) => Outcome::failed(error),
+    }
+}
+
+/// The work of `apply_spec`: its journal detail and the settings that wait for a restart.
+fn apply_spec_parts(
+    ctx: &StepCtx<'_>,
+) -> Result<(serde_json::Value, Vec<settings::PendingRestart>), StepError> {
     let phase = PhaseName::Configuring;
     const STEP: StepName = StepName::ApplySpec;
     let env = ctx.env;
@@ -319,15 +332,13 @@ fn apply_spec(ctx: &StepCtx<'_>, first_start: bool) -> StepResult {
             "summary": report.summary,
         })
     };
-    Ok((
-        StepOutput::SpecApplied,
-        json!({
-            "spec_hash": spec.hash,
-            "reloaded": settings.reloaded,
-            "pending_restart": settings.pending_restart,
-            "catalog": catalog,
-        }),
-    ))
+    let detail = json!({
+        "spec_hash": spec.hash,
+        "reloaded": settings.reloaded,
+        "pending_restart": settings.pending_restart,
+        "catalog": catalog,
+    });
+    Ok((detail, settings.pending_restart))
 }
 
 /// `stop_postgres`: stop the postmaster if one runs; report its last checkpoint LSN.

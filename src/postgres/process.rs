@@ -111,17 +111,12 @@ impl Default for StartDeadlines {
 #[derive(Clone, Debug)]
 pub struct Postmaster {
     handle: Arc<ChildHandle>,
-    pgdata: PathBuf,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Postmaster {
     pub fn pid(&self) -> u32 {
         self.handle.pid()
-    }
-
-    pub fn pgdata(&self) -> &Path {
-        &self.pgdata
     }
 
     /// `Some` once it has exited.
@@ -245,7 +240,6 @@ pub fn start(
 
     let postmaster = Postmaster {
         handle,
-        pgdata: request.pgdata.to_path_buf(),
         stderr_tail,
     };
     match wait_until_accepting(&postmaster, &request, cancel) {

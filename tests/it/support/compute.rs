@@ -376,8 +376,6 @@ impl Compute {
     }
 
     pub fn pg_port(&self) -> u16 {
-        let state = self.state();
-        let _ = state;
         let conf = std::fs::read_to_string(self.pgdata.join("postgresql.conf")).unwrap_or_default();
         conf.lines()
             .rev()
