@@ -40,6 +40,16 @@ pub trait StorageBackend {
     fn prepare_start(&self, env: &StepEnv, spec: &ParsedSpec) -> anyhow::Result<()>;
 }
 
+/// Writes a file into PGDATA (a signal file, a password file): mode 0600, owned by the
+/// Postgres user, replaced atomically and not synced, since every start rebuilds PGDATA.
+pub(crate) fn write_pgdata_file(env: &StepEnv, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    use crate::durable::{write_atomic_owned, Persistence};
+    let path = env.pgdata.join(name);
+    let owner = env.pg_user.as_ref().map(crate::pg_user::PgUser::ids);
+    write_atomic_owned(&path, bytes, owner, Persistence::Rebuilt)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
 /// The backend `spec` selects.
 pub fn backend(spec: &ParsedSpec) -> Box<dyn StorageBackend> {
     match &spec.storage {

@@ -435,27 +435,13 @@ impl StorageBackend for Neon {
 
     /// A read-only compute starts as a standby (`standby.signal`), as Neon's does.
     fn prepare_start(&self, env: &StepEnv, spec: &ParsedSpec) -> anyhow::Result<()> {
-        use anyhow::Context;
         let Some(neon) = fields(spec) else {
             return Ok(());
         };
         if neon.mode == ComputeMode::Primary {
             return Ok(());
         }
-        let path = env.pgdata.join("standby.signal");
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        if let Some(owner) = &env.pg_user {
-            std::os::unix::fs::fchown(&file, Some(owner.uid), Some(owner.gid)).with_context(
-                || format!("cannot give {} to OS user {}", path.display(), owner.name),
-            )?;
-        }
-        Ok(())
+        super::write_pgdata_file(env, "standby.signal", b"")
     }
 }
 

@@ -27,9 +27,7 @@
 //!   is when it has (so a retried or restarted start reuses it).
 
 use std::ffi::OsStr;
-use std::io::Write as _;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
@@ -407,17 +405,9 @@ impl StorageBackend for Upstream {
         let source = Source::parse(spec, env.pg_user.as_ref())?;
         match source.mode {
             ComputeMode::Replica => {
-                write_private(
-                    &env.pgdata.join("standby.signal"),
-                    b"",
-                    env.pg_user.as_ref(),
-                )?;
+                super::write_pgdata_file(env, "standby.signal", b"")?;
                 if let Some(password) = source.password() {
-                    write_private(
-                        &env.pgdata.join(PASSFILE),
-                        &passfile_line(password)?,
-                        env.pg_user.as_ref(),
-                    )?;
+                    super::write_pgdata_file(env, PASSFILE, &passfile_line(password)?)?;
                 }
                 Ok(())
             }
@@ -824,23 +814,6 @@ fn passfile_line(password: &[u8]) -> anyhow::Result<Vec<u8>> {
     }
     line.push(b'\n');
     Ok(line)
-}
-
-/// Writes `path` with mode 0600, owned by the Postgres user.
-fn write_private(path: &Path, bytes: &[u8], owner: Option<&PgUser>) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    if let Some(owner) = owner {
-        owner.chown(path)?;
-    }
-    Ok(())
 }
 
 /// What `tidy_copy` took out of the copy.
