@@ -2,20 +2,13 @@
 //! talks to it over HTTP. Waits poll `/state` or the journal; nothing waits on a fixed sleep.
 //! `Drop` kills compute_ctl and any Postgres it left, then removes the directory.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
-}
+pub use super::postgres::free_port;
 
 /// A temporary directory the Postgres OS user can traverse (tests run as root, Postgres as
 /// `postgres`).
@@ -46,11 +39,11 @@ pub fn embedded_spec(port: u16) -> Value {
     })
 }
 
-/// The md5 verifier Neon's specs carry: md5(password + role name), hex.
+/// The md5 verifier as Neon's specs carry it: md5(password + role name), hex, without the
+/// `md5` prefix Postgres stores.
 pub fn md5_verifier(password: &str, role: &str) -> String {
-    use md5::{Digest, Md5};
-    let digest = Md5::digest(format!("{password}{role}").as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let stored = super::postgres::md5_verifier(password, role);
+    stored.trim_start_matches("md5").to_string()
 }
 
 /// How to start compute_ctl.

@@ -385,7 +385,7 @@ pub fn command(bindir: &Path, program: &str, home: &Path) -> Command {
 
 /// A loopback port nobody listens on right now (it may be taken before Postgres binds it;
 /// `start_with` retries then).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
