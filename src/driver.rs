@@ -433,7 +433,6 @@ impl Driver {
                 // Refused only in `terminated`, answered above.
                 self.handle(Event::Terminate { mode }, origin, now, Facts::default())?
                     .ok();
-                self.answer_waiters();
                 return Ok(());
             }
             ApiRequest::Recover => {
@@ -552,7 +551,7 @@ impl Driver {
                 },
             );
         }
-        self.publish();
+        // `handle` published the view with the new desired spec.
         Ok(accepted_reply(202, generation, first_seq))
     }
 
@@ -668,6 +667,14 @@ impl Driver {
                 return Ok(Err(rejected.rejection));
             }
         };
+        // Most ticks change nothing: nothing to write, publish or answer.
+        if next.steps.is_empty()
+            && records.is_empty()
+            && desired.is_none()
+            && next.phase == self.phase
+        {
+            return Ok(Ok(()));
+        }
         let mut phase = next.phase;
         let cause = Cause {
             event: event_name,
