@@ -48,17 +48,14 @@ pub fn configure(api: &Api, request: &mut Request, request_id: &str) -> Reply {
         Ok(body) => body,
         Err(reply) => return reply,
     };
-    let has_spec = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .is_some_and(|v| v.get("spec").is_some_and(|s| !s.is_null()));
-    if !has_spec {
-        return Reply::error(
-            400,
-            "the body must be {\"spec\": …, \"compute_ctl_config\": …} with a spec",
-        );
-    }
-    let spec = match crate::spec::parse(&body) {
-        Ok(spec) => spec,
+    let spec = match crate::spec::parse_received(&body) {
+        Ok((spec, true)) => spec,
+        Ok((_, false)) => {
+            return Reply::error(
+                400,
+                "the body must be {\"spec\": …, \"compute_ctl_config\": …}, not a bare spec",
+            )
+        }
         Err(errors) => {
             let reply = spec_errors(&errors);
             return Reply::error(400, reply_message(&reply));

@@ -23,6 +23,8 @@ fn configure_answers_with_the_status_once_running() {
     let port = free_port();
     let envelope =
         json!({ "spec": embedded_spec(port), "compute_ctl_config": { "jwks": { "keys": [] } } });
+    let (status, body, _) = compute.post("/configure", Some(&embedded_spec(port)), &[]);
+    assert_eq!(status, 400, "a bare spec is not Neon's request: {body}");
     let (status, body, _) = compute.post("/configure", Some(&envelope), &[]);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "running");
