@@ -349,7 +349,7 @@ impl Driver {
                     log::warn!("SIGHUP: no -S/--spec file to re-read");
                     return Ok(());
                 };
-                let spec = match crate::spec::load_file(&path) {
+                let spec = match crate::spec::load_file(&path).and_then(|spec| self.check(spec)) {
                     Ok(spec) => spec,
                     Err(errors) => {
                         log::error!("SIGHUP: {} is not accepted: {errors}", path.display());
@@ -451,7 +451,8 @@ impl Driver {
         Ok(())
     }
 
-    /// The one path by which a spec becomes desired: checks, stores the spec file, journals
+    /// The one path by which a spec becomes desired (checked against the Postgres binary
+    /// already): checks the request, stores the spec file, journals
     /// `spec_accepted` with the transition it causes (one fsync), then answers.
     fn accept_spec(
         &mut self,
@@ -488,18 +489,6 @@ impl Driver {
             if desired.spec.hash == spec.hash {
                 return Ok(accepted_reply(200, desired.generation, desired.seq));
             }
-        }
-        let errors = (self.settings_check)(&spec);
-        if let Some(first) = errors.first() {
-            let message = errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(Refusal::Reply(ApiReply::new(
-                400,
-                json!({ "error": message, "path": first.path }),
-            )));
         }
         let generation = current + 1;
         crate::journal::store_spec(&self.state_dir, spec.hash_hex(), &spec.canonical_json)
@@ -555,6 +544,20 @@ impl Driver {
         Ok(accepted_reply(202, generation, first_seq))
     }
 
+    /// The check against the Postgres binary for the specs that reach the driver unchecked
+    /// (SIGHUP's file, the control plane's); HTTP and `-S` at start check theirs on the way in.
+    fn check(&self, spec: ParsedSpec) -> Result<ParsedSpec, String> {
+        let errors = (self.settings_check)(&spec);
+        if errors.is_empty() {
+            return Ok(spec);
+        }
+        Err(errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; "))
+    }
+
     fn on_step_finished(&mut self, report: StepReport, now: Now) -> Result<(), Exit> {
         let StepReport {
             id,
@@ -598,7 +601,7 @@ impl Driver {
             Err(rejection) => log::info!("step {step} {id} reported late: {rejection}"),
         }
         if let Some(fetched) = fetched {
-            match fetched {
+            match fetched.and_then(|spec| self.check(spec)) {
                 Ok(spec) => {
                     match self.accept_spec(
                         Arc::new(spec),

@@ -343,6 +343,22 @@ fn sighup_rereads_the_spec_file() {
         .filter(|r| r["kind"] == "spec_accepted")
         .collect();
     assert_eq!(accepted.last().unwrap()["source"], "reload");
+
+    // A file with a setting this Postgres does not know: refused, nothing journaled.
+    let seq_before = seq(&compute);
+    set(&mut spec, "no_such_setting", "1");
+    std::fs::write(&path, spec.to_string()).unwrap();
+    compute.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + MINUTE;
+    while !compute.log().contains("no_such_setting") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refusal was not logged"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(seq(&compute), seq_before);
+    assert_eq!(compute.state()["desired_generation"], 2);
 }
 
 #[test]
