@@ -8,9 +8,10 @@ use std::io::Read;
 use std::time::Duration;
 
 use serde_json::json;
-use states::{ErrorKind, PhaseName, StepError, StepName, StepOutput};
+use states::{ErrorKind, PhaseName, StepError, StepName};
 
-use crate::executor::{Outcome, StepCtx, StepExtra};
+use crate::spec::ParsedSpec;
+use crate::step_env::StepEnv;
 
 /// The largest answer read from the control plane.
 const ANSWER_BYTES_MAX: u64 = 16 * 1024 * 1024;
@@ -55,10 +56,20 @@ fn error(message: String, retryable: bool) -> StepError {
     error
 }
 
-/// The `fetch_spec` step.
-pub fn fetch_step(ctx: &StepCtx<'_>) -> Outcome {
-    let Some(control_plane) = ctx.env.control_plane.as_ref() else {
-        return Outcome::failed(error(
+/// What the control plane answered: a spec it serves (admitted: parsed and checked), or none
+/// yet, and the facts for the journal.
+#[derive(Debug)]
+pub struct Fetched {
+    pub spec: Option<ParsedSpec>,
+    pub detail: serde_json::Value,
+}
+
+/// Asks the control plane for the spec. A failure to reach it, an answer that is not of the
+/// protocol's shape, and a spec that is not admitted are retryable errors: a control plane
+/// that serves a wrong spec may correct it.
+pub fn fetch(env: &StepEnv) -> Result<Fetched, StepError> {
+    let Some(control_plane) = env.control_plane.as_ref() else {
+        return Err(error(
             "no control plane is configured (-p/-i)".into(),
             false,
         ));
@@ -72,59 +83,66 @@ pub fn fetch_step(ctx: &StepCtx<'_>) -> Outcome {
         Ok(response) => response,
         Err(ureq::Error::Status(code, _)) => {
             let retryable = matches!(code, 502 | 503 | 504 | 429);
-            return Outcome::failed(error(
+            return Err(error(
                 format!("the control plane answered {code} to GET {url}"),
                 retryable,
             ));
         }
         Err(e) => {
-            return Outcome::failed(error(
+            return Err(error(
                 format!("the control plane is unreachable at {url}: {e}"),
                 true,
             ));
         }
     };
     let mut body = Vec::new();
-    if let Err(e) = response
+    response
         .into_reader()
         .take(ANSWER_BYTES_MAX)
         .read_to_end(&mut body)
-    {
-        return Outcome::failed(error(
-            format!("cannot read the control plane's answer from {url}: {e}"),
-            true,
-        ));
-    }
-    let answer: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(answer) => answer,
-        Err(e) => {
-            return Outcome::failed(error(
-                format!("the control plane's answer from {url} is not JSON: {e}"),
+        .map_err(|e| {
+            error(
+                format!("cannot read the control plane's answer from {url}: {e}"),
                 true,
-            ))
-        }
-    };
+            )
+        })?;
+    let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        error(
+            format!("the control plane's answer from {url} is not JSON: {e}"),
+            true,
+        )
+    })?;
     match answer.get("status").and_then(serde_json::Value::as_str) {
-        Some("empty") => Outcome::ok_with(
-            StepOutput::SpecFetched { found: false },
-            json!({ "status": "empty", "url": url }),
-            StepExtra::None,
-        ),
+        Some("empty") => Ok(Fetched {
+            spec: None,
+            detail: json!({ "status": "empty", "url": url }),
+        }),
         Some("attached") => {
             let Some(spec) = answer.get("spec").filter(|s| !s.is_null()) else {
-                return Outcome::failed(error(format!("the control plane at {url} says attached but gives no spec"), true));
+                return Err(error(
+                    format!("the control plane at {url} says attached but gives no spec"),
+                    true,
+                ));
             };
-            let bytes = serde_json::to_vec(spec).unwrap_or_default();
-            let parsed = crate::spec::parse(&bytes).map_err(|errors| {
-                errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
-            });
-            Outcome::ok_with(
-                StepOutput::SpecFetched { found: true },
-                json!({ "status": "attached", "url": url }),
-                StepExtra::Fetched(Box::new(parsed)),
-            )
+            let bytes = serde_json::to_vec(spec).map_err(|e| {
+                error(format!("cannot re-encode the control plane's spec: {e}"), false)
+            })?;
+            // Paths point into the answer, where the spec sits under `spec`.
+            let admitted = env.admission.admit(&bytes).map_err(|errors| {
+                error(
+                    format!(
+                        "the control plane at {url} serves a spec that is not valid: {}",
+                        errors.within("spec")
+                    ),
+                    true,
+                )
+            })?;
+            Ok(Fetched {
+                spec: Some(admitted.spec),
+                detail: json!({ "status": "attached", "url": url }),
+            })
         }
-        other => Outcome::failed(error(
+        other => Err(error(
             format!("the control plane at {url} answered status {other:?}, expected \"empty\" or \"attached\""),
             true,
         )),

@@ -1,13 +1,18 @@
-//! The driver's one inbox: everything that can happen, from every thread.
+//! The driver's one inbox: everything that can happen, from every thread, and the typed answers
+//! the driver gives to the requests among them. Only `src/http/` turns those answers into
+//! status codes and bodies.
 
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use states::{ExitStatus, ShutdownMode};
+use states::{ExitStatus, Lsn, PhaseName, Rejection, ShutdownMode, StepError, StepId, StepName};
+use states::{SpecAnswer, StepOutput};
 
-use crate::executor::{Progress, StepReport};
+use crate::postgres::settings::PendingRestart;
 use crate::sidecar::SidecarView;
 use crate::spec::ParsedSpec;
+use crate::step_env::Progress;
+use crate::view::StateView;
 
 /// How many inputs may wait: HTTP threads block (briefly) beyond it rather than grow memory.
 pub const INBOX_CAPACITY: usize = 1024;
@@ -17,6 +22,10 @@ pub const INBOX_CAPACITY: usize = 1024;
 pub enum Input {
     /// A request only the driver can answer (it changes or waits on the phase).
     Api(ApiCall),
+    /// The worker began step `id`.
+    StepStarted {
+        id: StepId,
+    },
     StepFinished(StepReport),
     PostmasterExited {
         pid: u32,
@@ -29,6 +38,32 @@ pub enum Input {
     },
     Progress(Progress),
     Sidecar(SidecarView),
+}
+
+/// A worker step's end, as the worker reports it.
+#[derive(Debug)]
+pub struct StepReport {
+    pub id: StepId,
+    pub step: StepName,
+    pub result: Result<StepOutput, StepError>,
+    pub duration_ms: u64,
+    /// Facts worth journaling (`step_finished.output`): a skipped step's reason, statements
+    /// sent, an orphan stopped.
+    pub detail: Option<serde_json::Value>,
+    pub extra: StepExtra,
+}
+
+/// What a step hands the driver besides its output.
+#[derive(Debug, Default)]
+pub enum StepExtra {
+    #[default]
+    None,
+    /// `apply_spec`: settings that wait for a restart.
+    Applied {
+        pending_restart: Vec<PendingRestart>,
+    },
+    /// `fetch_spec`: the control plane's spec, admitted (parsed and checked).
+    Fetched(Box<ParsedSpec>),
 }
 
 /// A signal delivered to compute_ctl.
@@ -47,7 +82,7 @@ pub enum SignalKind {
 pub struct ApiCall {
     pub request_id: String,
     pub request: ApiRequest,
-    pub reply: Sender<ApiReply>,
+    pub reply: Sender<ApiAnswer>,
 }
 
 /// The requests that need the driver.
@@ -66,23 +101,22 @@ pub enum ApiRequest {
     Recover,
 }
 
-/// An HTTP answer: status and JSON body.
+/// The driver's answer to an `ApiRequest`, as a value.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ApiReply {
-    pub status: u16,
-    pub body: serde_json::Value,
-}
-
-impl ApiReply {
-    pub fn new(status: u16, body: serde_json::Value) -> ApiReply {
-        ApiReply { status, body }
-    }
-
-    /// `{"error": message}` (and `"path"` when a spec path is at fault).
-    pub fn error(status: u16, message: impl Into<String>) -> ApiReply {
-        ApiReply {
-            status,
-            body: serde_json::json!({ "error": message.into() }),
-        }
-    }
+pub enum ApiAnswer {
+    /// `PostSpec` or `Configure` taken: accepted, identical, or a retried request's first
+    /// answer. `Configure` is answered only later, with `Configured` or `ConfigureFailed`.
+    Spec(SpecAnswer),
+    /// `Configure`: the compute runs the spec (Neon's `/status` body comes from the view).
+    Configured(Arc<StateView>),
+    /// `Configure`: the compute failed, or is going away, before it ran the spec.
+    ConfigureFailed { message: String },
+    /// `Terminate`: Postgres has stopped; its last checkpoint's LSN.
+    Terminated { lsn: Option<Lsn> },
+    /// `Recover`: accepted; the phase it led to.
+    Recovering { phase: PhaseName },
+    /// The phase refused the request.
+    Refused(Rejection),
+    /// Nothing was accepted: the spec or the journal could not be written.
+    NotDurable { message: String },
 }

@@ -49,7 +49,7 @@ fn journal(command: JournalCommand) -> i32 {
             Ok(_) => 0,
             Err(e) => {
                 eprintln!("error: {e}");
-                compute_ctl::run::exit_code_of_journal_error(&e)
+                compute_ctl::exit::ExitCode::of_journal_error(&e).code()
             }
         },
         JournalCommand::Verify { state_dir } => match compute_ctl::journal::verify(&state_dir) {
@@ -66,7 +66,7 @@ fn journal(command: JournalCommand) -> i32 {
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                compute_ctl::run::exit_code_of_journal_error(&e)
+                compute_ctl::exit::ExitCode::of_journal_error(&e).code()
             }
         },
     }

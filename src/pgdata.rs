@@ -38,6 +38,65 @@ impl PgdataKind {
     }
 }
 
+impl std::fmt::Display for PgdataKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PgdataKind::Absent => f.write_str("absent"),
+            PgdataKind::Empty => f.write_str("empty"),
+            PgdataKind::Own(why) => write!(f, "compute_ctl's own: {why}"),
+            PgdataKind::Foreign(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Why PGDATA must not be wiped: it is someone else's, or it cannot be looked at.
+#[derive(Debug)]
+pub enum WipeRefused {
+    Foreign { pgdata: PathBuf, why: String },
+    Uninspectable(anyhow::Error),
+}
+
+impl std::fmt::Display for WipeRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WipeRefused::Foreign { pgdata, why } => write!(
+                f,
+                "PGDATA {} is not safe to wipe: {why}; compute_ctl wipes only a directory that is absent, empty, or carries its marker file {MARKER_FILE}",
+                pgdata.display()
+            ),
+            WipeRefused::Uninspectable(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for WipeRefused {}
+
+impl WipeRefused {
+    /// As the error of the step that was about to wipe.
+    pub fn to_step_error(
+        &self,
+        phase: states::PhaseName,
+        step: states::StepName,
+    ) -> states::StepError {
+        let kind = match self {
+            WipeRefused::Foreign { .. } => states::ErrorKind::PgdataUnsafe,
+            WipeRefused::Uninspectable(_) => states::ErrorKind::Io,
+        };
+        states::StepError::new(phase, step, kind, self.to_string())
+    }
+}
+
+/// The one safety check before any wipe of PGDATA: what it holds, if it may be wiped.
+pub fn check_wipeable(pgdata: &Path, state_dir: &Path) -> Result<PgdataKind, WipeRefused> {
+    match inspect(pgdata, state_dir).map_err(WipeRefused::Uninspectable)? {
+        PgdataKind::Foreign(why) => Err(WipeRefused::Foreign {
+            pgdata: pgdata.to_path_buf(),
+            why,
+        }),
+        kind => Ok(kind),
+    }
+}
+
 /// Inspects `pgdata` without changing anything.
 pub fn inspect(pgdata: &Path, state_dir: &Path) -> anyhow::Result<PgdataKind> {
     let metadata = match std::fs::symlink_metadata(pgdata) {

@@ -1,9 +1,9 @@
 //! What a start rebuilds from the journal: the desired spec, the generation counter, the
 //! answers to requests already accepted, and the steps the previous run left unfinished.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use states::{StepId, StepName};
+use states::{AcceptedAt, Recalled, RequestLog, SpecRef, StepId, StepName};
 
 use crate::journal::{Record, RecordBody, UnfinishedStep};
 
@@ -17,18 +17,12 @@ pub struct DesiredSpec {
     pub seq: u64,
 }
 
-/// An accepted request's answer, for a retry with the same `X-Request-Id`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AcceptedRequest {
-    pub generation: u64,
-    pub seq: u64,
-}
-
 /// The state rebuilt from the journal's records, in order.
 #[derive(Debug, Default)]
 pub struct Replay {
     pub desired: Option<DesiredSpec>,
-    pub requests: HashMap<String, AcceptedRequest>,
+    /// Accepted request ids (the newest, bounded), for retries with the same `X-Request-Id`.
+    pub requests: RequestLog,
     pub last_seq: u64,
     pub last_epoch: u64,
     /// Steps started in the last epoch with no `step_finished`, by (epoch, id).
@@ -68,7 +62,7 @@ impl Replay {
                 if let Some(id) = &accepted.request_id {
                     self.requests.insert(
                         id.clone(),
-                        AcceptedRequest {
+                        AcceptedAt {
                             generation: accepted.generation,
                             seq: record.seq,
                         },
@@ -83,6 +77,20 @@ impl Replay {
                 self.started.remove(&(record.epoch, finished.id));
             }
             RecordBody::Start(_) | RecordBody::Transition(_) => {}
+        }
+    }
+
+    /// What the core is told of earlier runs at boot.
+    pub fn recalled(&self) -> Recalled {
+        Recalled {
+            desired: self.desired.as_ref().map(|d| {
+                let spec = SpecRef {
+                    generation: d.generation,
+                    hash: d.hash.clone(),
+                };
+                (spec, d.seq)
+            }),
+            requests: self.requests.clone(),
         }
     }
 

@@ -1,7 +1,7 @@
-//! The run: from the command line to the driver loop. Everything that can be refused is
-//! checked before anything is written, and each refusal has its documented exit code:
-//! 2 bad command line, 3 bad spec file, 4 state directory locked, 5 journal damaged,
-//! 6 PGDATA not safe to wipe; 1 for anything else (the journal could not be written).
+//! The run: from the command line to the driver loop, as named steps. Everything that can be
+//! refused is checked before anything is written, and each refusal has its documented exit
+//! code (`ExitCode`): a bad command line, a bad spec file, a locked state directory, a damaged
+//! journal, a PGDATA not safe to wipe; `Fatal` for anything else.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -11,42 +11,35 @@ use states::Policy;
 
 use crate::cli::RunArgs;
 use crate::clock::{rfc3339_ms, Clock};
+use crate::driver::world::Shell;
 use crate::driver::{Driver, DriverParts, Exit};
-use crate::executor::{Executor, StepEnv};
+use crate::executor::Executor;
+use crate::exit::ExitCode;
 use crate::http::{self, Api};
 use crate::input::{Input, SignalKind, INBOX_CAPACITY};
 use crate::journal::{
-    FileJournal, JournalConfig, JournalError, JournalStore, RecordBody, StartRecord,
+    FileJournal, JournalConfig, JournalStore, OpenReport, RecordBody, StartRecord,
 };
 use crate::pg_user::PgUser;
-use crate::pgdata::{self, PgdataKind};
 use crate::postgres::connect::AdminConnection;
 use crate::postgres::monitor::Monitor;
 use crate::postgres::process::{Binaries, StartDeadlines};
 use crate::replay::Replay;
-use crate::spec::{ParsedSpec, SettingCatalog, SettingsCheck};
-use crate::view::{Published, StartupTimes, StateView};
+use crate::spec::{ParsedSpec, SettingCatalog, SpecAdmission};
+use crate::step_env::StepEnv;
+use crate::view::{Published, StateView};
 
 /// A refusal with its exit code.
 #[derive(Debug)]
 pub struct Refused {
-    pub code: i32,
+    pub code: ExitCode,
     pub message: String,
 }
 
-fn refuse(code: i32, message: impl Into<String>) -> Refused {
+fn refuse(code: ExitCode, message: impl Into<String>) -> Refused {
     Refused {
         code,
         message: message.into(),
-    }
-}
-
-/// The exit code for a journal error: 4 locked, 5 damaged, 1 otherwise.
-pub fn exit_code_of_journal_error(error: &JournalError) -> i32 {
-    match error {
-        JournalError::Locked { .. } => 4,
-        JournalError::Damaged { .. } => 5,
-        _ => 1,
     }
 }
 
@@ -54,12 +47,186 @@ pub fn exit_code_of_journal_error(error: &JournalError) -> i32 {
 pub fn run(args: RunArgs) -> i32 {
     crate::logging::init(args.log_format);
     match start(args) {
-        Ok(code) => code,
+        Ok(code) => code.code(),
         Err(refused) => {
             log::error!("{}", refused.message);
-            refused.code
+            refused.code.code()
         }
     }
+}
+
+/// What the command line gives, checked: nothing is written yet.
+struct Setup {
+    pgdata: PathBuf,
+    state_dir: PathBuf,
+    binaries: Binaries,
+    admin: AdminConnection,
+    pg_user: Option<PgUser>,
+    control_plane: Option<crate::control_plane::ControlPlane>,
+    auth: Option<crate::auth::Verifier>,
+    admission: SpecAdmission,
+}
+
+/// The journal opened (locked) and what it says of earlier runs.
+struct Opened {
+    journal: FileJournal,
+    report: OpenReport,
+    replay: Replay,
+    /// The journal's desired spec, read back from the spec store.
+    replayed: Option<Arc<ParsedSpec>>,
+}
+
+fn start(args: RunArgs) -> Result<ExitCode, Refused> {
+    let clock = Clock::start();
+    let setup = check_command_line(&args)?;
+    let from_file = admit_spec_file(&args, &setup.admission)?;
+    let opened = open_journal(&setup.state_dir)?;
+    // A compute that will start must not wipe someone else's directory.
+    if from_file.is_some() || opened.replayed.is_some() {
+        refuse_foreign_pgdata(&setup.pgdata, &setup.state_dir)?;
+    }
+
+    let (inbox_tx, inbox) = mpsc::sync_channel::<Input>(INBOX_CAPACITY);
+    let start_time = rfc3339_ms(clock.now().wall_ms);
+    let Opened {
+        mut journal,
+        report,
+        replay,
+        replayed,
+    } = opened;
+    let published = Published::new(
+        StateView::starting(journal.epoch(), journal.last_seq(), &start_time),
+        clock,
+        args.monitor_interval,
+    );
+    let api = Api::new(
+        published.clone(),
+        inbox_tx.clone(),
+        setup.state_dir.clone(),
+        setup.admission.clone(),
+        setup.auth.clone(),
+    );
+    // A busy address is refused before anything is written; requests wait in the backlog
+    // until the start record is durable, so no view served predates it.
+    let server =
+        http::bind(&args.http_addr).map_err(|e| refuse(ExitCode::Fatal, format!("{e:#}")))?;
+    write_start_record(&mut journal, &setup.pgdata, &report, &replay, clock)?;
+    published.publish(StateView::starting(
+        journal.epoch(),
+        journal.last_seq(),
+        &start_time,
+    ));
+    http::serve(server, api.clone()).map_err(|e| refuse(ExitCode::Fatal, format!("{e:#}")))?;
+    log::info!(
+        "compute_ctl {} started: epoch {}, PGDATA {}, state directory {}",
+        env!("CARGO_PKG_VERSION"),
+        journal.epoch(),
+        setup.pgdata.display(),
+        setup.state_dir.display()
+    );
+
+    let fetch_spec = setup.control_plane.is_some() && replayed.is_none() && from_file.is_none();
+    let world = start_workers(&args, setup.step_env(), &inbox_tx, clock)?;
+    let parts = DriverParts {
+        journal: Box::new(journal),
+        world: Box::new(world),
+        published,
+        inbox,
+        clock,
+        monitor_interval: args.monitor_interval,
+        policy: Policy {
+            failed_linger_ms: u64::try_from(args.failed_linger.as_millis()).unwrap_or(u64::MAX),
+            ..Policy::default()
+        },
+        fetch_spec,
+        spec_file: args.spec.clone(),
+        admission: setup.admission,
+        recalled: replay.recalled(),
+        start_time,
+    };
+    let mut driver = Driver::new(parts, clock.now());
+    let exit = match driver.start(replayed, from_file, clock.now()) {
+        Ok(()) => driver.run(),
+        Err(exit) => exit,
+    };
+    api.drain(std::time::Duration::from_secs(2));
+    match exit {
+        Exit::Code(code) => Ok(code),
+        Exit::JournalFailed(message) => Err(refuse(
+            ExitCode::Fatal,
+            format!("stopping: the journal cannot be written: {message}"),
+        )),
+        Exit::InboxClosed => Err(refuse(
+            ExitCode::Fatal,
+            "stopping: the driver's inbox closed",
+        )),
+    }
+}
+
+impl Setup {
+    /// What every step knows about this compute.
+    fn step_env(&self) -> StepEnv {
+        StepEnv {
+            pgdata: self.pgdata.clone(),
+            state_dir: self.state_dir.clone(),
+            binaries: self.binaries.clone(),
+            pg_user: self.pg_user.clone(),
+            admin: self.admin.clone(),
+            deadlines: StartDeadlines::default(),
+            fast_stop_timeout: std::time::Duration::from_secs(60),
+            control_plane: self.control_plane.clone(),
+            admission: self.admission.clone(),
+        }
+    }
+}
+
+/// Every flag checked, and the Postgres binary described: a bad command line changes nothing.
+fn check_command_line(args: &RunArgs) -> Result<Setup, Refused> {
+    let bad = |e: anyhow::Error| refuse(ExitCode::BadCommandLine, format!("{e:#}"));
+    let Some(pgdata) = args.pgdata.clone() else {
+        return Err(refuse(ExitCode::BadCommandLine, "-D/--pgdata is required"));
+    };
+    let state_dir = state_dir_for(&pgdata, args.state_dir.as_deref())?;
+    let binaries = Binaries::locate(args.pgbin.as_deref()).map_err(bad)?;
+    let admin = AdminConnection::parse(&args.connstr).map_err(bad)?;
+    let pg_user = PgUser::for_root(&args.pg_user).map_err(bad)?;
+    let control_plane = match (&args.compute_id, &args.control_plane_uri) {
+        (Some(id), Some(uri)) => Some(crate::control_plane::ControlPlane {
+            uri: uri.clone(),
+            compute_id: id.clone(),
+            token: std::env::var("NEON_CONTROL_PLANE_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(refuse(
+                ExitCode::BadCommandLine,
+                "-i/--compute-id and -p/--control-plane-uri go together",
+            ))
+        }
+    };
+    let auth = match &args.auth_public_key {
+        Some(path) => Some(crate::auth::Verifier::from_pem_file(path).map_err(bad)?),
+        None => None,
+    };
+    if args.monitor_interval.is_zero() {
+        return Err(refuse(
+            ExitCode::BadCommandLine,
+            "--monitor-interval must be longer than 0",
+        ));
+    }
+    let catalog = SettingCatalog::load(&binaries.postgres).map_err(bad)?;
+    Ok(Setup {
+        pgdata,
+        state_dir,
+        binaries,
+        admin,
+        pg_user,
+        control_plane,
+        auth,
+        admission: SpecAdmission::new(Arc::new(catalog)),
+    })
 }
 
 /// The state directory: `--state-dir`, or `<PGDATA>.state` beside PGDATA (never inside it:
@@ -76,7 +243,7 @@ fn state_dir_for(pgdata: &Path, flag: Option<&Path>) -> Result<PathBuf, Refused>
     let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     if absolute(&state_dir).starts_with(absolute(pgdata)) {
         return Err(refuse(
-            2,
+            ExitCode::BadCommandLine,
             format!(
                 "--state-dir {} is inside PGDATA {}, which is wiped on every start",
                 state_dir.display(),
@@ -87,66 +254,26 @@ fn state_dir_for(pgdata: &Path, flag: Option<&Path>) -> Result<PathBuf, Refused>
     Ok(state_dir)
 }
 
-fn start(args: RunArgs) -> Result<i32, Refused> {
-    let clock = Clock::start();
-    let Some(pgdata) = args.pgdata.clone() else {
-        return Err(refuse(2, "-D/--pgdata is required"));
+/// The `-S` file, admitted: bad input changes nothing.
+fn admit_spec_file(
+    args: &RunArgs,
+    admission: &SpecAdmission,
+) -> Result<Option<Arc<ParsedSpec>>, Refused> {
+    let Some(path) = &args.spec else {
+        return Ok(None);
     };
-    let state_dir = state_dir_for(&pgdata, args.state_dir.as_deref())?;
-    let binaries =
-        Binaries::locate(args.pgbin.as_deref()).map_err(|e| refuse(2, format!("{e:#}")))?;
-    let admin = AdminConnection::parse(&args.connstr).map_err(|e| refuse(2, format!("{e:#}")))?;
-    let pg_user = PgUser::for_root(&args.pg_user).map_err(|e| refuse(2, format!("{e:#}")))?;
-    let control_plane = match (&args.compute_id, &args.control_plane_uri) {
-        (Some(id), Some(uri)) => Some(crate::control_plane::ControlPlane {
-            uri: uri.clone(),
-            compute_id: id.clone(),
-            token: std::env::var("NEON_CONTROL_PLANE_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty()),
-        }),
-        (None, None) => None,
-        _ => {
-            return Err(refuse(
-                2,
-                "-i/--compute-id and -p/--control-plane-uri go together",
-            ))
-        }
-    };
-    let auth = match &args.auth_public_key {
-        Some(path) => Some(
-            crate::auth::Verifier::from_pem_file(path).map_err(|e| refuse(2, format!("{e:#}")))?,
-        ),
-        None => None,
-    };
-    if args.monitor_interval.is_zero() {
-        return Err(refuse(2, "--monitor-interval must be longer than 0"));
+    match admission.admit_file(path) {
+        Ok(admitted) => Ok(Some(Arc::new(admitted.spec))),
+        Err(e) => Err(refuse(ExitCode::BadSpecFile, format!("-S {e}"))),
     }
-    let catalog = Arc::new(
-        SettingCatalog::load(&binaries.postgres).map_err(|e| refuse(2, format!("{e:#}")))?,
-    );
+}
 
-    // The spec file: bad input changes nothing.
-    let from_file = match &args.spec {
-        Some(path) => {
-            let spec = crate::spec::load_file(path)
-                .map_err(|errors| refuse(3, format!("-S {}: {errors}", path.display())))?;
-            let errors = catalog.check(&spec.spec);
-            if !errors.is_empty() {
-                let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                return Err(refuse(
-                    3,
-                    format!("-S {}: {}", path.display(), listed.join("; ")),
-                ));
-            }
-            Some(Arc::new(spec))
-        }
-        None => None,
-    };
-
-    crate::durable::create_dir_all_durable(&state_dir).map_err(|e| {
+/// Creates and locks the state directory, opens the journal (cutting a torn tail), replays
+/// it, and reads back its desired spec.
+fn open_journal(state_dir: &Path) -> Result<Opened, Refused> {
+    crate::durable::create_dir_all_durable(state_dir).map_err(|e| {
         refuse(
-            1,
+            ExitCode::Fatal,
             format!(
                 "cannot create the state directory {}: {e}",
                 state_dir.display()
@@ -154,11 +281,11 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
         )
     })?;
     let mut replay = Replay::default();
-    let (mut journal, opened) = FileJournal::open(&state_dir, JournalConfig::default(), |record| {
+    let (journal, report) = FileJournal::open(state_dir, JournalConfig::default(), |record| {
         replay.visit(record)
     })
-    .map_err(|e| refuse(exit_code_of_journal_error(&e), e.to_string()))?;
-    if let Some(torn) = &opened.torn_tail {
+    .map_err(|e| refuse(ExitCode::of_journal_error(&e), e.to_string()))?;
+    if let Some(torn) = &report.torn_tail {
         log::warn!(
             "the journal's last record was torn ({}): {} bytes cut from {} at offset {}",
             torn.reason,
@@ -169,170 +296,117 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
     }
     let replayed = match &replay.desired {
         Some(desired) => {
+            let damaged = |why: String| {
+                let message = format!("the journal's desired spec {} {why}", desired.hash);
+                refuse(ExitCode::JournalDamaged, message)
+            };
             let hex = desired.hash.trim_start_matches("sha256:");
-            let bytes = crate::journal::load_spec(&state_dir, hex).map_err(|e| {
-                refuse(
-                    5,
-                    format!(
-                        "the journal's desired spec {} cannot be read: {e}",
-                        desired.hash
-                    ),
-                )
-            })?;
+            let bytes = crate::journal::load_spec(state_dir, hex)
+                .map_err(|e| damaged(format!("cannot be read: {e}")))?;
+            // Admitted when it was accepted: the form rules again, as a check of the store.
             let spec = crate::spec::parse(&bytes).map_err(|errors| {
-                let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                refuse(
-                    5,
-                    format!(
-                        "the journal's desired spec {} is no longer valid: {}",
-                        desired.hash,
-                        listed.join("; ")
-                    ),
-                )
+                damaged(format!(
+                    "is no longer valid: {}",
+                    crate::spec::SpecErrors(errors)
+                ))
             })?;
-            Some((desired.clone(), Arc::new(spec)))
+            Some(Arc::new(spec))
         }
         None => None,
     };
+    Ok(Opened {
+        journal,
+        report,
+        replay,
+        replayed,
+    })
+}
 
-    // A compute that will start must not wipe someone else's directory.
-    if from_file.is_some() || replayed.is_some() {
-        let kind = pgdata::inspect(&pgdata, &state_dir).map_err(|e| refuse(1, format!("{e:#}")))?;
-        if let PgdataKind::Foreign(why) = kind {
-            return Err(refuse(
-                6,
-                format!(
-                    "PGDATA {} is not safe to wipe: {why}; compute_ctl wipes only a directory that is absent, empty, or carries its marker file {}",
-                    pgdata.display(),
-                    pgdata::MARKER_FILE
-                ),
-            ));
+fn refuse_foreign_pgdata(pgdata: &Path, state_dir: &Path) -> Result<(), Refused> {
+    match crate::pgdata::check_wipeable(pgdata, state_dir) {
+        Ok(_) => Ok(()),
+        Err(e @ crate::pgdata::WipeRefused::Foreign { .. }) => {
+            Err(refuse(ExitCode::PgdataUnsafe, e.to_string()))
         }
+        Err(e) => Err(refuse(ExitCode::Fatal, e.to_string())),
     }
+}
 
-    let (inbox_tx, inbox) = mpsc::sync_channel::<Input>(INBOX_CAPACITY);
-    let start_time = rfc3339_ms(clock.now().wall_ms);
-    let published = Published::new(
-        initial_view(&journal, &start_time),
-        clock,
-        args.monitor_interval,
-    );
-    let check_catalog = catalog.clone();
-    let settings_check: SettingsCheck =
-        Arc::new(move |spec: &ParsedSpec| check_catalog.check(&spec.spec));
-    let api = Api::new(
-        published.clone(),
-        inbox_tx.clone(),
-        state_dir.clone(),
-        settings_check.clone(),
-        auth,
-    );
-    let server = http::bind(&args.http_addr).map_err(|e| refuse(1, format!("{e:#}")))?;
-
+/// The epoch's first record: who started, on what, and what the last run left unfinished.
+fn write_start_record(
+    journal: &mut FileJournal,
+    pgdata: &Path,
+    report: &OpenReport,
+    replay: &Replay,
+    clock: Clock,
+) -> Result<(), Refused> {
     let start_record = RecordBody::Start(StartRecord {
         format: crate::journal::FORMAT_VERSION,
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
         pgdata: pgdata.display().to_string(),
-        torn_tail: opened.torn_tail.clone(),
+        torn_tail: report.torn_tail.clone(),
         unfinished_steps: replay.unfinished_steps(),
     });
     let now = clock.now();
     journal
         .append(vec![start_record], now.mono_ms, Clock::wall_time(now))
-        .map_err(|e| refuse(1, format!("the journal cannot be written: {e}")))?;
-    // Answer only now: every view served includes the start record.
-    published.publish(initial_view(&journal, &start_time));
-    http::serve(server, api.clone()).map_err(|e| refuse(1, format!("{e:#}")))?;
-    log::info!(
-        "compute_ctl {} started: epoch {}, PGDATA {}, state directory {}",
-        env!("CARGO_PKG_VERSION"),
-        journal.epoch(),
-        pgdata.display(),
-        state_dir.display()
-    );
+        .map(|_| ())
+        .map_err(|e| {
+            refuse(
+                ExitCode::Fatal,
+                format!("the journal cannot be written: {e}"),
+            )
+        })
+}
 
+/// The threads that do the driver's work: the step worker, the activity monitor, the sidecar's
+/// supervisor, the signal forwarder and, as PID 1, the reaper of orphans.
+fn start_workers(
+    args: &RunArgs,
+    env: StepEnv,
+    inbox: &mpsc::SyncSender<Input>,
+    clock: Clock,
+) -> Result<Shell, Refused> {
+    let fatal = |e: anyhow::Error| refuse(ExitCode::Fatal, format!("{e:#}"));
+    let state_dir = env.state_dir.clone();
     let sidecar_path = args
         .vm_monitor
         .clone()
         .or_else(|| Some(PathBuf::from(crate::sidecar::DEFAULT_PATH)).filter(|p| p.is_file()));
-    let sidecar = sidecar_path.map(|path| crate::sidecar::Sidecar::new(path, inbox_tx.clone()));
-    let env = StepEnv {
-        pgdata: pgdata.clone(),
-        state_dir: state_dir.clone(),
-        binaries,
-        pg_user,
-        admin,
-        deadlines: StartDeadlines::default(),
-        fast_stop_timeout: std::time::Duration::from_secs(60),
-        control_plane: control_plane.clone(),
+    let sidecar = sidecar_path.map(|path| {
+        let inbox = inbox.clone();
+        let on_change = Arc::new(move |view| {
+            let _ = inbox.try_send(Input::Sidecar(view));
+        });
+        crate::sidecar::Sidecar::new(path, on_change)
+    });
+    let executor = Executor::start(env, inbox.clone(), sidecar).map_err(fatal)?;
+    let activity = inbox.clone();
+    let on_active = move |wall_ms| {
+        if activity.try_send(Input::Activity { wall_ms }).is_err() {
+            log::debug!("the driver's inbox is full; activity not reported");
+        }
     };
-    let executor =
-        Executor::start(env, inbox_tx.clone(), sidecar).map_err(|e| refuse(1, format!("{e:#}")))?;
-    let monitor = Monitor::start(args.monitor_interval, inbox_tx.clone(), clock)
-        .map_err(|e| refuse(1, format!("{e:#}")))?;
-    forward_signals(inbox_tx).map_err(|e| refuse(1, format!("cannot handle signals: {e}")))?;
+    let monitor = Monitor::start(args.monitor_interval, on_active, clock).map_err(fatal)?;
+    forward_signals(inbox.clone())
+        .map_err(|e| refuse(ExitCode::Fatal, format!("cannot handle signals: {e}")))?;
     if std::process::id() == 1 {
         std::thread::Builder::new()
             .name("orphan-reaper".into())
             .spawn(crate::subprocess::reap_orphans_forever)
-            .map_err(|e| refuse(1, format!("cannot start the orphan reaper: {e}")))?;
+            .map_err(|e| {
+                refuse(
+                    ExitCode::Fatal,
+                    format!("cannot start the orphan reaper: {e}"),
+                )
+            })?;
     }
-
-    let policy = Policy {
-        failed_linger_ms: u64::try_from(args.failed_linger.as_millis()).unwrap_or(u64::MAX),
-        ..Policy::default()
-    };
-    let parts = DriverParts {
-        journal: Box::new(journal),
+    Ok(Shell {
         executor,
-        published,
-        inbox,
-        clock,
         monitor,
-        monitor_interval: args.monitor_interval,
         state_dir,
-        spec_file: args.spec.clone(),
-        settings_check,
-        requests: replay.requests.clone(),
-        start_time,
-    };
-    let fetch_spec = control_plane.is_some() && replayed.is_none() && from_file.is_none();
-    let (driver, boot) = Driver::new(parts, policy, fetch_spec);
-    let exit = driver.run(boot, replayed, from_file);
-    api.drain(std::time::Duration::from_secs(2));
-    match exit {
-        Exit::Code(code) => Ok(code),
-        Exit::JournalFailed(message) => Err(refuse(
-            1,
-            format!("stopping: the journal cannot be written: {message}"),
-        )),
-    }
-}
-
-fn initial_view(journal: &FileJournal, start_time: &str) -> StateView {
-    StateView {
-        phase: states::PhaseName::Empty,
-        phase_since: start_time.to_string(),
-        epoch: journal.epoch(),
-        seq: journal.last_seq(),
-        desired_generation: None,
-        applied_generation: None,
-        spec_hash: None,
-        postmaster_pid: None,
-        last_active: None,
-        attempt: 1,
-        error: None,
-        pending_restart: Vec::new(),
-        startup: StartupTimes::default(),
-        progress: None,
-        storage: None,
-        sidecar: None,
-        start_time: start_time.to_string(),
-        tenant: None,
-        timeline: None,
-        terminate_mode: None,
-    }
+    })
 }
 
 /// SIGTERM, SIGINT and SIGHUP become inputs.

@@ -4,15 +4,13 @@
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::executor::cancel::lock;
-use crate::input::Input;
 use crate::subprocess::ChildHandle;
+use crate::sync::lock;
 
 /// Where the seed's sidecar lives.
 pub const DEFAULT_PATH: &str = "/bin/vm-informant";
@@ -45,7 +43,8 @@ struct SidecarState {
 pub struct Sidecar {
     path: PathBuf,
     state: Arc<(Mutex<SidecarState>, Condvar)>,
-    inbox: SyncSender<Input>,
+    /// Hears every change of the view; must not block.
+    on_change: Arc<dyn Fn(SidecarView) + Send + Sync>,
 }
 
 impl std::fmt::Debug for Sidecar {
@@ -55,7 +54,7 @@ impl std::fmt::Debug for Sidecar {
 }
 
 impl Sidecar {
-    pub fn new(path: PathBuf, inbox: SyncSender<Input>) -> Sidecar {
+    pub fn new(path: PathBuf, on_change: Arc<dyn Fn(SidecarView) + Send + Sync>) -> Sidecar {
         let view = SidecarView {
             path: path.display().to_string(),
             ..SidecarView::default()
@@ -69,7 +68,7 @@ impl Sidecar {
                 }),
                 Condvar::new(),
             )),
-            inbox,
+            on_change,
         }
     }
 
@@ -113,7 +112,7 @@ impl Sidecar {
 
     fn report(&self) {
         let view = lock(&self.state.0).view.clone();
-        let _ = self.inbox.try_send(Input::Sidecar(view));
+        (self.on_change)(view);
     }
 
     fn supervise(self) {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use states::ExitStatus;
 
-use crate::executor::cancel::{lock, CancelToken};
+use crate::sync::{lock, CancelToken};
 
 /// The pids of the children compute_ctl spawned and will reap itself. As PID 1 it also
 /// inherits orphans; `reap_orphans` reaps those, and never one of these (CloudNativePG's

@@ -9,10 +9,10 @@ use serde::Serialize;
 use states::{PhaseName, StepError};
 
 use crate::clock::Clock;
-use crate::executor::cancel::lock;
-use crate::executor::Progress;
 use crate::postgres::settings::PendingRestart;
 use crate::sidecar::SidecarView;
+use crate::step_env::Progress;
+use crate::sync::lock;
 
 /// Milliseconds each start-up phase took in this process run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -59,6 +59,32 @@ pub struct StateView {
 }
 
 impl StateView {
+    /// The view before the driver runs: `empty`, nothing desired yet.
+    pub fn starting(epoch: u64, seq: u64, start_time: &str) -> StateView {
+        StateView {
+            phase: PhaseName::Empty,
+            phase_since: start_time.to_string(),
+            epoch,
+            seq,
+            desired_generation: None,
+            applied_generation: None,
+            spec_hash: None,
+            postmaster_pid: None,
+            last_active: None,
+            attempt: 1,
+            error: None,
+            pending_restart: Vec::new(),
+            startup: StartupTimes::default(),
+            progress: None,
+            storage: None,
+            sidecar: None,
+            start_time: start_time.to_string(),
+            tenant: None,
+            timeline: None,
+            terminate_mode: None,
+        }
+    }
+
     /// Ready: running with the desired spec applied (`GET /readyz`).
     pub fn ready(&self) -> bool {
         self.phase == PhaseName::Running

@@ -6,78 +6,27 @@
 //! `stop_postgres` handed over after it. The other steps are done at once, on the driver's
 //! thread, and never block.
 
-pub mod cancel;
 mod steps;
 
-pub use steps::{Outcome, StepCtx};
+pub use steps::Outcome;
 
-use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde::Serialize;
-use states::{ErrorKind, StepError, StepId, StepName, StepOutput};
+use states::{ErrorKind, PhaseName, StepError, StepId};
 
-use crate::input::Input;
-use crate::pg_user::PgUser;
-use crate::postgres::connect::AdminConnection;
-use crate::postgres::process::{Binaries, Postmaster, StartDeadlines};
-use crate::postgres::settings::PendingRestart;
+use crate::input::{Input, StepReport};
+use crate::postgres::process::Postmaster;
 use crate::spec::ParsedSpec;
-use cancel::{lock, CancelToken};
-
-/// What every step knows about this compute; fixed for the process run.
-#[derive(Debug)]
-pub struct StepEnv {
-    pub pgdata: PathBuf,
-    pub state_dir: PathBuf,
-    pub binaries: Binaries,
-    pub pg_user: Option<PgUser>,
-    pub admin: AdminConnection,
-    pub deadlines: StartDeadlines,
-    /// How long a fast shutdown may take before it escalates.
-    pub fast_stop_timeout: Duration,
-    pub control_plane: Option<crate::control_plane::ControlPlane>,
-}
-
-/// A worker step's end, as the worker reports it.
-#[derive(Debug)]
-pub struct StepReport {
-    pub id: StepId,
-    pub step: StepName,
-    pub result: Result<StepOutput, StepError>,
-    pub duration_ms: u64,
-    /// Facts worth journaling (`step_finished.output`): a skipped step's reason, statements
-    /// sent, an orphan stopped.
-    pub detail: Option<serde_json::Value>,
-    pub extra: StepExtra,
-}
-
-/// What a step hands the driver besides its output.
-#[derive(Debug, Default)]
-pub enum StepExtra {
-    #[default]
-    None,
-    /// `apply_spec`: settings that wait for a restart.
-    Applied {
-        pending_restart: Vec<PendingRestart>,
-    },
-    /// `fetch_spec`: the control plane's spec, parsed and checked.
-    Fetched(Box<Result<ParsedSpec, String>>),
-}
-
-/// Progress of a long step, for `GET /state`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Progress {
-    pub step: String,
-    pub bytes_done: u64,
-    pub bytes_total: Option<u64>,
-}
+use crate::step_env::{StepCtx, StepEnv};
+use crate::sync::{lock, CancelToken};
 
 struct Job {
     id: StepId,
     step: states::Step,
+    /// The phase that asked for the step, named in its errors.
+    phase: PhaseName,
     spec: Option<Arc<ParsedSpec>>,
     cancel: CancelToken,
 }
@@ -131,8 +80,9 @@ impl Executor {
         &self.env
     }
 
-    /// Queues a worker step. The caller has journaled its `step_started` record.
-    pub fn submit(&self, step: states::Step, spec: Option<Arc<ParsedSpec>>) {
+    /// Queues a worker step that `phase` asked for. The caller has journaled its
+    /// `step_started` record.
+    pub fn submit(&self, step: states::Step, spec: Option<Arc<ParsedSpec>>, phase: PhaseName) {
         let Some(id) = step.id() else {
             debug_assert!(false, "{step} is not a worker step");
             return;
@@ -142,6 +92,7 @@ impl Executor {
         let job = Job {
             id,
             step,
+            phase,
             spec,
             cancel,
         };
@@ -191,20 +142,28 @@ impl Worker {
             let name = job.step.name();
             let outcome = if job.cancel.is_cancelled() {
                 steps::Outcome::failed(StepError::new(
-                    states::PhaseName::Terminating,
+                    job.phase,
                     name,
                     ErrorKind::Cancelled,
                     format!("{name} was cancelled before it began"),
                 ))
             } else {
-                let ctx = steps::StepCtx {
+                if self.inbox.send(Input::StepStarted { id: job.id }).is_err() {
+                    return;
+                }
+                let inbox = self.inbox.clone();
+                // Progress is for GET /state only: dropped rather than waited for when the
+                // inbox is full.
+                let on_progress = move |progress| {
+                    let _ = inbox.try_send(Input::Progress(progress));
+                };
+                let ctx = StepCtx {
                     env: &self.env,
                     spec: job.spec.as_deref(),
                     cancel: &job.cancel,
-                    inbox: &self.inbox,
-                    postmaster: &self.postmaster,
+                    on_progress: &on_progress,
                 };
-                steps::run(&ctx, &job.step)
+                steps::run(&ctx, &job.step, job.phase, &self.postmaster, &self.inbox)
             };
             lock(&self.live).retain(|(id, _)| *id != job.id);
             let report = StepReport {

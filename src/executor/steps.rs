@@ -6,49 +6,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use serde_json::json;
 use states::{ErrorKind, Lsn, PhaseName, ShutdownMode, Step, StepError, StepName, StepOutput};
 
-use super::cancel::{lock, CancelToken};
-use super::{Progress, StepEnv, StepExtra};
-use crate::input::Input;
-use crate::pgdata::{self, PgdataKind};
+use crate::input::{Input, StepExtra};
+use crate::pgdata;
 use crate::postgres::process::{self, Postmaster, StartRequest};
 use crate::postgres::settings::{self, SettingsTarget};
-use crate::spec::ParsedSpec;
+use crate::step_env::StepCtx;
 use crate::storage;
-
-/// What a step may use while it runs.
-pub struct StepCtx<'a> {
-    pub env: &'a StepEnv,
-    /// The spec the step works with (`None` for `stop_postgres` and `fetch_spec`).
-    pub spec: Option<&'a ParsedSpec>,
-    pub cancel: &'a CancelToken,
-    pub inbox: &'a SyncSender<Input>,
-    pub postmaster: &'a Mutex<Option<Postmaster>>,
-}
-
-impl StepCtx<'_> {
-    /// The spec, which every spec-bearing step is handed (a defect otherwise).
-    pub fn spec(&self, phase: PhaseName, step: StepName) -> Result<&ParsedSpec, StepError> {
-        self.spec.ok_or_else(|| {
-            StepError::new(
-                phase,
-                step,
-                ErrorKind::Internal,
-                format!("{step} was handed no spec"),
-            )
-        })
-    }
-
-    /// Reports progress of a long step to `GET /state`.
-    pub fn progress(&self, progress: Progress) {
-        let _ = self.inbox.try_send(Input::Progress(progress));
-    }
-}
-
-impl std::fmt::Debug for StepCtx<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StepCtx").finish_non_exhaustive()
-    }
-}
+use crate::sync::lock;
 
 /// A step's end, before it is reported.
 #[allow(missing_debug_implementations)]
@@ -88,19 +52,27 @@ fn io_error(phase: PhaseName, step: StepName, error: &anyhow::Error) -> StepErro
     StepError::new(phase, step, ErrorKind::Io, format!("{error:#}"))
 }
 
-pub fn run(ctx: &StepCtx<'_>, step: &Step) -> Outcome {
+/// Runs one worker step that `phase` asked for. `postmaster` is the one Postgres of this
+/// process run; `inbox` hears of its exit.
+pub fn run(
+    ctx: &StepCtx<'_>,
+    step: &Step,
+    phase: PhaseName,
+    postmaster: &Mutex<Option<Postmaster>>,
+    inbox: &SyncSender<Input>,
+) -> Outcome {
     let result = match step {
         Step::InitPgdata { .. } => init_pgdata(ctx),
         Step::SyncSafekeepers { .. } => sync_safekeepers(ctx),
         Step::FetchBasebackup { lsn, .. } => fetch_basebackup(ctx, *lsn),
-        Step::SpawnPostgres { .. } => return spawn_postgres(ctx),
+        Step::SpawnPostgres { .. } => return spawn_postgres(ctx, postmaster, inbox),
         // The first apply and a reconfiguration are the same work: every part is idempotent.
-        Step::ApplySpec { .. } => return apply_spec(ctx),
-        Step::StopPostgres { mode, .. } => stop_postgres(ctx, *mode),
+        Step::ApplySpec { .. } => return apply_spec(ctx, phase),
+        Step::StopPostgres { mode, .. } => stop_postgres(ctx, postmaster, *mode),
         Step::FetchSpec { .. } => return fetch_spec(ctx),
         Step::CancelSteps | Step::StartSidecar | Step::StopSidecar | Step::Exit { .. } => {
             Err(StepError::new(
-                PhaseName::Terminating,
+                phase,
                 step.name(),
                 ErrorKind::Internal,
                 format!("{step} is not a worker step"),
@@ -120,37 +92,22 @@ fn init_pgdata(ctx: &StepCtx<'_>) -> StepResult {
     const PHASE: PhaseName = PhaseName::Init;
     const STEP: StepName = StepName::InitPgdata;
     let env = ctx.env;
-    let kind =
-        pgdata::inspect(&env.pgdata, &env.state_dir).map_err(|e| io_error(PHASE, STEP, &e))?;
-    if let PgdataKind::Foreign(why) = &kind {
-        return Err(StepError::new(
-            PHASE,
-            STEP,
-            ErrorKind::PgdataUnsafe,
-            format!(
-                "PGDATA {} is not safe to wipe: {why}; compute_ctl wipes only a directory that is absent, empty, or carries its marker file {}",
-                env.pgdata.display(),
-                pgdata::MARKER_FILE
-            ),
-        ));
-    }
+    let kind = pgdata::check_wipeable(&env.pgdata, &env.state_dir)
+        .map_err(|e| e.to_step_error(PHASE, STEP))?;
     let orphan = match kind {
-        PgdataKind::Own(_) => process::stop_orphan(&env.pgdata)
+        pgdata::PgdataKind::Own(_) => process::stop_orphan(&env.pgdata)
             .map_err(|e| StepError::new(PHASE, STEP, ErrorKind::Postgres, format!("{e:#}")))?,
-        PgdataKind::Absent | PgdataKind::Empty | PgdataKind::Foreign(_) => None,
+        // `check_wipeable` answered Foreign as an error already.
+        pgdata::PgdataKind::Absent | pgdata::PgdataKind::Empty | pgdata::PgdataKind::Foreign(_) => {
+            None
+        }
     };
     pgdata::claim(&env.state_dir, &env.pgdata).map_err(|e| io_error(PHASE, STEP, &e))?;
     pgdata::wipe_and_recreate(&env.pgdata, env.pg_user.as_ref())
         .map_err(|e| io_error(PHASE, STEP, &e))?;
-    let found = match &kind {
-        PgdataKind::Absent => "absent".to_string(),
-        PgdataKind::Empty => "empty".to_string(),
-        PgdataKind::Own(why) => format!("compute_ctl's own: {why}"),
-        PgdataKind::Foreign(why) => why.clone(),
-    };
     Ok((
         StepOutput::PgdataReady,
-        json!({ "pgdata": env.pgdata, "found": found, "orphan_postmaster_stopped": orphan }),
+        json!({ "pgdata": env.pgdata, "found": kind.to_string(), "orphan_postmaster_stopped": orphan }),
     ))
 }
 
@@ -188,32 +145,12 @@ fn cancelled(phase: PhaseName, step: StepName) -> StepError {
     )
 }
 
-/// The `postgresql.conf` of a spec: the same text at start and on every apply, so an
-/// unchanged spec reloads nothing.
-pub fn postgresql_conf(
-    env: &StepEnv,
-    spec: &ParsedSpec,
-) -> Result<String, crate::postgres::ConfigError> {
-    let mut extra: Vec<(String, String)> = Vec::new();
-    if spec
-        .spec
-        .cluster
-        .setting("unix_socket_directories")
-        .is_none()
-    {
-        extra.push((
-            "unix_socket_directories".into(),
-            env.pgdata.to_string_lossy().into_owned(),
-        ));
-    }
-    extra.extend(storage::backend(spec).settings(env, spec));
-    extra.push((settings::SPEC_HASH_SETTING.into(), spec.hash.clone()));
-    let extra: Vec<(&str, String)> = extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    crate::postgres::config::render_postgresql_conf(&spec.spec, &extra)
-}
-
 /// `spawn_postgres`: config files from the spec, then the postmaster.
-fn spawn_postgres(ctx: &StepCtx<'_>) -> Outcome {
+fn spawn_postgres(
+    ctx: &StepCtx<'_>,
+    postmaster: &Mutex<Option<Postmaster>>,
+    inbox: &SyncSender<Input>,
+) -> Outcome {
     const PHASE: PhaseName = PhaseName::Starting;
     const STEP: StepName = StepName::SpawnPostgres;
     let env = ctx.env;
@@ -221,11 +158,7 @@ fn spawn_postgres(ctx: &StepCtx<'_>) -> Outcome {
         Ok(spec) => spec,
         Err(e) => return Outcome::failed(e),
     };
-    let files = postgresql_conf(env, spec).and_then(|conf| {
-        let hba = crate::postgres::config::render_pg_hba(env.admin.role())?;
-        crate::postgres::config::write_config_files(&env.pgdata, &conf, &hba)
-    });
-    if let Err(e) = files {
+    if let Err(e) = storage::write_config_files(env, spec) {
         return Outcome::failed(StepError::new(PHASE, STEP, ErrorKind::Io, e.to_string()));
     }
     if let Err(e) = storage::backend(spec).prepare_start(env, spec) {
@@ -235,7 +168,7 @@ fn spawn_postgres(ctx: &StepCtx<'_>) -> Outcome {
     // The watch reports an exit only after this step's report reached the driver.
     let released = Arc::new((Mutex::new(false), Condvar::new()));
     let wait_for = released.clone();
-    let inbox = ctx.inbox.clone();
+    let inbox = inbox.clone();
     let on_exit = move |pid, status| {
         let (flag, cv) = &*wait_for;
         let mut done = lock(flag);
@@ -257,9 +190,10 @@ fn spawn_postgres(ctx: &StepCtx<'_>) -> Outcome {
         probe: env.admin.config(spec.port(), None),
         deadlines: env.deadlines,
     };
+    let postmaster_slot = postmaster;
     let result = process::start(request, ctx.cancel, on_exit).map(|postmaster| {
         let pid = postmaster.pid();
-        *lock(ctx.postmaster) = Some(postmaster);
+        *lock(postmaster_slot) = Some(postmaster);
         pid
     });
     Outcome {
@@ -275,8 +209,8 @@ fn spawn_postgres(ctx: &StepCtx<'_>) -> Outcome {
 
 /// `apply_spec`: settings (checked, reloaded, confirmed), then roles, databases and delta
 /// operations, unless the compute is read-only or the spec says to skip them.
-fn apply_spec(ctx: &StepCtx<'_>) -> Outcome {
-    match apply_spec_parts(ctx) {
+fn apply_spec(ctx: &StepCtx<'_>, phase: PhaseName) -> Outcome {
+    match apply_spec_parts(ctx, phase) {
         Ok((detail, pending_restart)) => Outcome::ok_with(
             StepOutput::SpecApplied,
             detail,
@@ -289,8 +223,8 @@ fn apply_spec(ctx: &StepCtx<'_>) -> Outcome {
 /// The work of `apply_spec`: its journal detail and the settings that wait for a restart.
 fn apply_spec_parts(
     ctx: &StepCtx<'_>,
+    phase: PhaseName,
 ) -> Result<(serde_json::Value, Vec<settings::PendingRestart>), StepError> {
-    let phase = PhaseName::Configuring;
     const STEP: StepName = StepName::ApplySpec;
     let env = ctx.env;
     let spec = ctx.spec(phase, STEP)?;
@@ -307,7 +241,7 @@ fn apply_spec_parts(
     let _interrupt = ctx.cancel.on_cancel(move || {
         std::thread::spawn(move || statement.cancel_query(postgres::NoTls));
     });
-    let conf = postgresql_conf(env, spec)
+    let conf = storage::postgresql_conf(env, spec)
         .map_err(|e| StepError::new(phase, STEP, ErrorKind::ConfigRefused, e.to_string()))?;
     let target = SettingsTarget {
         pgdata: &env.pgdata,
@@ -342,8 +276,12 @@ fn apply_spec_parts(
 }
 
 /// `stop_postgres`: stop the postmaster if one runs; report its last checkpoint LSN.
-fn stop_postgres(ctx: &StepCtx<'_>, mode: ShutdownMode) -> StepResult {
-    let postmaster = lock(ctx.postmaster).take();
+fn stop_postgres(
+    ctx: &StepCtx<'_>,
+    postmaster: &Mutex<Option<Postmaster>>,
+    mode: ShutdownMode,
+) -> StepResult {
+    let postmaster = lock(postmaster).take();
     let Some(postmaster) = postmaster else {
         return Ok((
             StepOutput::PostgresStopped { lsn: None },
@@ -361,6 +299,21 @@ fn stop_postgres(ctx: &StepCtx<'_>, mode: ShutdownMode) -> StepResult {
     ))
 }
 
+/// `fetch_spec`: the control plane's answer; a spec it serves is admitted like any other, and
+/// one that is not admitted is a retryable failure (the control plane may correct it).
 fn fetch_spec(ctx: &StepCtx<'_>) -> Outcome {
-    crate::control_plane::fetch_step(ctx)
+    match crate::control_plane::fetch(ctx.env) {
+        Ok(fetched) => {
+            let detail = fetched.detail;
+            match fetched.spec {
+                None => Outcome::ok(StepOutput::SpecFetched { found: false }, detail),
+                Some(spec) => Outcome::ok_with(
+                    StepOutput::SpecFetched { found: true },
+                    detail,
+                    StepExtra::Fetched(Box::new(spec)),
+                ),
+            }
+        }
+        Err(error) => Outcome::failed(error),
+    }
 }

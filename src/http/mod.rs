@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use states::ShutdownMode;
+use states::{ShutdownMode, SpecAnswer};
 use tiny_http::{Header, Method, Request, Response, Server};
 
-use crate::input::{ApiCall, ApiReply, ApiRequest, Input};
-use crate::spec::{ParsedSpec, SettingsCheck, SpecError};
+use crate::input::{ApiAnswer, ApiCall, ApiRequest, Input};
+use crate::spec::{SpecAdmission, SpecErrors};
 use crate::view::Published;
 
 /// The largest request body accepted (413 beyond).
@@ -42,8 +42,8 @@ pub struct Api {
     pub published: Arc<Published>,
     pub inbox: SyncSender<Input>,
     pub state_dir: PathBuf,
-    /// Checks a parsed spec against the Postgres binary (setting names, libraries).
-    pub check_settings: SettingsCheck,
+    /// Parses and checks a spec (form rules, the Postgres binary's settings and libraries).
+    pub admission: SpecAdmission,
     pub auth: Option<crate::auth::Verifier>,
     /// Requests handed to the driver and not yet answered: the process waits for them before
     /// it exits, so `POST /terminate` gets its answer.
@@ -65,7 +65,7 @@ impl Api {
         published: Arc<Published>,
         inbox: SyncSender<Input>,
         state_dir: PathBuf,
-        check_settings: SettingsCheck,
+        admission: SpecAdmission,
         auth: Option<crate::auth::Verifier>,
     ) -> Arc<Api> {
         let fsm_json = serde_json::to_string(&states::table::table()).unwrap_or_default();
@@ -73,7 +73,7 @@ impl Api {
             published,
             inbox,
             state_dir,
-            check_settings,
+            admission,
             auth,
             in_flight: AtomicUsize::new(0),
             next_request: AtomicU64::new(1),
@@ -172,41 +172,24 @@ fn route(
         (Method::Get, "/metrics") => Reply::text(200, metrics(&api.published.view())),
         (Method::Get, "/fsm") => Reply::raw_json(200, api.fsm_json.clone()),
         (Method::Get, "/journal") => journal(api, query),
-        (Method::Post, "/spec") => match read_spec(request) {
-            Ok(spec) => match check(api, spec) {
-                Ok(spec) => {
-                    let if_match = match header(request, "If-Match") {
-                        None => None,
-                        Some(value) => match value.trim().trim_matches('"').parse::<u64>() {
-                            Ok(generation) => Some(generation),
-                            Err(_) => {
-                                return Reply::error(
-                                    400,
-                                    format!("If-Match {value:?} is not a generation number"),
-                                )
-                            }
-                        },
-                    };
-                    api.call(
-                        ApiRequest::PostSpec { spec, if_match },
-                        request_id,
-                        DRIVER_ANSWER_TIMEOUT,
-                    )
-                }
-                Err(reply) => reply,
-            },
-            Err(reply) => reply,
-        },
+        (Method::Post, "/spec") => post_spec(api, request, request_id),
         (Method::Post, "/terminate") => match terminate_mode(query) {
-            Ok(mode) => api.call(
-                ApiRequest::Terminate { mode },
-                request_id,
-                WAITING_ANSWER_TIMEOUT,
-            ),
+            Ok(mode) => {
+                let request = ApiRequest::Terminate { mode };
+                match api.call(request, request_id, WAITING_ANSWER_TIMEOUT) {
+                    Ok(ApiAnswer::Terminated { lsn }) => Reply::json(200, &json!({ "lsn": lsn })),
+                    Ok(other) => answer_reply(other),
+                    Err(reply) => reply,
+                }
+            }
             Err(reply) => reply,
         },
         (Method::Post, "/recover") => {
-            api.call(ApiRequest::Recover, request_id, DRIVER_ANSWER_TIMEOUT)
+            match api.call(ApiRequest::Recover, request_id, DRIVER_ANSWER_TIMEOUT) {
+                Ok(ApiAnswer::Recovering { phase }) => Reply::json(200, &json!({ "phase": phase })),
+                Ok(other) => answer_reply(other),
+                Err(reply) => reply,
+            }
         }
         (Method::Get, "/status") => Reply::json(200, &neon::status_body(&api.published.view())),
         (Method::Get, "/metrics.json") => {
@@ -231,8 +214,14 @@ impl Api {
         format!("cc-{wall:x}-{}-{n}", std::process::id())
     }
 
-    /// Hands `request` to the driver and waits for its answer.
-    pub(crate) fn call(&self, request: ApiRequest, request_id: &str, timeout: Duration) -> Reply {
+    /// Hands `request` to the driver and waits for its answer; `Err` is the reply when none
+    /// comes.
+    pub(crate) fn call(
+        &self,
+        request: ApiRequest,
+        request_id: &str,
+        timeout: Duration,
+    ) -> Result<ApiAnswer, Reply> {
         let (reply, answer) = mpsc::channel();
         let call = ApiCall {
             request_id: request_id.to_string(),
@@ -241,15 +230,16 @@ impl Api {
         };
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let result = if self.inbox.send(Input::Api(call)).is_err() {
-            Reply::error(503, "compute_ctl is shutting down")
+            Err(Reply::error(503, "compute_ctl is shutting down"))
         } else {
             match answer.recv_timeout(timeout) {
-                Ok(answer) => Reply::from_api(answer),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    Reply::error(504, format!("no answer from the driver within {timeout:?}"))
-                }
+                Ok(answer) => Ok(answer),
+                Err(mpsc::RecvTimeoutError::Timeout) => Err(Reply::error(
+                    504,
+                    format!("no answer from the driver within {timeout:?}"),
+                )),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    Reply::error(503, "compute_ctl is shutting down")
+                    Err(Reply::error(503, "compute_ctl is shutting down"))
                 }
             }
         };
@@ -316,28 +306,64 @@ pub(crate) fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
     Ok(body)
 }
 
-fn read_spec(request: &mut Request) -> Result<ParsedSpec, Reply> {
-    let body = read_body(request)?;
-    crate::spec::parse(&body).map_err(|errors| spec_errors(&errors))
-}
-
-/// The form check passed; now the names against the Postgres binary.
-pub(crate) fn check(api: &Api, spec: ParsedSpec) -> Result<Arc<ParsedSpec>, Reply> {
-    let errors = (api.check_settings)(&spec);
-    if errors.is_empty() {
-        Ok(Arc::new(spec))
-    } else {
-        Err(spec_errors(&errors))
+/// `POST /spec`: admitted here, offered to the driver, its answer as a status code.
+fn post_spec(api: &Api, request: &mut Request, request_id: &str) -> Reply {
+    let body = match read_body(request) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    let spec = match api.admission.admit(&body) {
+        Ok(admitted) => Arc::new(admitted.spec),
+        Err(errors) => return spec_errors(&errors),
+    };
+    let if_match = match header(request, "If-Match") {
+        None => None,
+        Some(value) => match value.trim().trim_matches('"').parse::<u64>() {
+            Ok(generation) => Some(generation),
+            Err(_) => {
+                return Reply::error(
+                    400,
+                    format!("If-Match {value:?} is not a generation number"),
+                )
+            }
+        },
+    };
+    let request = ApiRequest::PostSpec { spec, if_match };
+    match api.call(request, request_id, DRIVER_ANSWER_TIMEOUT) {
+        Ok(answer) => answer_reply(answer),
+        Err(reply) => reply,
     }
 }
 
-/// 400 with `{"error", "path", "errors": [...]}`: the first error, and all of them.
-pub(crate) fn spec_errors(errors: &[SpecError]) -> Reply {
-    let first = errors.first();
+/// Our API's status codes for the driver's answers: 202 a new generation (or a retried
+/// request's), 200 identical, 409 refused by the phase, 503 nothing durable.
+fn answer_reply(answer: ApiAnswer) -> Reply {
+    let accepted = |status, generation, seq| {
+        Reply::json(status, &json!({ "generation": generation, "seq": seq }))
+    };
+    match answer {
+        ApiAnswer::Spec(SpecAnswer::Accepted { generation, seq })
+        | ApiAnswer::Spec(SpecAnswer::Repeated { generation, seq }) => {
+            accepted(202, generation, seq)
+        }
+        ApiAnswer::Spec(SpecAnswer::Identical { generation, seq }) => {
+            accepted(200, generation, seq)
+        }
+        ApiAnswer::Refused(rejection) => Reply::error(409, rejection.to_string()),
+        ApiAnswer::NotDurable { message } => Reply::error(503, message),
+        ApiAnswer::Terminated { lsn } => Reply::json(200, &json!({ "lsn": lsn })),
+        ApiAnswer::Recovering { phase } => Reply::json(200, &json!({ "phase": phase })),
+        ApiAnswer::Configured(view) => Reply::json(200, &neon::status_body(&view)),
+        ApiAnswer::ConfigureFailed { message } => Reply::error(500, message),
+    }
+}
+
+/// 400 with `{"error", "path", "errors": [...]}`: every error, the first's path, and each.
+pub(crate) fn spec_errors(errors: &SpecErrors) -> Reply {
     let body = json!({
-        "error": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "),
-        "path": first.map(|e| e.path.clone()),
-        "errors": errors.iter().map(|e| json!({ "path": e.path, "message": e.message })).collect::<Vec<_>>(),
+        "error": errors.to_string(),
+        "path": errors.first_path(),
+        "errors": errors.0.iter().map(|e| json!({ "path": e.path, "message": e.message })).collect::<Vec<_>>(),
     });
     Reply::json(400, &body)
 }
@@ -513,10 +539,6 @@ impl Reply {
 
     pub fn error(status: u16, message: impl Into<String>) -> Reply {
         Reply::json(status, &json!({ "error": message.into() }))
-    }
-
-    fn from_api(answer: ApiReply) -> Reply {
-        Reply::json(answer.status, &answer.body)
     }
 }
 

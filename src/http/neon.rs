@@ -2,11 +2,13 @@
 //! and test clients can drive compute_ctl unchanged: `GET /status`, `POST /configure`,
 //! `GET /metrics.json`.
 
+use std::sync::Arc;
+
 use serde_json::json;
 use tiny_http::Request;
 
-use super::{check, read_body, spec_errors, Api, Reply, WAITING_ANSWER_TIMEOUT};
-use crate::input::ApiRequest;
+use super::{read_body, Api, Reply, WAITING_ANSWER_TIMEOUT};
+use crate::input::{ApiAnswer, ApiRequest};
 use crate::view::StateView;
 
 /// `GET /status`: `{"start_time", "tenant", "timeline", "status", "last_active", "error"}`.
@@ -42,39 +44,42 @@ pub fn metrics_body(view: &StateView) -> serde_json::Value {
 }
 
 /// `POST /configure`: `{"spec": …, "compute_ctl_config": …}`; answers once the compute runs
-/// the spec (200, the `/status` body) or failed (500).
+/// the spec (200, the `/status` body) or failed (500); 412 in a phase that takes no spec.
+/// Neon's errors are `{"error": "…"}` only.
 pub fn configure(api: &Api, request: &mut Request, request_id: &str) -> Reply {
     let body = match read_body(request) {
         Ok(body) => body,
         Err(reply) => return reply,
     };
-    let spec = match crate::spec::parse_received(&body) {
-        Ok((spec, true)) => spec,
-        Ok((_, false)) => {
+    let spec = match api.admission.admit(&body) {
+        Ok(admitted) if admitted.envelope => Arc::new(admitted.spec),
+        Ok(_) => {
             return Reply::error(
                 400,
                 "the body must be {\"spec\": …, \"compute_ctl_config\": …}, not a bare spec",
             )
         }
-        Err(errors) => {
-            let reply = spec_errors(&errors);
-            return Reply::error(400, reply_message(&reply));
-        }
+        Err(errors) => return Reply::error(400, errors.to_string()),
     };
-    match check(api, spec) {
-        Ok(spec) => api.call(
-            ApiRequest::Configure { spec },
-            request_id,
-            WAITING_ANSWER_TIMEOUT,
+    let answer = match api.call(
+        ApiRequest::Configure { spec },
+        request_id,
+        WAITING_ANSWER_TIMEOUT,
+    ) {
+        Ok(answer) => answer,
+        Err(reply) => return reply,
+    };
+    match answer {
+        ApiAnswer::Configured(view) => Reply::json(200, &status_body(&view)),
+        ApiAnswer::ConfigureFailed { message } | ApiAnswer::NotDurable { message } => {
+            Reply::error(500, message)
+        }
+        ApiAnswer::Refused(rejection) => Reply::error(412, rejection.to_string()),
+        other @ (ApiAnswer::Spec(_)
+        | ApiAnswer::Terminated { .. }
+        | ApiAnswer::Recovering { .. }) => Reply::error(
+            500,
+            format!("the driver answered {other:?} to /configure (a defect)"),
         ),
-        Err(reply) => Reply::error(400, reply_message(&reply)),
     }
-}
-
-/// Neon's errors are `{"error": "…"}` only.
-fn reply_message(reply: &Reply) -> String {
-    serde_json::from_str::<serde_json::Value>(&reply.body)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_string))
-        .unwrap_or_else(|| reply.body.clone())
 }

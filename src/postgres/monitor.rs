@@ -1,14 +1,12 @@
 //! The activity monitor: every `--monitor-interval` it asks the running Postgres whether anyone
 //! is active (a client backend not idle, a walsender, a subscription or autovacuum worker) and
-//! tells the driver, which shows it as `last_active`.
+//! reports it through a callback (the driver shows it as `last_active`).
 
-use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::clock::Clock;
-use crate::executor::cancel::lock;
-use crate::input::Input;
+use crate::sync::lock;
 
 /// Counts the sessions that make the compute active; compute_ctl's own do not.
 const ACTIVITY_QUERY: &str = "SELECT count(*) FROM pg_stat_activity \
@@ -23,16 +21,18 @@ pub struct Monitor {
 }
 
 impl Monitor {
+    /// Starts the monitor thread; `on_active` gets the wall time (ms) of each check that saw
+    /// activity, and must not block.
     pub fn start(
         interval: Duration,
-        inbox: SyncSender<Input>,
+        on_active: impl Fn(u64) + Send + 'static,
         clock: Clock,
     ) -> anyhow::Result<Monitor> {
         let target: Arc<Mutex<Option<postgres::Config>>> = Arc::new(Mutex::new(None));
         let watched = target.clone();
         std::thread::Builder::new()
             .name("monitor".into())
-            .spawn(move || watch_loop(interval, &watched, &inbox, clock))?;
+            .spawn(move || watch_loop(interval, &watched, &on_active, clock))?;
         Ok(Monitor { target })
     }
 
@@ -45,7 +45,7 @@ impl Monitor {
 fn watch_loop(
     interval: Duration,
     target: &Mutex<Option<postgres::Config>>,
-    inbox: &SyncSender<Input>,
+    on_active: &dyn Fn(u64),
     clock: Clock,
 ) {
     let mut client: Option<(postgres::Client, postgres::Config)> = None;
@@ -70,14 +70,8 @@ fn watch_loop(
         match connection.query_one(ACTIVITY_QUERY, &[]) {
             Ok(row) => {
                 let active: i64 = row.get(0);
-                if active > 0
-                    && inbox
-                        .try_send(Input::Activity {
-                            wall_ms: clock.now().wall_ms,
-                        })
-                        .is_err()
-                {
-                    log::debug!("the driver's inbox is full; activity not reported");
+                if active > 0 {
+                    on_active(clock.now().wall_ms);
                 }
             }
             Err(e) => {

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use states::{ErrorKind, ExitStatus, Lsn, PhaseName, ShutdownMode, StepError, StepName};
 
-use crate::executor::cancel::{lock, CancelToken};
 use crate::pg_user::{run_as, PgUser};
 use crate::subprocess::ChildHandle;
+use crate::sync::{lock, CancelToken};
 
 /// Environment variables that are ours, not Postgres's: `NOTIFY_SOCKET` would let Postgres
 /// talk to systemd in our name; the tokens are secrets Postgres has no use for.

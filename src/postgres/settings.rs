@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use states::{ErrorKind, PhaseName, StepError, StepName};
 
 use crate::durable::{write_atomic_owned, Persistence};
-use crate::executor::cancel::CancelToken;
 use crate::pg_user::{run_as, PgUser};
 use crate::postgres::process::{clean_env, Binaries};
+use crate::sync::CancelToken;
 
 /// The setting that carries the spec hash, read back to confirm a reload.
 pub const SPEC_HASH_SETTING: &str = "compute_ctl.spec_hash";

@@ -4,15 +4,17 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::path::under;
-use super::SettingCatalog;
+use std::sync::Arc;
+
+use super::{SettingCatalog, SpecAdmission, SpecFileError};
+use crate::exit::ExitCode;
 
 /// The spec is valid.
-pub const CHECK_OK: i32 = 0;
-/// `-b` names no usable Postgres binary (a bad command line, as the contract's code 2).
-pub const CHECK_BAD_BINARY: i32 = 2;
-/// The spec is invalid, or the file cannot be read (the contract's "bad spec file").
-pub const CHECK_INVALID: i32 = 3;
+const CHECK_OK: ExitCode = ExitCode::Terminated;
+/// `-b` names no usable Postgres binary (a bad command line).
+const CHECK_BAD_BINARY: ExitCode = ExitCode::BadCommandLine;
+/// The spec is invalid, or the file cannot be read (a bad spec file).
+const CHECK_INVALID: ExitCode = ExitCode::BadSpecFile;
 
 /// Checks the spec in `path` and returns the process exit code: 0 after printing
 /// `ok: <hash> (<storage>)` on `out`; 3 after printing each error as `<path>: <reason>` (or
@@ -24,44 +26,30 @@ pub fn check_file(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
-    // Output errors are not worth a different exit code: the code says it all.
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            let _ = writeln!(err, "{}: cannot read: {error}", path.display());
-            return CHECK_INVALID;
-        }
-    };
-    let (parsed, envelope) = match super::parse_received(&bytes) {
-        Ok(parsed) => parsed,
-        Err(errors) => {
-            for error in errors {
-                let _ = writeln!(err, "{error}");
-            }
-            return CHECK_INVALID;
-        }
-    };
-    if let Some(postgres_bin) = postgres_bin {
-        let catalog = match SettingCatalog::load(postgres_bin) {
-            Ok(catalog) => catalog,
+    let admission = match postgres_bin {
+        Some(postgres_bin) => match SettingCatalog::load(postgres_bin) {
+            Ok(catalog) => SpecAdmission::new(Arc::new(catalog)),
             Err(error) => {
                 let _ = writeln!(err, "{error:#}");
-                return CHECK_BAD_BINARY;
+                return CHECK_BAD_BINARY.code();
             }
-        };
-        let errors = catalog.check(&parsed.spec);
-        if !errors.is_empty() {
-            for error in errors {
-                let path = if envelope {
-                    under(super::parse::ENVELOPE_SPEC_KEY, &error.path)
-                } else {
-                    error.path
-                };
-                let _ = writeln!(err, "{path}: {}", error.message);
-            }
-            return CHECK_INVALID;
+        },
+        None => SpecAdmission::form_only(),
+    };
+    // Output errors are not worth a different exit code: the code says it all.
+    let parsed = match admission.admit_file(path) {
+        Ok(admitted) => admitted.spec,
+        Err(SpecFileError::Unreadable { path, error }) => {
+            let _ = writeln!(err, "{path}: cannot read: {error}");
+            return CHECK_INVALID.code();
         }
-    }
+        Err(SpecFileError::Invalid { errors, .. }) => {
+            for error in errors.0 {
+                let _ = writeln!(err, "{error}");
+            }
+            return CHECK_INVALID.code();
+        }
+    };
     let _ = writeln!(out, "ok: {} ({})", parsed.hash, parsed.storage);
-    CHECK_OK
+    CHECK_OK.code()
 }

@@ -8,6 +8,7 @@
 //! - `storage`: where the data comes from (Neon, an upstream server, or a fresh initdb);
 //! - `hash`: the canonical JSON a spec is stored and identified by;
 //! - `catalog`: the Postgres binary's own settings and libraries;
+//! - `admission`: the one door for a spec from outside: parse, form rules, catalog, every error;
 //! - `check`: `compute_ctl spec check FILE`.
 //!
 //! Paths in errors: `cluster.roles[2].name`; `.` is the document itself. When the spec came
@@ -15,6 +16,7 @@
 //! about the JSON text (syntax, duplicate keys) carry serde_json's "at line L column C", as the
 //! path alone may not find the spot; errors about the spec's content carry only the path.
 
+mod admission;
 mod catalog;
 mod check;
 mod hash;
@@ -28,6 +30,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub use admission::{Admitted, SpecAdmission, SpecErrors, SpecFileError};
 pub use catalog::SettingCatalog;
 pub use check::check_file;
 pub use storage::Storage;
@@ -134,7 +137,8 @@ pub fn parse(bytes: &[u8]) -> Result<ParsedSpec, Vec<SpecError>> {
     parse_received(bytes).map(|(parsed, _)| parsed)
 }
 
-/// `parse`, and whether the spec came in Neon's envelope.
+/// `parse`, and whether the spec came in Neon's envelope (`SpecAdmission` adds the binary's
+/// checks).
 pub(crate) fn parse_received(bytes: &[u8]) -> Result<(ParsedSpec, bool), Vec<SpecError>> {
     let value = parse::read_json(bytes).map_err(|error| vec![error])?;
     let received = parse::split_envelope(value).map_err(|error| vec![error])?;
@@ -177,22 +181,6 @@ pub(crate) fn parse_received(bytes: &[u8]) -> Result<(ParsedSpec, bool), Vec<Spe
         received.envelope,
     ))
 }
-
-/// Reads and parses a spec file (`-S`, SIGHUP); the error names the file and every problem.
-pub fn load_file(path: &std::path::Path) -> Result<ParsedSpec, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse(&bytes).map_err(|errors| {
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
-}
-
-/// Checks a form-valid spec against the Postgres binary (setting names, libraries): the same
-/// check for `-S`, SIGHUP, `POST /spec` and the control plane's spec.
-pub type SettingsCheck = std::sync::Arc<dyn Fn(&ParsedSpec) -> Vec<SpecError> + Send + Sync>;
 
 #[cfg(test)]
 mod tests {

@@ -7,10 +7,10 @@ use serde_json::json;
 use states::{ErrorKind, Lsn, PhaseName, StepError, StepName};
 
 use super::{StorageBackend, Synced};
-use crate::executor::{StepCtx, StepEnv};
 use crate::pg_user::run_as;
 use crate::postgres::process::clean_env;
 use crate::spec::ParsedSpec;
+use crate::step_env::{StepCtx, StepEnv};
 use crate::subprocess::{self, RunError};
 
 /// `initdb`.

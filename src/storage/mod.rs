@@ -9,8 +9,8 @@ pub mod wire;
 
 use states::{Lsn, StepError};
 
-use crate::executor::{StepCtx, StepEnv};
 use crate::spec::{ParsedSpec, Storage};
+use crate::step_env::{StepCtx, StepEnv};
 
 /// What `sync_safekeepers` found.
 #[derive(Debug)]
@@ -48,6 +48,44 @@ pub(crate) fn write_pgdata_file(env: &StepEnv, name: &str, bytes: &[u8]) -> anyh
     let owner = env.pg_user.as_ref().map(crate::pg_user::PgUser::ids);
     write_atomic_owned(&path, bytes, owner, Persistence::Rebuilt)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// The `postgresql.conf` a spec runs with on its storage: the spec's settings, then the
+/// socket directory, the storage's settings and the spec hash. The same text at start and on
+/// every apply, so an unchanged spec reloads nothing.
+pub fn postgresql_conf(
+    env: &StepEnv,
+    spec: &ParsedSpec,
+) -> Result<String, crate::postgres::ConfigError> {
+    let mut extra: Vec<(String, String)> = Vec::new();
+    if spec
+        .spec
+        .cluster
+        .setting("unix_socket_directories")
+        .is_none()
+    {
+        extra.push((
+            "unix_socket_directories".into(),
+            env.pgdata.to_string_lossy().into_owned(),
+        ));
+    }
+    extra.extend(backend(spec).settings(env, spec));
+    extra.push((
+        crate::postgres::settings::SPEC_HASH_SETTING.into(),
+        spec.hash.clone(),
+    ));
+    let extra: Vec<(&str, String)> = extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    crate::postgres::config::render_postgresql_conf(&spec.spec, &extra)
+}
+
+/// Writes `postgresql.conf` and `pg_hba.conf` for `spec` into PGDATA.
+pub fn write_config_files(
+    env: &StepEnv,
+    spec: &ParsedSpec,
+) -> Result<(), crate::postgres::ConfigError> {
+    let conf = postgresql_conf(env, spec)?;
+    let hba = crate::postgres::config::render_pg_hba(env.admin.role())?;
+    crate::postgres::config::write_config_files(&env.pgdata, &conf, &hba)
 }
 
 /// The backend `spec` selects.

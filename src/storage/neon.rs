@@ -36,14 +36,13 @@ use states::{ErrorKind, Lsn, PhaseName, StepError, StepName};
 
 use super::wire::{self, ConnectOptions, WireError};
 use super::{StorageBackend, Synced};
-use crate::executor::cancel::CancelToken;
-use crate::executor::{Progress, StepCtx, StepEnv};
 use crate::pg_user::{run_as, PgUser};
-use crate::pgdata::{self, PgdataKind};
-use crate::postgres::config::{render_pg_hba, render_postgresql_conf, write_config_files};
+use crate::pgdata;
 use crate::postgres::process::clean_env;
 use crate::spec::{ComputeMode, ParsedSpec, Storage};
+use crate::step_env::{Progress, StepCtx, StepEnv};
 use crate::subprocess::{self, Finished, RunError};
+use crate::sync::CancelToken;
 
 /// How long `postgres --sync-safekeepers` may run: it waits for a quorum of safekeepers,
 /// which may be down; past this the attempt fails (and is retried).
@@ -178,20 +177,12 @@ impl StorageBackend for Neon {
         let error = |kind, message: String| StepError::new(PHASE, STEP, kind, message);
 
         // The walproposer reads the safekeepers, tenant and timeline from postgresql.conf.
-        let extra = self.settings(env, spec);
-        let extra: Vec<(&str, String)> =
-            extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-        render_postgresql_conf(&spec.spec, &extra)
-            .and_then(|conf| {
-                let hba = render_pg_hba(env.admin.role())?;
-                write_config_files(&env.pgdata, &conf, &hba)
-            })
-            .map_err(|e| {
-                error(
-                    ErrorKind::Io,
-                    format!("cannot write the configuration for the safekeeper sync: {e}"),
-                )
-            })?;
+        super::write_config_files(env, spec).map_err(|e| {
+            error(
+                ErrorKind::Io,
+                format!("cannot write the configuration for the safekeeper sync: {e}"),
+            )
+        })?;
 
         let mut command = Command::new(&env.binaries.postgres);
         command.arg("--sync-safekeepers").current_dir(&env.pgdata);
@@ -277,19 +268,8 @@ impl StorageBackend for Neon {
 
         // An earlier attempt may have left half an archive (and sync_safekeepers its config
         // files): every attempt starts from an empty PGDATA. It is ours: init claimed it.
-        match pgdata::inspect(&env.pgdata, &env.state_dir) {
-            Ok(PgdataKind::Own(_) | PgdataKind::Empty | PgdataKind::Absent) => {}
-            Ok(PgdataKind::Foreign(why)) => {
-                return Err(error(
-                    ErrorKind::PgdataUnsafe,
-                    format!(
-                        "PGDATA {} is not safe to wipe before the base backup: {why}",
-                        env.pgdata.display()
-                    ),
-                ))
-            }
-            Err(e) => return Err(error(ErrorKind::Io, format!("{e:#}"))),
-        }
+        pgdata::check_wipeable(&env.pgdata, &env.state_dir)
+            .map_err(|e| e.to_step_error(PHASE, STEP))?;
         pgdata::wipe_and_recreate(&env.pgdata, env.pg_user.as_ref())
             .map_err(|e| error(ErrorKind::Io, format!("{e:#}")))?;
 

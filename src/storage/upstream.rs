@@ -40,13 +40,13 @@ use serde_json::json;
 use states::{ErrorKind, Lsn, PhaseName, StepError, StepName};
 
 use super::{StorageBackend, Synced};
-use crate::executor::cancel::CancelToken;
-use crate::executor::{Progress, StepCtx, StepEnv};
 use crate::pg_user::{run_as, PgUser};
 use crate::pgdata;
 use crate::postgres::process::clean_env;
 use crate::spec::{ComputeMode, ParsedSpec, Storage};
+use crate::step_env::{Progress, StepCtx, StepEnv};
 use crate::subprocess::{self, Finished, RunError};
+use crate::sync::CancelToken;
 
 /// The password file for the standby's WAL receiver, inside PGDATA.
 pub const PASSFILE: &str = "compute_ctl.upstream.pgpass";
@@ -597,13 +597,10 @@ fn empty_pgdata(pgdata: &Path, state_dir: &Path, owner: Option<&PgUser>) -> Resu
     if !has_entries {
         return Ok(false);
     }
-    let kind = pgdata::inspect(pgdata, state_dir).map_err(Emptying::Io)?;
-    if let pgdata::PgdataKind::Foreign(why) = kind {
-        return Err(Emptying::Foreign(format!(
-            "PGDATA {} is not safe to wipe before the base backup: {why}",
-            pgdata.display()
-        )));
-    }
+    pgdata::check_wipeable(pgdata, state_dir).map_err(|e| match e {
+        pgdata::WipeRefused::Foreign { .. } => Emptying::Foreign(e.to_string()),
+        pgdata::WipeRefused::Uninspectable(e) => Emptying::Io(e),
+    })?;
     pgdata::wipe_and_recreate(pgdata, owner).map_err(Emptying::Io)?;
     Ok(true)
 }

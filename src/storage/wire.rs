@@ -20,7 +20,7 @@ use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM
 use postgres_protocol::message::backend::{ErrorFields, Header, Message};
 use postgres_protocol::message::frontend;
 
-use crate::executor::cancel::{CancelToken, HookGuard};
+use crate::sync::{CancelToken, HookGuard};
 
 /// The largest backend message accepted: COPY data arrives in chunks far below this, so a
 /// bigger length is a broken or hostile server, not data.

@@ -122,6 +122,12 @@ impl fmt::Display for ErrorKind {
 pub enum Rejection {
     /// `terminating` and `terminated` take no new spec.
     TakesNoSpec { phase: PhaseName },
+    /// `If-Match` names a generation other than the desired one.
+    GenerationMismatch {
+        phase: PhaseName,
+        expected: u64,
+        desired: u64,
+    },
     /// `recover` is only for `failed`.
     NotFailed { phase: PhaseName },
     /// A step started or finished that is not the one this phase waits for (a cancelled
@@ -139,6 +145,12 @@ impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rejection::TakesNoSpec { phase } => write!(f, "phase {phase} takes no new spec"),
+            Rejection::GenerationMismatch {
+                expected, desired, ..
+            } => write!(
+                f,
+                "If-Match names generation {expected}, but the desired generation is {desired}"
+            ),
             Rejection::NotFailed { phase } => {
                 write!(f, "recover applies only in phase failed, not in {phase}")
             }

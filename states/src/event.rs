@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::admission::SpecOffer;
 use crate::error::StepError;
 use crate::spec_ref::SpecRef;
 use crate::step::{ShutdownMode, StepId, StepOutput};
@@ -13,9 +14,14 @@ use crate::step::{ShutdownMode, StepId, StepOutput};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    /// A spec was durably accepted (stored and journaled) and is now the desired one.
+    /// Someone offers a spec (`POST /spec`, `/configure`, `-S`, SIGHUP, the control plane):
+    /// admission decides whether it becomes desired, and the answer goes in `Next::answer`.
+    SpecOffered { offer: SpecOffer },
+    /// A spec is the desired one: an offer admitted, or the journal's desired spec at start.
+    /// The driver makes it durable before anyone sees the phase it leads to.
     SpecAccepted { spec: SpecRef },
-    /// The executor was handed the worker step `id` (its `step_started` record is durable).
+    /// The worker began step `id` (its `step_started` record was made durable when it was
+    /// handed over, before it could begin).
     StepStarted { id: StepId },
     /// The worker step `id` ended.
     StepFinished {
@@ -35,6 +41,7 @@ pub enum Event {
 impl Event {
     pub fn name(&self) -> EventName {
         match self {
+            Event::SpecOffered { .. } => EventName::SpecOffered,
             Event::SpecAccepted { .. } => EventName::SpecAccepted,
             Event::StepStarted { .. } => EventName::StepStarted,
             Event::StepFinished { result: Ok(_), .. } => EventName::StepSucceeded,
@@ -52,6 +59,7 @@ impl Event {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventName {
+    SpecOffered,
     SpecAccepted,
     StepStarted,
     StepSucceeded,
@@ -63,7 +71,8 @@ pub enum EventName {
 }
 
 impl EventName {
-    pub const ALL: [EventName; 8] = [
+    pub const ALL: [EventName; 9] = [
+        EventName::SpecOffered,
         EventName::SpecAccepted,
         EventName::StepStarted,
         EventName::StepSucceeded,
@@ -76,6 +85,7 @@ impl EventName {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            EventName::SpecOffered => "spec_offered",
             EventName::SpecAccepted => "spec_accepted",
             EventName::StepStarted => "step_started",
             EventName::StepSucceeded => "step_succeeded",

@@ -4,6 +4,7 @@
 //! The driver in the `compute_ctl` crate owns the one `Phase` of a process and feeds it
 //! `Event`s; each answer is a `Next` (the next phase and the steps to run) or a `Rejected`.
 
+pub mod admission;
 pub mod error;
 pub mod event;
 pub mod lsn;
@@ -13,6 +14,9 @@ pub mod step;
 pub mod table;
 pub mod time;
 
+pub use admission::{
+    AcceptedAt, Recalled, RequestLog, SpecAnswer, SpecOffer, REQUESTS_REMEMBERED_MAX,
+};
 pub use error::{ErrorKind, Rejection, StepError};
 pub use event::{Event, EventName, ExitStatus};
 pub use lsn::Lsn;

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::admission::SpecOffer;
 use crate::error::{ErrorKind, StepError};
 use crate::event::{Event, EventName, ExitStatus};
 use crate::lsn::Lsn;
@@ -41,6 +42,8 @@ pub struct Cell {
     pub to: Option<PhaseName>,
     pub attempt: Option<u32>,
     pub steps: Vec<String>,
+    /// What an offered spec's sender is told.
+    pub answer: Option<String>,
     pub rejection: Option<String>,
 }
 
@@ -64,7 +67,7 @@ fn step_error(phase: PhaseName, step: StepName, kind: ErrorKind) -> StepError {
 
 /// Drives the machine from boot through `events`, each of which must be accepted.
 fn drive(fetch_spec: bool, events: Vec<Event>) -> Phase {
-    let mut phase = Phase::boot(Policy::default(), fetch_spec).phase;
+    let mut phase = Phase::boot(Policy::default(), fetch_spec, Default::default()).phase;
     for event in events {
         let in_flight = phase.in_flight();
         let event = match event {
@@ -266,6 +269,27 @@ pub fn events_for(phase: &Phase) -> Vec<EventSample> {
             })
         };
         match event_name {
+            EventName::SpecOffered => {
+                let offer = |hash: String, if_match| Event::SpecOffered {
+                    offer: SpecOffer {
+                        hash,
+                        if_match,
+                        request_id: Some("r-new".into()),
+                        seq: 100,
+                    },
+                };
+                add(
+                    "spec_offered (new)",
+                    offer(spec(desired + 1).hash, None),
+                    T0,
+                );
+                if desired > 0 {
+                    let same = offer(spec(desired).hash, None);
+                    add("spec_offered (identical)", same, T0);
+                }
+                let stale = offer(spec(desired + 1).hash, Some(desired + 7));
+                add("spec_offered (stale If-Match)", stale, T0);
+            }
             EventName::SpecAccepted => add(
                 "spec_accepted",
                 Event::SpecAccepted {
@@ -338,6 +362,7 @@ pub fn matrix() -> Vec<Cell> {
                         to: Some(next.phase.name()),
                         attempt: Some(next.phase.attempt()),
                         steps: next.steps.iter().map(Step::to_string).collect(),
+                        answer: next.answer.map(|a| format!("{a:?}")),
                         rejection: None,
                     },
                     Err(rejected) => Cell {
@@ -346,6 +371,7 @@ pub fn matrix() -> Vec<Cell> {
                         to: None,
                         attempt: None,
                         steps: Vec::new(),
+                        answer: None,
                         rejection: Some(rejected.rejection.to_string()),
                     },
                 };
@@ -365,12 +391,15 @@ pub fn matrix_text() -> String {
         let _ = match (&cell.to, &cell.rejection) {
             (Some(to), _) => writeln!(
                 out,
-                "{} | {} -> {} (attempt {}) [{}]",
+                "{} | {} -> {} (attempt {}) [{}]{}",
                 cell.from,
                 cell.event,
                 to,
                 cell.attempt.unwrap_or(1),
-                cell.steps.join(", ")
+                cell.steps.join(", "),
+                cell.answer
+                    .as_ref()
+                    .map_or(String::new(), |a| format!(" answer {a}"))
             ),
             (None, Some(why)) => {
                 writeln!(out, "{} | {} -> rejected: {}", cell.from, cell.event, why)

@@ -5,6 +5,7 @@
 mod auth;
 mod control_plane;
 mod crash;
+mod driver;
 mod durability;
 mod journal;
 mod lifecycle;

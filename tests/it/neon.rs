@@ -816,8 +816,8 @@ fn wire_options(
 
 #[test]
 fn the_wire_client_copies_from_a_real_postgres_with_every_password_method() {
-    use compute_ctl::executor::cancel::CancelToken;
     use compute_ctl::storage::wire::{self, WireError};
+    use compute_ctl::sync::CancelToken;
 
     let pg = TestPostgres::start_with(crate::support::postgres::Setup {
         pg_hba: Some(
@@ -908,8 +908,8 @@ fn the_wire_client_copies_from_a_real_postgres_with_every_password_method() {
 
 #[test]
 fn a_cancel_ends_a_silent_connection_at_once() {
-    use compute_ctl::executor::cancel::CancelToken;
     use compute_ctl::storage::wire::{self, WireError};
+    use compute_ctl::sync::CancelToken;
 
     // Accepts, then says nothing: the client blocks waiting for authentication.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -8,7 +8,8 @@ use crate::step::{ExitReason, Step, StepId};
 use crate::time::Now;
 
 use super::{
-    fail, postmaster_exited, terminate, Configuring, Ctx, Next, PhaseName, Rejected, Transition,
+    fail, postmaster_exited, take_offer, terminate, Configuring, Ctx, Next, PhaseName, Rejected,
+    Transition,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +33,7 @@ impl Transition for ConfigurationPending {
         const PHASE: PhaseName = PhaseName::ConfigurationPending;
         match event {
             // Waits behind the pending apply; `configuring` picks it up when that ends.
+            Event::SpecOffered { offer } => take_offer(self, offer, now),
             Event::SpecAccepted { spec } => {
                 self.ctx.accept(spec);
                 Ok(Next::stay(self))

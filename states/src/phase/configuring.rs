@@ -7,8 +7,8 @@ use crate::step::{ExitReason, Step, StepId, StepOutput};
 use crate::time::Now;
 
 use super::{
-    fail, postmaster_exited, reconfigure, terminate, Ctx, Next, PhaseName, Rejected, Running,
-    Transition,
+    fail, postmaster_exited, reconfigure, take_offer, terminate, Ctx, Next, PhaseName, Rejected,
+    Running, Transition,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,6 +50,7 @@ impl Transition for Configuring {
     fn on_event(mut self, event: Event, now: Now) -> Result<Next, Rejected> {
         const PHASE: PhaseName = PhaseName::Configuring;
         match event {
+            Event::SpecOffered { offer } => take_offer(self, offer, now),
             Event::SpecAccepted { spec } => {
                 self.ctx.accept(spec);
                 Ok(Next::stay(self))

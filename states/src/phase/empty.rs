@@ -8,7 +8,7 @@ use crate::step::{ExitReason, Step, StepId, StepOutput};
 use crate::time::Now;
 
 use super::startup::Startup;
-use super::{terminate, Ctx, Init, Next, PhaseName, Rejected, StepRun, Transition};
+use super::{take_offer, terminate, Ctx, Init, Next, PhaseName, Rejected, StepRun, Transition};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Empty {
@@ -57,6 +57,7 @@ impl Empty {
 impl Transition for Empty {
     fn on_event(mut self, event: Event, now: Now) -> Result<Next, Rejected> {
         match event {
+            Event::SpecOffered { offer } => take_offer(self, offer, now),
             Event::SpecAccepted { spec } => {
                 let mut steps = Vec::new();
                 if matches!(&self.fetch, SpecFetch::Fetching(run) if run.in_flight.is_some()) {

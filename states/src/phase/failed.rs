@@ -7,8 +7,8 @@ use crate::step::{ExitReason, ShutdownMode, Step};
 use crate::time::Now;
 
 use super::{
-    postmaster_exited, reconfigure, start_over, terminate, Ctx, Next, PhaseName, Rejected,
-    Transition,
+    postmaster_exited, reconfigure, start_over, take_offer, terminate, Ctx, Next, PhaseName,
+    Rejected, Transition,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +63,7 @@ impl Transition for Failed {
     fn on_event(mut self, event: Event, now: Now) -> Result<Next, Rejected> {
         const PHASE: PhaseName = PhaseName::Failed;
         match event {
+            Event::SpecOffered { offer } => take_offer(self, offer, now),
             Event::SpecAccepted { spec } => {
                 self.ctx.accept(spec);
                 self.retry()

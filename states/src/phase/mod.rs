@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::admission::{self, Recalled, RequestLog, SpecAnswer, SpecOffer, Verdict};
 use crate::error::{ErrorKind, Rejection, StepError};
 use crate::event::Event;
 use crate::spec_ref::SpecRef;
@@ -46,25 +47,25 @@ pub trait Transition: Sized {
 }
 
 /// The outcome of an accepted event: the phase after it (possibly the same phase with new
-/// data) and the steps to hand to the executor, in order.
+/// data), the steps to hand to the executor, in order, and for an offered spec the answer its
+/// sender gets once the outcome is durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Next {
     pub phase: Phase,
     pub steps: Vec<Step>,
+    pub answer: Option<SpecAnswer>,
 }
 
 impl Next {
     pub fn stay(phase: impl Into<Phase>) -> Next {
-        Next {
-            phase: phase.into(),
-            steps: Vec::new(),
-        }
+        Next::to(phase, Vec::new())
     }
 
     pub fn to(phase: impl Into<Phase>, steps: Vec<Step>) -> Next {
         Next {
             phase: phase.into(),
             steps,
+            answer: None,
         }
     }
 }
@@ -127,9 +128,13 @@ pub struct Ctx {
     pub policy: Policy,
     /// The newest durably accepted spec: what the compute must end up running.
     pub desired: Option<SpecRef>,
+    /// The seq of the desired spec's `spec_accepted` record (0 while none is desired).
+    pub desired_seq: u64,
     /// The spec the running Postgres was last confirmed to run; `None` until the first apply
     /// of this process run.
     pub applied: Option<SpecRef>,
+    /// The requests whose spec was accepted, for retries with the same request id.
+    pub requests: RequestLog,
     /// The last step id handed out.
     last_step_id: u64,
 }
@@ -139,7 +144,9 @@ impl Ctx {
         Ctx {
             policy,
             desired: None,
+            desired_seq: 0,
             applied: None,
+            requests: RequestLog::default(),
             last_step_id: 0,
         }
     }
@@ -269,11 +276,6 @@ impl PhaseName {
             PhaseName::Terminated => "terminated",
         }
     }
-
-    /// Whether a new spec may be accepted in this phase (else HTTP 409).
-    pub fn takes_spec(self) -> bool {
-        !matches!(self, PhaseName::Terminating | PhaseName::Terminated)
-    }
 }
 
 impl fmt::Display for PhaseName {
@@ -300,10 +302,17 @@ pub enum Phase {
 
 impl Phase {
     /// The first phase of a process run: `empty`, asking the control plane for a spec when
-    /// there is one to ask (`fetch_spec`). The driver then feeds the spec from the journal or
-    /// the spec file, if it has one, as `SpecAccepted`.
-    pub fn boot(policy: Policy, fetch_spec: bool) -> Next {
-        Empty::boot(Ctx::new(policy), fetch_spec)
+    /// there is one to ask (`fetch_spec`), and knowing the requests the journal says were
+    /// accepted. The driver then feeds the journal's desired spec as `SpecAccepted`, and offers
+    /// the spec file's, if it has them.
+    pub fn boot(policy: Policy, fetch_spec: bool, recalled: Recalled) -> Next {
+        let mut ctx = Ctx::new(policy);
+        ctx.requests = recalled.requests;
+        if let Some((spec, seq)) = recalled.desired {
+            ctx.desired = Some(spec);
+            ctx.desired_seq = seq;
+        }
+        Empty::boot(ctx, fetch_spec)
     }
 
     pub fn name(&self) -> PhaseName {
@@ -319,6 +328,22 @@ impl Phase {
             Phase::Failed(_) => PhaseName::Failed,
             Phase::Terminating(_) => PhaseName::Terminating,
             Phase::Terminated(_) => PhaseName::Terminated,
+        }
+    }
+
+    fn ctx_mut(&mut self) -> &mut Ctx {
+        match self {
+            Phase::Empty(p) => &mut p.ctx,
+            Phase::Init(p) => &mut p.startup.ctx,
+            Phase::SyncSafekeepers(p) => &mut p.startup.ctx,
+            Phase::Basebackup(p) => &mut p.startup.ctx,
+            Phase::Starting(p) => &mut p.startup.ctx,
+            Phase::Configuring(p) => &mut p.ctx,
+            Phase::ConfigurationPending(p) => &mut p.ctx,
+            Phase::Running(p) => &mut p.ctx,
+            Phase::Failed(p) => &mut p.ctx,
+            Phase::Terminating(p) => &mut p.ctx,
+            Phase::Terminated(p) => &mut p.ctx,
         }
     }
 
@@ -481,6 +506,52 @@ impl Transition for Phase {
             Phase::Terminating(p) => p.on_event(event, now),
             Phase::Terminated(p) => p.on_event(event, now),
         }
+    }
+}
+
+/// `SpecOffered` in a phase that takes specs: the shared admission rules, then, for a new
+/// generation, the phase's own `SpecAccepted`.
+pub(crate) fn take_offer(
+    phase: impl Into<Phase>,
+    offer: SpecOffer,
+    now: Now,
+) -> Result<Next, Rejected> {
+    let phase: Phase = phase.into();
+    let name = phase.name();
+    match admission::judge(phase.ctx(), &offer, name) {
+        Verdict::Answer(answer) => Ok(Next {
+            answer: Some(answer),
+            ..Next::stay(phase)
+        }),
+        Verdict::Refuse(rejection) => Err(Rejected::new(phase, rejection)),
+        Verdict::Accept(spec) => {
+            let generation = spec.generation;
+            let mut next = phase.on_event(Event::SpecAccepted { spec }, now)?;
+            let answer = admission::remember(next.phase.ctx_mut(), offer, generation);
+            next.answer = Some(answer);
+            Ok(next)
+        }
+    }
+}
+
+/// `SpecOffered` in a phase that takes no spec (`terminating`, `terminated`): a retried
+/// request still gets its first answer; anything else is refused.
+pub(crate) fn refuse_offer(phase: impl Into<Phase>, offer: SpecOffer) -> Result<Next, Rejected> {
+    let phase: Phase = phase.into();
+    let name = phase.name();
+    let retried = offer
+        .request_id
+        .as_deref()
+        .and_then(|id| phase.ctx().requests.get(id));
+    match retried {
+        Some(at) => Ok(Next {
+            answer: Some(SpecAnswer::Repeated {
+                generation: at.generation,
+                seq: at.seq,
+            }),
+            ..Next::stay(phase)
+        }),
+        None => Err(Rejected::new(phase, Rejection::TakesNoSpec { phase: name })),
     }
 }
 

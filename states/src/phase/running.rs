@@ -6,7 +6,8 @@ use crate::step::{ExitReason, Step};
 use crate::time::Now;
 
 use super::{
-    fail, postmaster_exited, reconfigure, terminate, Ctx, Next, PhaseName, Rejected, Transition,
+    fail, postmaster_exited, reconfigure, take_offer, terminate, Ctx, Next, PhaseName, Rejected,
+    Transition,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +26,7 @@ impl Transition for Running {
     fn on_event(mut self, event: Event, now: Now) -> Result<Next, Rejected> {
         const PHASE: PhaseName = PhaseName::Running;
         match event {
+            Event::SpecOffered { offer } => take_offer(self, offer, now),
             Event::SpecAccepted { spec } => {
                 self.ctx.accept(spec.clone());
                 Ok(reconfigure(self.ctx, self.postmaster, spec))

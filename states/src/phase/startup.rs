@@ -10,7 +10,9 @@ use crate::spec_ref::SpecRef;
 use crate::step::{ExitReason, Step, StepId, StepOutput};
 use crate::time::Now;
 
-use super::{fail, start_over, terminate, Ctx, Next, Phase, PhaseName, Rejected, StepRun};
+use super::{
+    fail, start_over, take_offer, terminate, Ctx, Next, Phase, PhaseName, Rejected, StepRun,
+};
 
 /// The data of every start-up phase.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +59,7 @@ pub(crate) fn on_event<P: StartupPhase>(
     now: Now,
 ) -> Result<Next, Rejected> {
     match event {
+        Event::SpecOffered { offer } => take_offer(phase, offer, now),
         Event::SpecAccepted { spec } => {
             phase.startup().ctx.accept(spec);
             Ok(Next::stay(phase))

@@ -6,7 +6,7 @@ use crate::lsn::Lsn;
 use crate::step::ExitReason;
 use crate::time::Now;
 
-use super::{Ctx, Next, Rejected, Transition};
+use super::{refuse_offer, Ctx, Next, Rejected, Transition};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Terminated {
@@ -19,6 +19,7 @@ pub struct Terminated {
 impl Transition for Terminated {
     fn on_event(self, event: Event, _now: Now) -> Result<Next, Rejected> {
         match event {
+            Event::SpecOffered { offer } => refuse_offer(self, offer),
             Event::SpecAccepted { .. }
             | Event::StepStarted { .. }
             | Event::StepFinished { .. }

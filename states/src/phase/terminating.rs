@@ -5,7 +5,7 @@ use crate::event::Event;
 use crate::step::{ExitReason, ShutdownMode, Step, StepId, StepOutput};
 use crate::time::Now;
 
-use super::{Ctx, Next, PhaseName, Rejected, Terminated, Transition};
+use super::{refuse_offer, Ctx, Next, PhaseName, Rejected, Terminated, Transition};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Terminating {
@@ -29,6 +29,7 @@ impl Transition for Terminating {
     fn on_event(self, event: Event, _now: Now) -> Result<Next, Rejected> {
         const PHASE: PhaseName = PhaseName::Terminating;
         match event {
+            Event::SpecOffered { offer } => refuse_offer(self, offer),
             Event::SpecAccepted { .. } => Err(self.reject(Rejection::TakesNoSpec { phase: PHASE })),
             Event::StepStarted { id } => {
                 if id == self.in_flight {

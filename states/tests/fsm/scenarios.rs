@@ -68,7 +68,11 @@ fn run(name: &str, script: &str) {
         let words: Vec<&str> = input.split_whitespace().collect();
         let expected = expected.trim();
         let actual = if words[0] == "boot" {
-            let next = Phase::boot(Policy::default(), words.get(1) == Some(&"fetch"));
+            let next = Phase::boot(
+                Policy::default(),
+                words.get(1) == Some(&"fetch"),
+                Default::default(),
+            );
             let text = describe(&next.phase, &next.steps);
             phase = Some(next.phase);
             text

@@ -220,7 +220,7 @@ fn simulate(seed: u64, events: usize) -> Result<Vec<PhaseName>, String> {
     while handled < events {
         world.queue.clear();
         world.postmaster_alive = false;
-        let boot = Phase::boot(policy, world.rng.chance(30));
+        let boot = Phase::boot(policy, world.rng.chance(30), Default::default());
         let mut pending: VecDeque<Event> = world.take_steps(&boot.steps).into();
         let mut phase = boot.phase;
         let mut history = vec![phase.name()];

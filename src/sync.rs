@@ -1,4 +1,5 @@
-//! Cancellation of a running step: a flag the step polls, hooks that interrupt what it blocks
+//! Synchronisation every thread shares: the lock that survives a poisoned mutex, and the
+//! cancellation of a running step: a flag the step polls, hooks that interrupt what it blocks
 //! on (kill its child processes, cancel its query), and sleeps that end early.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,0 +1,130 @@
+//! The driver's own pure decisions besides the core's: what entering a phase asks of the world
+//! (watch activity, tell systemd), and which steps become which effects. Tested as data.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use states::{ExitReason, Phase, PhaseName, Step, StepId};
+
+use super::world::Effect;
+use crate::spec::ParsedSpec;
+
+/// The effects of entering `phase` (the phase changed); `port` is the desired spec's.
+pub fn on_entering(phase: &Phase, port: Option<u16>) -> Vec<Effect> {
+    let watch = match phase.name() {
+        PhaseName::Running => Some(Effect::WatchActivity { port }),
+        // Asking a Postgres that shuts down only fills its log with refusals.
+        PhaseName::Terminating | PhaseName::Terminated => {
+            Some(Effect::WatchActivity { port: None })
+        }
+        PhaseName::Failed if phase.postmaster().is_none() => {
+            Some(Effect::WatchActivity { port: None })
+        }
+        PhaseName::Empty
+        | PhaseName::Init
+        | PhaseName::SyncSafekeepers
+        | PhaseName::Basebackup
+        | PhaseName::Starting
+        | PhaseName::Configuring
+        | PhaseName::ConfigurationPending
+        | PhaseName::Failed => None,
+    };
+    let mut effects: Vec<Effect> = watch.into_iter().collect();
+    effects.push(Effect::Notify {
+        phase: phase.name(),
+    });
+    effects
+}
+
+/// The core's steps as effects, in order, with the spec each worker step needs; and the exit
+/// reason, if a step says to leave.
+pub fn steps_to_effects(
+    steps: Vec<Step>,
+    specs: &HashMap<StepId, Arc<ParsedSpec>>,
+    phase: PhaseName,
+) -> (Vec<Effect>, Option<ExitReason>) {
+    let mut effects = Vec::new();
+    let mut exit = None;
+    for step in steps {
+        match step {
+            Step::CancelSteps => effects.push(Effect::CancelSteps),
+            Step::StartSidecar => effects.push(Effect::StartSidecar),
+            Step::StopSidecar => effects.push(Effect::StopSidecar),
+            Step::Exit { reason } => exit = Some(reason),
+            Step::InitPgdata { id, .. }
+            | Step::SyncSafekeepers { id, .. }
+            | Step::FetchBasebackup { id, .. }
+            | Step::SpawnPostgres { id, .. }
+            | Step::ApplySpec { id, .. }
+            | Step::StopPostgres { id, .. }
+            | Step::FetchSpec { id } => {
+                let spec = specs.get(&id).cloned();
+                debug_assert!(
+                    step.spec().is_none() || spec.is_some(),
+                    "no stored spec for step {step}"
+                );
+                effects.push(Effect::Submit { step, spec, phase });
+            }
+        }
+    }
+    (effects, exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use states::{Next, Policy, SpecRef, Transition};
+
+    fn labels(effects: &[Effect]) -> Vec<String> {
+        effects.iter().map(Effect::label).collect()
+    }
+
+    #[test]
+    fn entering_a_phase_watches_and_notifies() {
+        let boot = Phase::boot(Policy::default(), false, Default::default());
+        assert_eq!(
+            labels(&on_entering(&boot.phase, Some(5432))),
+            ["notify empty"]
+        );
+        let spec = SpecRef {
+            generation: 1,
+            hash: "sha256:1".into(),
+        };
+        let Next { phase, .. } = boot
+            .phase
+            .on_event(states::Event::SpecAccepted { spec }, states::Now::ZERO)
+            .unwrap();
+        assert_eq!(labels(&on_entering(&phase, Some(5432))), ["notify init"]);
+        let terminating = phase
+            .on_event(
+                states::Event::Terminate {
+                    mode: states::ShutdownMode::Fast,
+                },
+                states::Now::ZERO,
+            )
+            .unwrap()
+            .phase;
+        assert_eq!(
+            labels(&on_entering(&terminating, Some(5432))),
+            ["watch_activity none", "notify terminating"]
+        );
+    }
+
+    #[test]
+    fn steps_become_effects_and_exit_is_taken_out() {
+        let steps = vec![
+            Step::CancelSteps,
+            Step::StopSidecar,
+            Step::FetchSpec { id: StepId(3) },
+            Step::Exit {
+                reason: ExitReason::StepFailed,
+            },
+        ];
+        let (effects, exit) = steps_to_effects(steps, &HashMap::new(), PhaseName::Empty);
+        assert_eq!(
+            labels(&effects),
+            ["cancel_steps", "stop_sidecar", "submit fetch_spec(#3)"]
+        );
+        assert_eq!(exit, Some(ExitReason::StepFailed));
+    }
+}

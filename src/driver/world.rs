@@ -1,0 +1,103 @@
+//! What the driver asks of the world besides the journal: effects as data (`Effect`), and the
+//! one trait that performs them (`World`). The real world is the executor, the activity
+//! monitor and systemd; a test's world records what it was asked.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use states::{PhaseName, ShutdownMode, Step};
+
+use crate::executor::Executor;
+use crate::postgres::monitor::Monitor;
+use crate::spec::ParsedSpec;
+
+/// One thing the driver wants done, decided before it is done.
+#[derive(Clone, Debug)]
+pub enum Effect {
+    /// Hand a worker step to the executor; its `step_started` record is durable.
+    Submit {
+        step: Step,
+        spec: Option<Arc<ParsedSpec>>,
+        /// The phase that asked for it.
+        phase: PhaseName,
+    },
+    CancelSteps,
+    StartSidecar,
+    StopSidecar,
+    /// Watch the Postgres on this port for activity, or none.
+    WatchActivity {
+        port: Option<u16>,
+    },
+    /// Tell systemd about the phase.
+    Notify {
+        phase: PhaseName,
+    },
+}
+
+impl Effect {
+    /// A short name, for tests and logs.
+    pub fn label(&self) -> String {
+        match self {
+            Effect::Submit { step, .. } => format!("submit {step}"),
+            Effect::CancelSteps => "cancel_steps".into(),
+            Effect::StartSidecar => "start_sidecar".into(),
+            Effect::StopSidecar => "stop_sidecar".into(),
+            Effect::WatchActivity { port: Some(port) } => format!("watch_activity {port}"),
+            Effect::WatchActivity { port: None } => "watch_activity none".into(),
+            Effect::Notify { phase } => format!("notify {phase}"),
+        }
+    }
+}
+
+/// Performs the driver's effects. Every method returns at once: long work runs on the
+/// executor's worker and comes back as an input.
+pub trait World {
+    /// Stores `spec` as `specs/<hex>.json`, durably: done before its `spec_accepted` record.
+    fn store_spec(&mut self, spec: &ParsedSpec) -> Result<(), String>;
+
+    fn perform(&mut self, effect: Effect);
+
+    /// The journal failed: cancel what runs and stop Postgres, since nothing more can be
+    /// acknowledged.
+    fn stop_everything(&mut self);
+}
+
+/// The real world.
+#[allow(missing_debug_implementations)]
+pub struct Shell {
+    pub executor: Executor,
+    pub monitor: Monitor,
+    pub state_dir: PathBuf,
+}
+
+impl World for Shell {
+    fn store_spec(&mut self, spec: &ParsedSpec) -> Result<(), String> {
+        crate::journal::store_spec(&self.state_dir, spec.hash_hex(), &spec.canonical_json)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn perform(&mut self, effect: Effect) {
+        match effect {
+            Effect::Submit { step, spec, phase } => self.executor.submit(step, spec, phase),
+            Effect::CancelSteps => self.executor.cancel_all(),
+            Effect::StartSidecar => self.executor.start_sidecar(),
+            Effect::StopSidecar => self.executor.stop_sidecar(),
+            Effect::WatchActivity { port } => {
+                let admin = &self.executor.env().admin;
+                self.monitor
+                    .watch(port.map(|port| admin.config(port, None)));
+            }
+            Effect::Notify { phase } => crate::notify::phase(phase),
+        }
+    }
+
+    fn stop_everything(&mut self) {
+        self.executor.cancel_all();
+        self.executor.stop_sidecar();
+        if let Some(postmaster) = self.executor.postmaster() {
+            postmaster.stop(ShutdownMode::Fast, Duration::from_secs(60));
+        }
+    }
+}
