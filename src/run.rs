@@ -29,15 +29,15 @@ use crate::spec::{ParsedSpec, SettingCatalog, SpecAdmission};
 use crate::step_env::StepEnv;
 use crate::view::{Published, StateView};
 
-/// A refusal with its exit code.
+/// Why the start stops: the exit code, and the message that names the cause.
 #[derive(Debug)]
-pub struct Refused {
+pub struct Stop {
     pub code: ExitCode,
     pub message: String,
 }
 
-fn refuse(code: ExitCode, message: impl Into<String>) -> Refused {
-    Refused {
+fn refuse(code: ExitCode, message: impl Into<String>) -> Stop {
+    Stop {
         code,
         message: message.into(),
     }
@@ -76,7 +76,7 @@ struct Opened {
     replayed: Option<Arc<ParsedSpec>>,
 }
 
-fn start(args: RunArgs) -> Result<ExitCode, Refused> {
+fn start(args: RunArgs) -> Result<ExitCode, Stop> {
     let clock = Clock::start();
     let setup = check_command_line(&args)?;
     let from_file = admit_spec_file(&args, &setup.admission)?;
@@ -181,7 +181,7 @@ impl Setup {
 }
 
 /// Every flag checked, and the Postgres binary described: a bad command line changes nothing.
-fn check_command_line(args: &RunArgs) -> Result<Setup, Refused> {
+fn check_command_line(args: &RunArgs) -> Result<Setup, Stop> {
     let bad = |e: anyhow::Error| refuse(ExitCode::BadCommandLine, format!("{e:#}"));
     let Some(pgdata) = args.pgdata.clone() else {
         return Err(refuse(ExitCode::BadCommandLine, "-D/--pgdata is required"));
@@ -231,7 +231,7 @@ fn check_command_line(args: &RunArgs) -> Result<Setup, Refused> {
 
 /// The state directory: `--state-dir`, or `<PGDATA>.state` beside PGDATA (never inside it:
 /// PGDATA is wiped on every start).
-fn state_dir_for(pgdata: &Path, flag: Option<&Path>) -> Result<PathBuf, Refused> {
+fn state_dir_for(pgdata: &Path, flag: Option<&Path>) -> Result<PathBuf, Stop> {
     let state_dir = match flag {
         Some(dir) => dir.to_path_buf(),
         None => {
@@ -258,7 +258,7 @@ fn state_dir_for(pgdata: &Path, flag: Option<&Path>) -> Result<PathBuf, Refused>
 fn admit_spec_file(
     args: &RunArgs,
     admission: &SpecAdmission,
-) -> Result<Option<Arc<ParsedSpec>>, Refused> {
+) -> Result<Option<Arc<ParsedSpec>>, Stop> {
     let Some(path) = &args.spec else {
         return Ok(None);
     };
@@ -270,7 +270,7 @@ fn admit_spec_file(
 
 /// Creates and locks the state directory, opens the journal (cutting a torn tail), replays
 /// it, and reads back its desired spec.
-fn open_journal(state_dir: &Path) -> Result<Opened, Refused> {
+fn open_journal(state_dir: &Path) -> Result<Opened, Stop> {
     crate::durable::create_dir_all_durable(state_dir).map_err(|e| {
         refuse(
             ExitCode::Fatal,
@@ -322,7 +322,7 @@ fn open_journal(state_dir: &Path) -> Result<Opened, Refused> {
     })
 }
 
-fn refuse_foreign_pgdata(pgdata: &Path, state_dir: &Path) -> Result<(), Refused> {
+fn refuse_foreign_pgdata(pgdata: &Path, state_dir: &Path) -> Result<(), Stop> {
     match crate::pgdata::check_wipeable(pgdata, state_dir) {
         Ok(_) => Ok(()),
         Err(e @ crate::pgdata::WipeRefused::Foreign { .. }) => {
@@ -339,7 +339,7 @@ fn write_start_record(
     report: &OpenReport,
     replay: &Replay,
     clock: Clock,
-) -> Result<(), Refused> {
+) -> Result<(), Stop> {
     let start_record = RecordBody::Start(StartRecord {
         format: crate::journal::FORMAT_VERSION,
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -367,7 +367,7 @@ fn start_workers(
     env: StepEnv,
     inbox: &mpsc::SyncSender<Input>,
     clock: Clock,
-) -> Result<Shell, Refused> {
+) -> Result<Shell, Stop> {
     let fatal = |e: anyhow::Error| refuse(ExitCode::Fatal, format!("{e:#}"));
     let state_dir = env.state_dir.clone();
     let sidecar_path = args

@@ -1,5 +1,6 @@
 //! Control-plane pull (`-i` with `-p`), against a small real HTTP server in the test: its
-//! request, its token, an answer with no spec, and a control plane that is down at first.
+//! request, its token, an answer with no spec, a control plane that is down at first, and one
+//! that serves an invalid spec before a correct one.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,8 +14,16 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// What the test control plane saw: (path, Authorization header).
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
+/// What the test control plane answers: (status, body); the test may change it.
+type Answer = Arc<Mutex<(u16, Value)>>;
+
 /// Serves `answer` (status, body) to every request on `port`, recording each.
 fn control_plane(port: u16, answer: (u16, Value)) -> Seen {
+    control_plane_answering(port, Arc::new(Mutex::new(answer)))
+}
+
+/// Serves the answer of the moment to every request on `port`, recording each.
+fn control_plane_answering(port: u16, answer: Answer) -> Seen {
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     let server = tiny_http::Server::http(("127.0.0.1", port)).unwrap();
     let record = seen.clone();
@@ -29,8 +38,9 @@ fn control_plane(port: u16, answer: (u16, Value)) -> Seen {
                 .lock()
                 .unwrap()
                 .push((request.url().to_string(), auth));
-            let response = tiny_http::Response::from_string(answer.1.to_string())
-                .with_status_code(answer.0)
+            let (status, body) = answer.lock().unwrap().clone();
+            let response = tiny_http::Response::from_string(body.to_string())
+                .with_status_code(status)
                 .with_header(
                     tiny_http::Header::from_bytes("Content-Type", "application/json").unwrap(),
                 );
@@ -128,4 +138,50 @@ fn a_503_is_retried() {
         "{state}"
     );
     assert!(seen.lock().unwrap().len() >= 2);
+}
+
+#[test]
+fn an_invalid_spec_from_the_control_plane_is_a_retried_error_until_it_is_corrected() {
+    let cp_port = free_port();
+    let pg_port = free_port();
+    let mut bad = embedded_spec(pg_port);
+    bad["cluster"]["roles"] = json!([{ "name": "", "encrypted_password": null }]);
+    let answer: Answer = Arc::new(Mutex::new((
+        200,
+        json!({ "status": "attached", "spec": bad }),
+    )));
+    let seen = control_plane_answering(cp_port, answer.clone());
+    let mut compute = Compute::start(launch(cp_port));
+    // Attempt 3 is asked for after two refused answers.
+    let waiting = compute.wait_state(MINUTE, "the invalid spec retried", |s| {
+        s["phase"] == "empty" && s["attempt"].as_u64() >= Some(3)
+    });
+    assert_eq!(waiting["error"]["kind"], "control_plane", "{waiting}");
+    assert_eq!(waiting["error"]["retryable"], true, "{waiting}");
+    let message = waiting["error"]["message"].as_str().unwrap();
+    assert!(message.contains("spec.cluster.roles[0].name"), "{message}");
+    assert!(seen.lock().unwrap().len() >= 2);
+    let failed: Vec<Value> = compute
+        .journal()
+        .into_iter()
+        .filter(|r| r["kind"] == "step_finished" && r["step"] == "fetch_spec")
+        .collect();
+    assert!(!failed.is_empty());
+    assert_eq!(failed[0]["ok"], false, "{}", failed[0]);
+    assert!(
+        failed[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.cluster.roles[0].name"),
+        "{}",
+        failed[0]
+    );
+
+    *answer.lock().unwrap() = (
+        200,
+        json!({ "status": "attached", "spec": embedded_spec(pg_port) }),
+    );
+    let state = compute.wait_running();
+    assert_eq!(state["desired_generation"], 1);
+    assert!(state["error"].is_null(), "{state}");
 }

@@ -8,6 +8,7 @@ mod crash;
 mod driver;
 mod durability;
 mod journal;
+mod layers;
 mod lifecycle;
 mod neon;
 mod neon_api;
