@@ -75,6 +75,9 @@ pub enum SignalKind {
     Interrupt,
     /// SIGHUP: re-read the `-S` file (systemd's ExecReload).
     Reload,
+    /// SIGUSR2: re-execute compute_ctl's own binary file, keeping Postgres (an upgrade in
+    /// place: the new process adopts it).
+    Upgrade,
 }
 
 /// An HTTP request handed to the driver, with where to send the answer.

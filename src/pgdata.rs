@@ -110,7 +110,11 @@ pub fn inspect(pgdata: &Path, state_dir: &Path) -> anyhow::Result<PgdataKind> {
         return Ok(PgdataKind::Foreign("it is not a directory".to_string()));
     }
     if pgdata.join(MARKER_FILE).is_file() {
-        return Ok(PgdataKind::Own("it holds compute_ctl's marker file"));
+        return match owned_by(pgdata, state_dir) {
+            Ok(()) => Ok(PgdataKind::Own("it holds compute_ctl's marker file")),
+            // One PGDATA, one owner: another compute_ctl's directory is never wiped.
+            Err(why) => Ok(PgdataKind::Foreign(why)),
+        };
     }
     if claimed(state_dir, pgdata)? {
         return Ok(PgdataKind::Own(
@@ -140,6 +144,64 @@ pub fn inspect(pgdata: &Path, state_dir: &Path) -> anyhow::Result<PgdataKind> {
         shown.join(", "),
         if entries.len() > 5 { ", ..." } else { "" }
     )))
+}
+
+/// Whether `pgdata`'s marker names `state_dir`: Err says what it names instead.
+pub fn owned_by(pgdata: &Path, state_dir: &Path) -> Result<(), String> {
+    let marker = pgdata.join(MARKER_FILE);
+    let text = std::fs::read_to_string(&marker)
+        .map_err(|e| format!("cannot read the marker {}: {e}", marker.display()))?;
+    let named = text
+        .split_once("(state directory ")
+        .and_then(|(_, rest)| rest.split_once(");"))
+        .map(|(dir, _)| PathBuf::from(dir));
+    match named {
+        Some(dir) if dir == absolute(state_dir) => Ok(()),
+        Some(dir) => Err(format!(
+            "its marker names the state directory {} of another compute_ctl, not {}",
+            dir.display(),
+            absolute(state_dir).display()
+        )),
+        None => Err(format!(
+            "its marker {} names no state directory",
+            marker.display()
+        )),
+    }
+}
+
+/// An exclusive lock on PGDATA itself, held for the life of the process: two compute_ctls
+/// never run on one PGDATA, whatever their state directories. PGDATA is created (empty) if
+/// absent, so there is something to lock.
+#[derive(Debug)]
+pub struct PgdataLock {
+    _dir: std::fs::File,
+}
+
+/// Takes the PGDATA lock, or says why not (`Ok(Err(..))` when another process holds it).
+pub fn lock(pgdata: &Path) -> anyhow::Result<Result<PgdataLock, String>> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::DirBuilderExt;
+    if !pgdata.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(pgdata)
+            .with_context(|| format!("cannot create PGDATA {}", pgdata.display()))?;
+    }
+    let dir = std::fs::File::open(pgdata)
+        .with_context(|| format!("cannot open PGDATA {}", pgdata.display()))?;
+    // SAFETY: flock on a descriptor we own; LOCK_NB never blocks.
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.kind() == std::io::ErrorKind::WouldBlock {
+            return Ok(Err(format!(
+                "PGDATA {} is locked by another running compute_ctl",
+                pgdata.display()
+            )));
+        }
+        return Err(error).with_context(|| format!("cannot lock PGDATA {}", pgdata.display()));
+    }
+    Ok(Ok(PgdataLock { _dir: dir }))
 }
 
 fn claim_path(state_dir: &Path) -> PathBuf {

@@ -25,6 +25,9 @@ pub struct Replay {
     pub requests: RequestLog,
     pub last_seq: u64,
     pub last_epoch: u64,
+    /// The spec the postmaster on PGDATA was last confirmed to run (the last transition to
+    /// `running`), unless a wipe or a stop was begun after it: a start may adopt it.
+    pub adoptable: Option<SpecRef>,
     /// Steps started in the last epoch with no `step_finished`, by (epoch, id).
     started: BTreeMap<(u64, StepId), (u64, StepName)>,
 }
@@ -70,13 +73,25 @@ impl Replay {
                 }
             }
             RecordBody::StepStarted(started) => {
+                // A wipe or a stop begun: no postmaster serving the spec may be left.
+                if matches!(started.step, StepName::InitPgdata | StepName::StopPostgres) {
+                    self.adoptable = None;
+                }
                 self.started
                     .insert((record.epoch, started.id), (record.seq, started.step));
             }
             RecordBody::StepFinished(finished) => {
                 self.started.remove(&(record.epoch, finished.id));
             }
-            RecordBody::Start(_) | RecordBody::Transition(_) => {}
+            RecordBody::Transition(transition) => {
+                if transition.to == states::PhaseName::Running {
+                    self.adoptable = transition
+                        .generation
+                        .zip(transition.spec_hash.clone())
+                        .map(|(generation, hash)| SpecRef { generation, hash });
+                }
+            }
+            RecordBody::Start(_) => {}
         }
     }
 
@@ -91,6 +106,7 @@ impl Replay {
                 (spec, d.seq)
             }),
             requests: self.requests.clone(),
+            adoptable: self.adoptable.clone(),
         }
     }
 

@@ -74,6 +74,8 @@ struct Opened {
     replay: Replay,
     /// The journal's desired spec, read back from the spec store.
     replayed: Option<Arc<ParsedSpec>>,
+    /// The spec an earlier run's postmaster may still serve, read back likewise.
+    adoptable: Option<Arc<ParsedSpec>>,
 }
 
 fn start(args: RunArgs) -> Result<ExitCode, Stop> {
@@ -81,6 +83,8 @@ fn start(args: RunArgs) -> Result<ExitCode, Stop> {
     let setup = check_command_line(&args)?;
     let from_file = admit_spec_file(&args, &setup.admission)?;
     let opened = open_journal(&setup.state_dir)?;
+    // One PGDATA, one compute_ctl, whatever its state directory; held until the exit.
+    let _pgdata_lock = lock_pgdata(&setup.pgdata)?;
     // A compute that will start must not wipe someone else's directory.
     if from_file.is_some() || opened.replayed.is_some() {
         refuse_foreign_pgdata(&setup.pgdata, &setup.state_dir)?;
@@ -93,6 +97,7 @@ fn start(args: RunArgs) -> Result<ExitCode, Stop> {
         report,
         replay,
         replayed,
+        adoptable,
     } = opened;
     let published = Published::new(
         StateView::starting(journal.epoch(), journal.last_seq(), &start_time),
@@ -143,9 +148,12 @@ fn start(args: RunArgs) -> Result<ExitCode, Stop> {
         admission: setup.admission,
         recalled: replay.recalled(),
         start_time,
+        reexec: std::env::current_exe()
+            .ok()
+            .map(|binary| (binary, std::env::args_os().skip(1).collect())),
     };
     let mut driver = Driver::new(parts, clock.now());
-    let exit = match driver.start(replayed, from_file, clock.now()) {
+    let exit = match driver.start(replayed, adoptable, from_file, clock.now()) {
         Ok(()) => driver.run(),
         Err(exit) => exit,
     };
@@ -294,32 +302,47 @@ fn open_journal(state_dir: &Path) -> Result<Opened, Stop> {
             torn.offset
         );
     }
-    let replayed = match &replay.desired {
-        Some(desired) => {
-            let damaged = |why: String| {
-                let message = format!("the journal's desired spec {} {why}", desired.hash);
-                refuse(ExitCode::JournalDamaged, message)
-            };
-            let hex = desired.hash.trim_start_matches("sha256:");
-            let bytes = crate::journal::load_spec(state_dir, hex)
-                .map_err(|e| damaged(format!("cannot be read: {e}")))?;
-            // Admitted when it was accepted: the form rules again, as a check of the store.
-            let spec = crate::spec::parse(&bytes).map_err(|errors| {
-                damaged(format!(
-                    "is no longer valid: {}",
-                    crate::spec::SpecErrors(errors)
-                ))
-            })?;
-            Some(Arc::new(spec))
-        }
-        None => None,
+    let load = |hash: &str| -> Result<Arc<ParsedSpec>, Stop> {
+        let damaged = |why: String| {
+            let message = format!("the journal's spec {hash} {why}");
+            refuse(ExitCode::JournalDamaged, message)
+        };
+        let hex = hash.trim_start_matches("sha256:");
+        let bytes = crate::journal::load_spec(state_dir, hex)
+            .map_err(|e| damaged(format!("cannot be read: {e}")))?;
+        // Admitted when it was accepted: the form rules again, as a check of the store.
+        let spec = crate::spec::parse(&bytes).map_err(|errors| {
+            damaged(format!(
+                "is no longer valid: {}",
+                crate::spec::SpecErrors(errors)
+            ))
+        })?;
+        Ok(Arc::new(spec))
     };
+    let replayed = replay.desired.as_ref().map(|d| load(&d.hash)).transpose()?;
+    let adoptable = replay
+        .adoptable
+        .as_ref()
+        .map(|a| load(&a.hash))
+        .transpose()?;
     Ok(Opened {
         journal,
         report,
         replay,
         replayed,
+        adoptable,
     })
+}
+
+fn lock_pgdata(pgdata: &Path) -> Result<crate::pgdata::PgdataLock, Stop> {
+    match crate::pgdata::lock(pgdata) {
+        Ok(Ok(lock)) => Ok(lock),
+        Ok(Err(held)) => Err(refuse(
+            ExitCode::PgdataUnsafe,
+            format!("{held}: one PGDATA has one compute_ctl; stop the other, or give this one its own -D"),
+        )),
+        Err(e) => Err(refuse(ExitCode::Fatal, format!("{e:#}"))),
+    }
 }
 
 fn refuse_foreign_pgdata(pgdata: &Path, state_dir: &Path) -> Result<(), Stop> {
@@ -409,10 +432,10 @@ fn start_workers(
     })
 }
 
-/// SIGTERM, SIGINT and SIGHUP become inputs.
+/// SIGTERM, SIGINT, SIGHUP and SIGUSR2 become inputs.
 fn forward_signals(inbox: mpsc::SyncSender<Input>) -> std::io::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR2])?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -420,6 +443,7 @@ fn forward_signals(inbox: mpsc::SyncSender<Input>) -> std::io::Result<()> {
                 let kind = match signal {
                     SIGTERM => SignalKind::Terminate,
                     SIGINT => SignalKind::Interrupt,
+                    SIGUSR2 => SignalKind::Upgrade,
                     _ => SignalKind::Reload,
                 };
                 if inbox.send(Input::Signal(kind)).is_err() {

@@ -26,6 +26,9 @@ pub struct ChildHandle {
     pid: u32,
     exit: Mutex<Option<ExitStatus>>,
     exited: Condvar,
+    /// For a process adopted from an earlier run: its pidfd, which signals and the watch use,
+    /// so that a reused pid is never hit.
+    pidfd: Option<std::os::fd::OwnedFd>,
 }
 
 impl ChildHandle {
@@ -35,7 +38,90 @@ impl ChildHandle {
             pid,
             exit: Mutex::new(None),
             exited: Condvar::new(),
+            pidfd: None,
         })
+    }
+
+    /// A process an earlier run started (an orphan now, or our child again after a
+    /// re-exec), watched through a pidfd: its exit is seen at once, without polling.
+    pub fn adopt(pid: u32) -> std::io::Result<Arc<ChildHandle>> {
+        use std::os::fd::FromRawFd;
+        let raw = libc::pid_t::try_from(pid)
+            .map_err(|_| std::io::Error::other(format!("pid {pid} is out of range")))?;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = i32::try_from(fd).map_err(|_| std::io::Error::other("pidfd out of range"))?;
+        // SAFETY: `fd` was just returned by pidfd_open and is owned by nobody else.
+        let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        // The PID-1 reaper must leave it to its watch, should it be our child.
+        lock(&OWN_CHILDREN).insert(pid);
+        Ok(Arc::new(ChildHandle {
+            pid,
+            exit: Mutex::new(None),
+            exited: Condvar::new(),
+            pidfd: Some(pidfd),
+        }))
+    }
+
+    /// For an adopted process: blocks until it exits, then marks it. Its status is known
+    /// only when it is our child (after a re-exec); otherwise "unknown".
+    pub fn watch_adopted(&self) -> ExitStatus {
+        use std::os::fd::AsRawFd;
+        let unknown = ExitStatus {
+            code: None,
+            signal: None,
+        };
+        let Some(pidfd) = &self.pidfd else {
+            return unknown;
+        };
+        loop {
+            let mut poll = libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; a pidfd becomes readable when the process exits.
+            let rc = unsafe { libc::poll(&mut poll, 1, -1) };
+            if rc > 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+        let mut exit = lock(&self.exit);
+        // SAFETY: siginfo is plain data filled by waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: P_PIDFD with our own descriptor; fails with ECHILD for a non-child.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG,
+            )
+        };
+        let status = if rc == 0 {
+            // SAFETY: si_status and si_code are valid for a WEXITED report.
+            let (code, status) = unsafe { (info.si_code, info.si_status()) };
+            if code == libc::CLD_EXITED {
+                ExitStatus {
+                    code: Some(status),
+                    signal: None,
+                }
+            } else {
+                ExitStatus {
+                    code: None,
+                    signal: Some(status),
+                }
+            }
+        } else {
+            unknown
+        };
+        *exit = Some(status);
+        lock(&OWN_CHILDREN).remove(&self.pid);
+        self.exited.notify_all();
+        status
     }
 
     pub fn pid(&self) -> u32 {
@@ -52,8 +138,23 @@ impl ChildHandle {
         let Ok(pid) = i32::try_from(self.pid) else {
             return false;
         };
+        if let (Some(pidfd), false) = (&self.pidfd, group) {
+            use std::os::fd::AsRawFd;
+            // SAFETY: pidfd_send_signal with our own descriptor, no siginfo, no flags.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    signal,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            return rc == 0;
+        }
         let target = if group { -pid } else { pid };
-        // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+        // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child (or
+        // an adopted process group's leader, alive: its exit is not marked).
         unsafe { libc::kill(target, signal) == 0 }
     }
 

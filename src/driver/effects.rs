@@ -51,7 +51,8 @@ pub fn steps_to_effects(
             Step::StartSidecar => effects.push(Effect::StartSidecar),
             Step::StopSidecar => effects.push(Effect::StopSidecar),
             Step::Exit { reason } => exit = Some(reason),
-            Step::InitPgdata { id, .. }
+            Step::AdoptPostgres { id, .. }
+            | Step::InitPgdata { id, .. }
             | Step::SyncSafekeepers { id, .. }
             | Step::FetchBasebackup { id, .. }
             | Step::SpawnPostgres { id, .. }

@@ -74,6 +74,8 @@ pub struct DriverParts {
     pub admission: SpecAdmission,
     pub recalled: Recalled,
     pub start_time: String,
+    /// The binary file compute_ctl was started from, and its arguments, for SIGUSR2.
+    pub reexec: Option<(PathBuf, Vec<std::ffi::OsString>)>,
 }
 
 /// What the view shows besides the phase: facts the driver collects as they come.
@@ -106,6 +108,7 @@ pub struct Driver {
     shown: Shown,
     waiters: Waiters,
     start_time: String,
+    reexec: Option<(PathBuf, Vec<std::ffi::OsString>)>,
     exit: Option<Exit>,
 }
 
@@ -157,6 +160,7 @@ impl Driver {
             shown: Shown::default(),
             waiters: Waiters::default(),
             start_time: parts.start_time,
+            reexec: parts.reexec,
             exit: None,
         };
         let (effects, _) = effects::steps_to_effects(boot.steps, &HashMap::new(), PhaseName::Empty);
@@ -167,13 +171,18 @@ impl Driver {
     }
 
     /// Brings the compute back with the journal's desired spec (`replayed`, already
-    /// accepted), then offers the `-S` file's (a new generation if it differs).
+    /// accepted; the postmaster serving `adoptable` is adopted if it may be), then offers the
+    /// `-S` file's (a new generation if it differs).
     pub fn start(
         &mut self,
         replayed: Option<Arc<ParsedSpec>>,
+        adoptable: Option<Arc<ParsedSpec>>,
         from_file: Option<Arc<ParsedSpec>>,
         now: Now,
     ) -> Result<(), Exit> {
+        if let Some(spec) = adoptable {
+            self.specs.insert(spec.hash.clone(), spec);
+        }
         if let (Some(spec), Some(desired)) = (replayed, self.phase.ctx().desired.clone()) {
             debug_assert_eq!(
                 spec.hash, desired.hash,
@@ -311,6 +320,7 @@ impl Driver {
             SignalKind::Terminate => "SIGTERM",
             SignalKind::Interrupt => "SIGINT",
             SignalKind::Reload => return self.reload(now),
+            SignalKind::Upgrade => return self.upgrade(now),
         };
         log::info!("{name}: terminating");
         self.shown.terminate_mode.get_or_insert(ShutdownMode::Fast);
@@ -319,6 +329,45 @@ impl Driver {
         };
         // Refused only in `terminated`, which is on its way out anyway.
         self.handle(event, Origin::source(name), now, Facts::default())?;
+        Ok(())
+    }
+
+    /// SIGUSR2: re-execute the binary file compute_ctl was started from, with the same
+    /// arguments; the new process opens the journal (a new epoch) and adopts Postgres. The
+    /// intent is journaled first; a failed exec is journaled, and this process goes on.
+    fn upgrade(&mut self, now: Now) -> Result<(), Exit> {
+        let Some((binary, args)) = self.reexec.clone() else {
+            log::warn!("SIGUSR2: the binary to re-execute is unknown");
+            return Ok(());
+        };
+        let detail = format!("re-execute {} keeping postgres", binary.display());
+        log::info!("SIGUSR2: {detail}");
+        let id = states::StepId(0);
+        let started = RecordBody::StepStarted(crate::journal::StepStartedRecord {
+            id,
+            step: StepName::Reexec,
+            generation: self.phase.ctx().desired.as_ref().map(|d| d.generation),
+            detail: Some(detail),
+        });
+        self.append(vec![started], now)?;
+        let error = self.world.reexec(&binary, &args);
+        let message = format!("cannot re-execute {}: {error}", binary.display());
+        log::error!("SIGUSR2: {message}");
+        let failed = RecordBody::StepFinished(StepFinishedRecord {
+            id,
+            step: StepName::Reexec,
+            ok: false,
+            duration_ms: 0,
+            output: None,
+            error: Some(states::StepError::new(
+                self.phase.name(),
+                StepName::Reexec,
+                states::ErrorKind::Io,
+                message,
+            )),
+        });
+        self.append(vec![failed], now)?;
+        self.publish();
         Ok(())
     }
 

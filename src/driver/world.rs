@@ -61,6 +61,10 @@ pub trait World {
     /// The journal failed: cancel what runs and stop Postgres, since nothing more can be
     /// acknowledged.
     fn stop_everything(&mut self);
+
+    /// Replaces this process with `binary` run with `args` (same pid, Postgres stays its
+    /// child): returns only if that failed, with why.
+    fn reexec(&mut self, binary: &std::path::Path, args: &[std::ffi::OsString]) -> std::io::Error;
 }
 
 /// The real world.
@@ -91,6 +95,13 @@ impl World for Shell {
             }
             Effect::Notify { phase } => crate::notify::phase(phase),
         }
+    }
+
+    fn reexec(&mut self, binary: &std::path::Path, args: &[std::ffi::OsString]) -> std::io::Error {
+        use std::os::unix::process::CommandExt;
+        // The new process starts its own sidecar; Postgres is adopted, not restarted.
+        self.executor.stop_sidecar();
+        std::process::Command::new(binary).args(args).exec()
     }
 
     fn stop_everything(&mut self) {

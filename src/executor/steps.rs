@@ -62,6 +62,7 @@ pub fn run(
     inbox: &SyncSender<Input>,
 ) -> Outcome {
     let result = match step {
+        Step::AdoptPostgres { .. } => return adopt_postgres(ctx, postmaster, inbox),
         Step::InitPgdata { .. } => init_pgdata(ctx),
         Step::SyncSafekeepers { .. } => sync_safekeepers(ctx),
         Step::FetchBasebackup { lsn, .. } => fetch_basebackup(ctx, *lsn),
@@ -145,6 +146,87 @@ fn cancelled(phase: PhaseName, step: StepName) -> StepError {
     )
 }
 
+/// The postmaster's exit, reported to `inbox` only once `release` ran (after the step's own
+/// report reached the driver, so the driver learns of the postmaster before of its death).
+fn exit_reporter(
+    inbox: &SyncSender<Input>,
+) -> (
+    impl FnOnce(u32, states::ExitStatus) + Send + 'static,
+    Box<dyn FnOnce() + Send>,
+) {
+    let released = Arc::new((Mutex::new(false), Condvar::new()));
+    let wait_for = released.clone();
+    let inbox = inbox.clone();
+    let on_exit = move |pid, status| {
+        let (flag, cv) = &*wait_for;
+        let mut done = lock(flag);
+        while !*done {
+            done = cv.wait(done).unwrap_or_else(|p| p.into_inner());
+        }
+        drop(done);
+        let _ = inbox.send(Input::PostmasterExited { pid, status });
+    };
+    let release: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let (flag, cv) = &*released;
+        *lock(flag) = true;
+        cv.notify_all();
+    });
+    (on_exit, release)
+}
+
+/// `adopt_postgres`: the postmaster an earlier run left, if every check passes; else the
+/// check that refused, and a fresh start follows.
+fn adopt_postgres(
+    ctx: &StepCtx<'_>,
+    postmaster: &Mutex<Option<Postmaster>>,
+    inbox: &SyncSender<Input>,
+) -> Outcome {
+    const PHASE: PhaseName = PhaseName::Init;
+    const STEP: StepName = StepName::AdoptPostgres;
+    let env = ctx.env;
+    let spec = match ctx.spec(PHASE, STEP) {
+        Ok(spec) => spec,
+        Err(e) => return Outcome::failed(e),
+    };
+    let candidate = crate::postgres::adopt::Candidate {
+        binaries: &env.binaries,
+        pgdata: &env.pgdata,
+        state_dir: &env.state_dir,
+        probe: env.admin.config(spec.port(), None),
+        spec_hash: &spec.hash,
+    };
+    let refused = |check: &str, reason: String| {
+        log::info!("not adopting the earlier run's postgres ({check}): {reason}");
+        Outcome::ok(
+            StepOutput::NotAdopted,
+            json!({ "adopted": false, "check": check, "reason": reason }),
+        )
+    };
+    let pid = match crate::postgres::adopt::judge(&candidate) {
+        crate::postgres::adopt::Verdict::Adopt { pid } => pid,
+        crate::postgres::adopt::Verdict::Refuse { check, reason } => return refused(check, reason),
+    };
+    let (on_exit, release) = exit_reporter(inbox);
+    match process::adopt(pid, on_exit) {
+        Ok(adopted) => {
+            *lock(postmaster) = Some(adopted);
+            log::info!("adopted postgres (pid {pid}) serving spec {}", spec.hash);
+            Outcome {
+                result: Ok(StepOutput::PostgresAdopted { pid }),
+                detail: Some(json!({
+                    "adopted": true,
+                    "pid": pid,
+                    "spec_hash": spec.hash,
+                    "reason": "the postmaster postmaster.pid names runs our binary in our PGDATA, which carries our marker, and serves the spec last applied",
+                })),
+                extra: StepExtra::None,
+                after_report: Some(release),
+            }
+        }
+        Err(e) => refused("pidfd", format!("cannot watch the postmaster {pid}: {e}")),
+    }
+}
+
 /// `spawn_postgres`: config files from the spec, then the postmaster.
 fn spawn_postgres(
     ctx: &StepCtx<'_>,
@@ -165,24 +247,7 @@ fn spawn_postgres(
         return Outcome::failed(io_error(PHASE, STEP, &e));
     }
 
-    // The watch reports an exit only after this step's report reached the driver.
-    let released = Arc::new((Mutex::new(false), Condvar::new()));
-    let wait_for = released.clone();
-    let inbox = inbox.clone();
-    let on_exit = move |pid, status| {
-        let (flag, cv) = &*wait_for;
-        let mut done = lock(flag);
-        while !*done {
-            done = cv.wait(done).unwrap_or_else(|p| p.into_inner());
-        }
-        drop(done);
-        let _ = inbox.send(Input::PostmasterExited { pid, status });
-    };
-    let release: Box<dyn FnOnce() + Send> = Box::new(move || {
-        let (flag, cv) = &*released;
-        *lock(flag) = true;
-        cv.notify_all();
-    });
+    let (on_exit, release) = exit_reporter(inbox);
     let request = StartRequest {
         binaries: &env.binaries,
         pgdata: &env.pgdata,

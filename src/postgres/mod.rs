@@ -1,6 +1,7 @@
 //! Postgres as compute_ctl runs and configures it.
 //!
-//! - [`process`]: the postmaster, spawned as a direct child, watched and stopped;
+//! - [`process`]: the postmaster, spawned as a direct child (or adopted), watched and stopped;
+//! - [`adopt`]: whether an earlier run's postmaster may be adopted, check by check;
 //! - [`connect`]: the admin connection of `-C`, completed with the spec's port;
 //! - [`settings`]: settings applied live, checked by Postgres and confirmed by a hash read-back;
 //! - [`monitor`]: activity, for `last_active`;
@@ -14,6 +15,7 @@
 //! Architecture invariant: only `plan` decides what to send, only `apply` sends, and every
 //! name or value in a statement went through `quote`.
 
+pub mod adopt;
 pub mod catalog;
 pub mod config;
 pub mod connect;

@@ -253,6 +253,27 @@ pub fn start(
     }
 }
 
+/// Takes over the postmaster `pid` that an earlier run left serving: it is watched through a
+/// pidfd, so `on_exit` hears of its exit at once (status "unknown" unless it is our child).
+/// Its stderr went with the earlier run; nothing of it is forwarded.
+pub fn adopt(
+    pid: u32,
+    on_exit: impl FnOnce(u32, ExitStatus) + Send + 'static,
+) -> std::io::Result<Postmaster> {
+    let handle = ChildHandle::adopt(pid)?;
+    let watched = handle.clone();
+    std::thread::Builder::new()
+        .name("postmaster-watch".into())
+        .spawn(move || {
+            let status = watched.watch_adopted();
+            on_exit(pid, status);
+        })?;
+    Ok(Postmaster {
+        handle,
+        stderr_tail: Arc::new(Mutex::new(VecDeque::new())),
+    })
+}
+
 fn wait_until_accepting(
     postmaster: &Postmaster,
     request: &StartRequest<'_>,
@@ -390,7 +411,7 @@ fn forward_stderr(stderr: std::process::ChildStderr, tail: &Mutex<VecDeque<Strin
 
 /// `(pid, status)` from postmaster.pid: its first line and its eighth (`ready`, `standby`,
 /// `starting`, `stopping`), if written yet.
-fn read_pid_file(path: &Path) -> Option<(u32, Option<String>)> {
+pub(crate) fn read_pid_file(path: &Path) -> Option<(u32, Option<String>)> {
     let text = std::fs::read_to_string(path).ok()?;
     let mut lines = text.lines();
     let pid = lines.next()?.trim().parse().ok()?;
@@ -451,7 +472,7 @@ fn is_postmaster_of(pid: u32, pgdata: &Path) -> bool {
 }
 
 /// Alive and not a zombie. A zombie we parent (as PID 1) is reaped here.
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     let Ok(raw) = i32::try_from(pid) else {
         return false;
     };

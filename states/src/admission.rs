@@ -59,6 +59,9 @@ impl SpecAnswer {
 pub struct Recalled {
     pub desired: Option<(SpecRef, u64)>,
     pub requests: RequestLog,
+    /// The spec the postmaster an earlier run left may still serve (the last one confirmed
+    /// running, with no stop or wipe after it).
+    pub adoptable: Option<SpecRef>,
 }
 
 /// One accepted request, for a retry with the same id.

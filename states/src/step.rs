@@ -68,6 +68,9 @@ impl ExitReason {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
+    /// Adopt the postmaster an earlier run left serving `spec` on PGDATA, if every check
+    /// passes (ours, our binary, our PGDATA, the spec hash it runs); else report why not.
+    AdoptPostgres { id: StepId, spec: SpecRef },
     /// Check that PGDATA may be wiped (absent, empty, or ours), stop a postmaster of an earlier
     /// run still alive on it, wipe it and recreate it for the Postgres OS user.
     InitPgdata { id: StepId, spec: SpecRef },
@@ -108,7 +111,8 @@ impl Step {
     /// The id of a worker step, `None` for the steps done at once.
     pub fn id(&self) -> Option<StepId> {
         match self {
-            Step::InitPgdata { id, .. }
+            Step::AdoptPostgres { id, .. }
+            | Step::InitPgdata { id, .. }
             | Step::SyncSafekeepers { id, .. }
             | Step::FetchBasebackup { id, .. }
             | Step::SpawnPostgres { id, .. }
@@ -121,6 +125,7 @@ impl Step {
 
     pub fn name(&self) -> StepName {
         match self {
+            Step::AdoptPostgres { .. } => StepName::AdoptPostgres,
             Step::InitPgdata { .. } => StepName::InitPgdata,
             Step::SyncSafekeepers { .. } => StepName::SyncSafekeepers,
             Step::FetchBasebackup { .. } => StepName::FetchBasebackup,
@@ -138,7 +143,8 @@ impl Step {
     /// The spec this step works with, if any.
     pub fn spec(&self) -> Option<&SpecRef> {
         match self {
-            Step::InitPgdata { spec, .. }
+            Step::AdoptPostgres { spec, .. }
+            | Step::InitPgdata { spec, .. }
             | Step::SyncSafekeepers { spec, .. }
             | Step::FetchBasebackup { spec, .. }
             | Step::SpawnPostgres { spec, .. }
@@ -181,6 +187,7 @@ impl fmt::Display for Step {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepName {
+    AdoptPostgres,
     InitPgdata,
     SyncSafekeepers,
     FetchBasebackup,
@@ -195,11 +202,15 @@ pub enum StepName {
     /// Not a step that is requested: the watch on a running postmaster, named in the error of
     /// a postmaster that exited on its own.
     Monitor,
+    /// Not a step that is requested: SIGUSR2's re-execution of compute_ctl's own binary,
+    /// journaled before it and, if the exec fails, after it.
+    Reexec,
 }
 
 impl StepName {
     pub fn as_str(self) -> &'static str {
         match self {
+            StepName::AdoptPostgres => "adopt_postgres",
             StepName::InitPgdata => "init_pgdata",
             StepName::SyncSafekeepers => "sync_safekeepers",
             StepName::FetchBasebackup => "fetch_basebackup",
@@ -212,6 +223,7 @@ impl StepName {
             StepName::StopSidecar => "stop_sidecar",
             StepName::Exit => "exit",
             StepName::Monitor => "monitor",
+            StepName::Reexec => "reexec",
         }
     }
 
@@ -249,4 +261,8 @@ pub enum StepOutput {
     PostgresStopped { lsn: Option<Lsn> },
     /// The control plane answered; `found: false` means it has no spec for us yet.
     SpecFetched { found: bool },
+    /// The postmaster of an earlier run serves the spec: it is this run's now.
+    PostgresAdopted { pid: u32 },
+    /// A check refused adoption (the step's detail says which): start fresh.
+    NotAdopted,
 }

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::admission::SpecOffer;
+use crate::admission::{Recalled, SpecOffer};
 use crate::error::{ErrorKind, StepError};
 use crate::event::{Event, EventName, ExitStatus};
 use crate::lsn::Lsn;
@@ -67,7 +67,12 @@ fn step_error(phase: PhaseName, step: StepName, kind: ErrorKind) -> StepError {
 
 /// Drives the machine from boot through `events`, each of which must be accepted.
 fn drive(fetch_spec: bool, events: Vec<Event>) -> Phase {
-    let mut phase = Phase::boot(Policy::default(), fetch_spec, Default::default()).phase;
+    drive_from(fetch_spec, Recalled::default(), events)
+}
+
+/// `drive`, for a run whose journal recalls `recalled`.
+fn drive_from(fetch_spec: bool, recalled: Recalled, events: Vec<Event>) -> Phase {
+    let mut phase = Phase::boot(Policy::default(), fetch_spec, recalled).phase;
     for event in events {
         let in_flight = phase.in_flight();
         let event = match event {
@@ -138,7 +143,21 @@ pub fn samples_of(name: PhaseName) -> Vec<PhaseSample> {
                 vec![retryable(PhaseName::Empty, StepName::FetchSpec)],
             ),
         ],
-        PhaseName::Init => vec![sample("init", false, running[..1].to_vec())],
+        PhaseName::Init => vec![
+            sample("init", false, running[..1].to_vec()),
+            PhaseSample {
+                label: "init (adopting)".to_string(),
+                phase: drive_from(
+                    false,
+                    Recalled {
+                        desired: Some((spec(1), 2)),
+                        adoptable: Some(spec(1)),
+                        ..Recalled::default()
+                    },
+                    running[..1].to_vec(),
+                ),
+            },
+        ],
         PhaseName::SyncSafekeepers => vec![
             sample("sync_safekeepers", false, running[..2].to_vec()),
             sample(
@@ -311,6 +330,20 @@ pub fn events_for(phase: &Phase) -> Vec<EventSample> {
                 let result = Ok(expected_output(name));
                 let stale = Event::StepFinished { id: STALE, result };
                 add("step_succeeded (stale)", stale, T0);
+                if name == PhaseName::Init {
+                    let result = Ok(StepOutput::PostgresAdopted { pid: PID });
+                    add(
+                        "step_succeeded (adopted)",
+                        Event::StepFinished { id: own, result },
+                        T0,
+                    );
+                    let result = Ok(StepOutput::NotAdopted);
+                    add(
+                        "step_succeeded (not adopted)",
+                        Event::StepFinished { id: own, result },
+                        T0,
+                    );
+                }
             }
             EventName::StepFailed => {
                 let step = StepName::Monitor;

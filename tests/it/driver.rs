@@ -47,6 +47,10 @@ impl World for RecordingWorld {
     }
 
     fn stop_everything(&mut self) {}
+
+    fn reexec(&mut self, binary: &std::path::Path, _args: &[std::ffi::OsString]) -> std::io::Error {
+        std::io::Error::other(format!("the test world does not exec {}", binary.display()))
+    }
 }
 
 /// A driver on an in-memory journal, its world, and the specs it can be offered.
@@ -114,9 +118,10 @@ impl Bench {
             admission: SpecAdmission::form_only(),
             recalled: Default::default(),
             start_time: "start".into(),
+            reexec: None,
         };
         let mut driver = Driver::new(parts, now);
-        driver.start(None, None, now).unwrap();
+        driver.start(None, None, None, now).unwrap();
         Bench {
             driver,
             asked,
@@ -203,6 +208,7 @@ impl Bench {
     /// The output the begun step would report on success.
     fn success(&self) -> Option<StepOutput> {
         Some(match self.begun.as_ref()? {
+            Step::AdoptPostgres { .. } => StepOutput::NotAdopted,
             Step::InitPgdata { .. } => StepOutput::PgdataReady,
             Step::SyncSafekeepers { .. } => StepOutput::SafekeepersSynced { lsn: None },
             Step::FetchBasebackup { .. } => StepOutput::BasebackupDone,

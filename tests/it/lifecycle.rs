@@ -361,41 +361,8 @@ fn second_instance_on_the_same_state_directory_exits_4() {
     );
 }
 
-#[test]
-fn restart_after_kill_9_stops_the_orphan_and_runs_again() {
-    let port = crate::support::compute::free_port();
-    let mut compute = Compute::start(Launch {
-        spec: Some(app_spec(port)),
-        ..Launch::default()
-    });
-    let before = compute.wait_running();
-    let orphan = before["postmaster_pid"].as_u64().unwrap();
-    compute.kill9();
-    assert!(
-        processes_in(&compute.pgdata).contains(&(orphan as u32)),
-        "postgres should outlive a kill -9 of compute_ctl"
-    );
-
-    // No -S: the journal's spec brings the compute back.
-    compute.restart(None, vec![]);
-    let after = compute.wait_running();
-    assert_eq!(after["epoch"], 2);
-    assert_eq!(after["desired_generation"], 1);
-    assert_eq!(after["spec_hash"], before["spec_hash"]);
-    assert_ne!(after["postmaster_pid"], before["postmaster_pid"]);
-    let init = compute
-        .journal()
-        .into_iter()
-        .rfind(|r| r["kind"] == "step_finished" && r["step"] == "init_pgdata" && r["epoch"] == 2)
-        .unwrap();
-    assert_eq!(
-        init["output"]["detail"]["orphan_postmaster_stopped"], orphan,
-        "{init}"
-    );
-    compute
-        .connect("alice", Some("alice-secret"), "app")
-        .unwrap();
-}
+// A restart after kill -9: tests/it/adoption.rs (adopted, or refused and started fresh with
+// the orphan stopped).
 
 #[test]
 fn a_value_postgres_refuses_at_start_fails_starting_with_its_message() {

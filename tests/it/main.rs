@@ -2,6 +2,7 @@
 //! itself) live here, each module a concern, sharing the helpers in `support`.
 #![allow(clippy::unwrap_used)]
 
+mod adoption;
 mod auth;
 mod control_plane;
 mod crash;

@@ -47,7 +47,9 @@ impl StartupPhase for Basebackup {
             | StepOutput::PostgresStarted { .. }
             | StepOutput::SpecApplied
             | StepOutput::PostgresStopped { .. }
-            | StepOutput::SpecFetched { .. } => Err(self),
+            | StepOutput::SpecFetched { .. }
+            | StepOutput::PostgresAdopted { .. }
+            | StepOutput::NotAdopted => Err(self),
         }
     }
 }

@@ -74,7 +74,9 @@ impl Transition for Configuring {
                         | StepOutput::BasebackupDone
                         | StepOutput::PostgresStarted { .. }
                         | StepOutput::PostgresStopped { .. }
-                        | StepOutput::SpecFetched { .. },
+                        | StepOutput::SpecFetched { .. }
+                        | StepOutput::PostgresAdopted { .. }
+                        | StepOutput::NotAdopted,
                     ) => Err(self.reject(Rejection::UnexpectedOutput { phase: PHASE, id })),
                     // A failed apply never takes Postgres down: it keeps serving with what
                     // it had, and `failed` waits for a corrected spec or `recover` -- unless a

@@ -65,16 +65,24 @@ impl Transition for Empty {
                 }
                 self.ctx.accept(spec.clone());
                 let id = self.ctx.next_step_id();
-                steps.push(Step::InitPgdata {
-                    id,
-                    spec: spec.clone(),
+                // The first spec of a run may find its Postgres still serving.
+                let adopting = self.ctx.adoptable.take();
+                steps.push(match &adopting {
+                    Some(applied) => Step::AdoptPostgres {
+                        id,
+                        spec: applied.clone(),
+                    },
+                    None => Step::InitPgdata {
+                        id,
+                        spec: spec.clone(),
+                    },
                 });
                 let startup = Startup {
                     ctx: self.ctx,
                     target: spec,
                     run: StepRun::first(id),
                 };
-                Ok(Next::to(Init { startup }, steps))
+                Ok(Next::to(Init { startup, adopting }, steps))
             }
             Event::StepStarted { id } => {
                 if self.fetch_in_flight(id) {
@@ -102,7 +110,9 @@ impl Transition for Empty {
                         | StepOutput::BasebackupDone
                         | StepOutput::PostgresStarted { .. }
                         | StepOutput::SpecApplied
-                        | StepOutput::PostgresStopped { .. },
+                        | StepOutput::PostgresStopped { .. }
+                        | StepOutput::PostgresAdopted { .. }
+                        | StepOutput::NotAdopted,
                     ) => {
                         let phase = PhaseName::Empty;
                         Err(Rejected::new(

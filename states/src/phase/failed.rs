@@ -86,7 +86,8 @@ impl Transition for Failed {
                 Ok(Next::to(self, vec![Step::StopSidecar]))
             }
             Event::Tick => {
-                if now.mono_ms < self.linger_until_ms() {
+                // Postgres still serves (a failed reconfiguration): no linger, no exit.
+                if self.postmaster.is_some() || now.mono_ms < self.linger_until_ms() {
                     return Ok(Next::stay(self));
                 }
                 let reason = self.exit_reason();

@@ -1,15 +1,20 @@
-//! `init`: PGDATA is checked (only an absent, empty or own directory is wiped) and recreated.
+//! `init`: the postmaster an earlier run left may be adopted; else PGDATA is checked (only an
+//! absent, empty or own directory is wiped) and recreated.
 
 use crate::event::Event;
+use crate::spec_ref::SpecRef;
 use crate::step::{Step, StepId, StepOutput};
 use crate::time::Now;
 
 use super::startup::{self, Startup, StartupPhase};
-use super::{Next, PhaseName, Rejected, SyncSafekeepers, Transition};
+use super::{reconfigure, Next, PhaseName, Rejected, Running, SyncSafekeepers, Transition};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Init {
     pub startup: Startup,
+    /// The spec the journal says an earlier run's postmaster was last confirmed to run:
+    /// while set, the step is `adopt_postgres`; once refused, a fresh start.
+    pub adopting: Option<SpecRef>,
 }
 
 impl StartupPhase for Init {
@@ -23,19 +28,59 @@ impl StartupPhase for Init {
     }
 
     fn step(&mut self, id: StepId) -> Step {
-        let spec = self.startup.target.clone();
-        Step::InitPgdata { id, spec }
+        match &self.adopting {
+            Some(spec) => Step::AdoptPostgres {
+                id,
+                spec: spec.clone(),
+            },
+            None => Step::InitPgdata {
+                id,
+                spec: self.startup.target.clone(),
+            },
+        }
     }
 
-    fn succeed(self, output: StepOutput) -> Result<Next, Init> {
+    fn succeed(mut self, output: StepOutput) -> Result<Next, Init> {
         match output {
-            StepOutput::PgdataReady => {
+            StepOutput::PostgresAdopted { pid } => {
+                let Some(applied) = self.adopting.take() else {
+                    return Err(self);
+                };
+                let mut ctx = self.startup.ctx;
+                ctx.applied = Some(applied.clone());
+                match ctx.desired.clone() {
+                    Some(desired) if desired != applied => {
+                        let mut next = reconfigure(ctx, pid, desired);
+                        next.steps.insert(0, Step::StartSidecar);
+                        Ok(next)
+                    }
+                    Some(_) | None => Ok(Next::to(
+                        Running {
+                            ctx,
+                            postmaster: pid,
+                        },
+                        vec![Step::StartSidecar],
+                    )),
+                }
+            }
+            StepOutput::NotAdopted if self.adopting.is_some() => {
+                let (startup, id) = self.startup.advance();
+                let spec = startup.target.clone();
+                let init = Init {
+                    startup,
+                    adopting: None,
+                };
+                Ok(Next::to(init, vec![Step::InitPgdata { id, spec }]))
+            }
+            StepOutput::PgdataReady if self.adopting.is_none() => {
                 let (startup, id) = self.startup.advance();
                 let spec = startup.target.clone();
                 let step = Step::SyncSafekeepers { id, spec };
                 Ok(Next::to(SyncSafekeepers { startup }, vec![step]))
             }
-            StepOutput::SafekeepersSynced { .. }
+            StepOutput::PgdataReady
+            | StepOutput::NotAdopted
+            | StepOutput::SafekeepersSynced { .. }
             | StepOutput::BasebackupDone
             | StepOutput::PostgresStarted { .. }
             | StepOutput::SpecApplied

@@ -135,6 +135,9 @@ pub struct Ctx {
     pub applied: Option<SpecRef>,
     /// The requests whose spec was accepted, for retries with the same request id.
     pub requests: RequestLog,
+    /// The spec an earlier run's postmaster was last confirmed to run, if the journal says
+    /// it may still serve: the first start of this run tries to adopt it.
+    pub adoptable: Option<SpecRef>,
     /// The last step id handed out.
     last_step_id: u64,
 }
@@ -147,6 +150,7 @@ impl Ctx {
             desired_seq: 0,
             applied: None,
             requests: RequestLog::default(),
+            adoptable: None,
             last_step_id: 0,
         }
     }
@@ -308,6 +312,7 @@ impl Phase {
     pub fn boot(policy: Policy, fetch_spec: bool, recalled: Recalled) -> Next {
         let mut ctx = Ctx::new(policy);
         ctx.requests = recalled.requests;
+        ctx.adoptable = recalled.adoptable;
         if let Some((spec, seq)) = recalled.desired {
             ctx.desired = Some(spec);
             ctx.desired_seq = seq;
@@ -446,7 +451,10 @@ impl Phase {
     /// the next retry, or the end of `failed`'s linger.
     pub fn deadline_ms(&self) -> Option<u64> {
         match self {
-            Phase::Failed(p) => Some(p.linger_until_ms()),
+            // Only a compute whose Postgres is gone lingers and exits; a failed
+            // reconfiguration keeps serving until a new spec, a recover or a terminate.
+            Phase::Failed(p) if p.postmaster.is_none() => Some(p.linger_until_ms()),
+            Phase::Failed(_) => None,
             _ => self.step_run().and_then(|run| run.retry_at_ms),
         }
     }
@@ -621,7 +629,8 @@ pub(crate) fn start_over(mut ctx: Ctx, target: SpecRef) -> Next {
         target,
         run: StepRun::first(id),
     };
-    Next::to(Init { startup }, vec![step])
+    let adopting = None;
+    Next::to(Init { startup, adopting }, vec![step])
 }
 
 /// Apply the desired spec to the Postgres that serves (`configuration_pending`).

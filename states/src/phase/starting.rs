@@ -56,7 +56,9 @@ impl StartupPhase for Starting {
             | StepOutput::BasebackupDone
             | StepOutput::SpecApplied
             | StepOutput::PostgresStopped { .. }
-            | StepOutput::SpecFetched { .. } => Err(self),
+            | StepOutput::SpecFetched { .. }
+            | StepOutput::PostgresAdopted { .. }
+            | StepOutput::NotAdopted => Err(self),
         }
     }
 }

@@ -40,7 +40,9 @@ impl StartupPhase for SyncSafekeepers {
             | StepOutput::PostgresStarted { .. }
             | StepOutput::SpecApplied
             | StepOutput::PostgresStopped { .. }
-            | StepOutput::SpecFetched { .. } => Err(self),
+            | StepOutput::SpecFetched { .. }
+            | StepOutput::PostgresAdopted { .. }
+            | StepOutput::NotAdopted => Err(self),
         }
     }
 }

@@ -53,7 +53,9 @@ impl Transition for Terminating {
                         | StepOutput::BasebackupDone
                         | StepOutput::PostgresStarted { .. }
                         | StepOutput::SpecApplied
-                        | StepOutput::SpecFetched { .. },
+                        | StepOutput::SpecFetched { .. }
+                        | StepOutput::PostgresAdopted { .. }
+                        | StepOutput::NotAdopted,
                     ) => return Err(self.reject(Rejection::UnexpectedOutput { phase: PHASE, id })),
                     Err(_) => None,
                 };

@@ -99,6 +99,8 @@ impl World {
             Err(error(kind))
         } else {
             Ok(match &queued.step {
+                // The simulation boots without a journal: nothing to adopt.
+                Step::AdoptPostgres { .. } => StepOutput::NotAdopted,
                 Step::InitPgdata { .. } => StepOutput::PgdataReady,
                 Step::SyncSafekeepers { .. } => StepOutput::SafekeepersSynced { lsn: None },
                 Step::FetchBasebackup { .. } => StepOutput::BasebackupDone,

@@ -58,6 +58,8 @@ pub struct Launch {
     pub http_port: Option<u16>,
     /// A command line to run compute_ctl under (e.g. `unshare --pid ...`).
     pub wrapper: Vec<String>,
+    /// The compute_ctl binary file to run, if not the one cargo built.
+    pub binary: Option<PathBuf>,
 }
 
 /// A running (or exited) compute_ctl.
@@ -69,6 +71,7 @@ pub struct Compute {
     pub http_port: u16,
     child: Option<Child>,
     exit: Option<ExitStatus>,
+    binary: PathBuf,
 }
 
 impl std::fmt::Debug for Compute {
@@ -100,6 +103,7 @@ impl Compute {
             http_port: launch.http_port.unwrap_or_else(free_port),
             child: None,
             exit: None,
+            binary: launch.binary.clone().unwrap_or_else(|| binary().into()),
         };
         compute.spawn(&launch);
         compute
@@ -122,10 +126,10 @@ impl Compute {
         let mut command = match launch.wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
-                command.args(args).arg(binary());
+                command.args(args).arg(&self.binary);
                 command
             }
-            None => Command::new(binary()),
+            None => Command::new(&self.binary),
         };
         command
             .arg("-D")
