@@ -169,24 +169,32 @@ pub fn owned_by(pgdata: &Path, state_dir: &Path) -> Result<(), String> {
     }
 }
 
-/// An exclusive lock on PGDATA itself, held for the life of the process: two compute_ctls
-/// never run on one PGDATA, whatever their state directories. PGDATA is created (empty) if
-/// absent, so there is something to lock.
-#[derive(Debug)]
-pub struct PgdataLock {
-    _dir: std::fs::File,
+/// The exclusive lock on PGDATA itself, held for the life of the process once taken: two
+/// compute_ctls never run on one PGDATA, whatever their state directories.
+static PGDATA_LOCK: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
+/// Takes the PGDATA lock if PGDATA exists (an absent one is locked by the step that creates
+/// it, `lock_created`): `Ok(Err(why))` when another process holds it. Changes nothing on disk.
+pub fn lock_if_present(pgdata: &Path) -> anyhow::Result<Result<(), String>> {
+    if !pgdata.exists() {
+        return Ok(Ok(()));
+    }
+    take_lock(pgdata)
 }
 
-/// Takes the PGDATA lock, or says why not (`Ok(Err(..))` when another process holds it).
-pub fn lock(pgdata: &Path) -> anyhow::Result<Result<PgdataLock, String>> {
+/// After PGDATA was created or emptied: the lock, if this process does not hold it yet.
+pub fn lock_created(pgdata: &Path) -> anyhow::Result<()> {
+    match take_lock(pgdata)? {
+        Ok(()) => Ok(()),
+        Err(held) => anyhow::bail!("{held}"),
+    }
+}
+
+fn take_lock(pgdata: &Path) -> anyhow::Result<Result<(), String>> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::DirBuilderExt;
-    if !pgdata.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(pgdata)
-            .with_context(|| format!("cannot create PGDATA {}", pgdata.display()))?;
+    let mut held = crate::sync::lock(&PGDATA_LOCK);
+    if held.is_some() {
+        return Ok(Ok(()));
     }
     let dir = std::fs::File::open(pgdata)
         .with_context(|| format!("cannot open PGDATA {}", pgdata.display()))?;
@@ -201,7 +209,8 @@ pub fn lock(pgdata: &Path) -> anyhow::Result<Result<PgdataLock, String>> {
         }
         return Err(error).with_context(|| format!("cannot lock PGDATA {}", pgdata.display()));
     }
-    Ok(Ok(PgdataLock { _dir: dir }))
+    *held = Some(dir);
+    Ok(Ok(()))
 }
 
 fn claim_path(state_dir: &Path) -> PathBuf {

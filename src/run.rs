@@ -84,7 +84,7 @@ fn start(args: RunArgs) -> Result<ExitCode, Stop> {
     let from_file = admit_spec_file(&args, &setup.admission)?;
     let opened = open_journal(&setup.state_dir)?;
     // One PGDATA, one compute_ctl, whatever its state directory; held until the exit.
-    let _pgdata_lock = lock_pgdata(&setup.pgdata)?;
+    lock_pgdata(&setup.pgdata)?;
     // A compute that will start must not wipe someone else's directory.
     if from_file.is_some() || opened.replayed.is_some() {
         refuse_foreign_pgdata(&setup.pgdata, &setup.state_dir)?;
@@ -334,9 +334,9 @@ fn open_journal(state_dir: &Path) -> Result<Opened, Stop> {
     })
 }
 
-fn lock_pgdata(pgdata: &Path) -> Result<crate::pgdata::PgdataLock, Stop> {
-    match crate::pgdata::lock(pgdata) {
-        Ok(Ok(lock)) => Ok(lock),
+fn lock_pgdata(pgdata: &Path) -> Result<(), Stop> {
+    match crate::pgdata::lock_if_present(pgdata) {
+        Ok(Ok(())) => Ok(()),
         Ok(Err(held)) => Err(refuse(
             ExitCode::PgdataUnsafe,
             format!("{held}: one PGDATA has one compute_ctl; stop the other, or give this one its own -D"),

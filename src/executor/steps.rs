@@ -103,6 +103,13 @@ fn init_pgdata(ctx: &StepCtx<'_>) -> StepResult {
             None
         }
     };
+    // Locked before anything in it is touched: an absent PGDATA is created empty first.
+    std::fs::create_dir_all(&env.pgdata).map_err(|e| {
+        let why = anyhow::anyhow!("cannot create PGDATA {}: {e}", env.pgdata.display());
+        io_error(PHASE, STEP, &why)
+    })?;
+    pgdata::lock_created(&env.pgdata)
+        .map_err(|e| StepError::new(PHASE, STEP, ErrorKind::PgdataUnsafe, format!("{e:#}")))?;
     pgdata::claim(&env.state_dir, &env.pgdata).map_err(|e| io_error(PHASE, STEP, &e))?;
     pgdata::wipe_and_recreate(&env.pgdata, env.pg_user.as_ref())
         .map_err(|e| io_error(PHASE, STEP, &e))?;

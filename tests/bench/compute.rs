@@ -21,6 +21,10 @@
 //!   `SHOW work_mem` both show it, alternated with the same change by hand (write
 //!   `postgresql.conf`, `SELECT pg_reload_conf()`, poll `SHOW`).
 //!
+//! - `restart`: compute_ctl killed with -9 and started again, and SIGUSR2, each until
+//!   `/readyz` answers 200 with the same postmaster (adopted), alternated with the plain
+//!   restart of an existing data directory (`postgres -D`, until it accepts a connection).
+//!
 //! Not a timed test: it asserts nothing about speed; it prints the targets and says whether
 //! they were met. Every directory is kept until the run ends (deleting data directories in a
 //! loop slows `initdb` on this disk), then removed. compute_ctl and every Postgres working under
@@ -56,7 +60,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-const SECTIONS: [&str; 5] = ["coldstart", "memory", "state", "roles", "reconfigure"];
+const SECTIONS: [&str; 6] = [
+    "coldstart",
+    "memory",
+    "state",
+    "roles",
+    "reconfigure",
+    "restart",
+];
 
 /// The superuser compute_ctl's `initdb` creates (the user of its default `-C`).
 const ADMIN: &str = "cloud_admin";
@@ -87,6 +98,7 @@ fn main() {
             "state" => state_load(&ws, &env),
             "roles" => roles(&ws, &env),
             "reconfigure" => reconfigure(&ws, &env),
+            "restart" => restart(&ws, &env),
             other => unreachable!("section {other} was checked"),
         }
     }
@@ -1138,6 +1150,40 @@ impl Compute {
         format!("http://127.0.0.1:{}{path}", self.http_port)
     }
 
+    /// After a kill -9: compute_ctl again on the same directory, ports and spec file.
+    fn respawn(&mut self, env: &Env) {
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("compute_ctl.log"))
+            .expect("cannot open the log");
+        let mut command = Command::new(&env.compute_ctl);
+        command
+            .arg("-D")
+            .arg(&self.pgdata)
+            .arg("-S")
+            .arg(self.dir.join("spec.json"))
+            .arg("--http-addr")
+            .arg(format!("127.0.0.1:{}", self.http_port))
+            .arg("-b")
+            .arg(env.bindir.join("postgres"))
+            .current_dir(&self.dir)
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cannot share the log"))
+            .stderr(log);
+        self.started = Instant::now();
+        self.first_http = None;
+        self.child = Some(command.spawn().expect("cannot start compute_ctl"));
+    }
+
+    /// `kill -9`, leaving Postgres running.
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
@@ -1408,6 +1454,8 @@ struct Plain<'e> {
     data: PathBuf,
     port: u16,
     running: bool,
+    /// The postmaster `restart_by_hand` started, reaped once stopped.
+    by_hand: Option<Child>,
 }
 
 impl<'e> Plain<'e> {
@@ -1423,6 +1471,7 @@ impl<'e> Plain<'e> {
             dir,
             port,
             running: false,
+            by_hand: None,
         }
     }
 
@@ -1536,6 +1585,123 @@ impl Drop for Plain<'_> {
             let _ = command.status();
         }
         kill_processes_under(&self.dir);
+    }
+}
+
+/// `kill -9` + start, and SIGUSR2, to ready, against the plain restart of an existing data
+/// directory; alternated.
+fn restart(ws: &Workspace, env: &Env) {
+    let runs = env_count("COMPUTE_BENCH_RESTARTS", 10).max(1);
+    println!("## restart: a new compute_ctl process → ready, adopting the running Postgres");
+    println!("{runs} runs per side, alternated; COMPUTE_BENCH_RESTARTS sets the count");
+    let spec = fixture_spec(env, free_port());
+    let mut compute = Compute::spawn(ws, env, "restart-compute", &spec, &[]);
+    compute.wait_ready(Duration::from_secs(120));
+    let postmaster = compute.state()["postmaster_pid"].clone();
+    let mut plain = Plain::new(ws, env, "restart-plain", free_port());
+    plain.initdb();
+    plain.write_config(&format!(
+        "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n",
+        plain.port,
+        plain.data.display()
+    ));
+    let (mut killed, mut upgraded, mut by_hand) = (Vec::new(), Vec::new(), Vec::new());
+    let mut adopted_every_time = true;
+    for _ in 0..runs {
+        compute.kill9();
+        compute.respawn(env);
+        killed.push(ms(compute.wait_ready(Duration::from_secs(120))));
+        adopted_every_time &= compute.state()["postmaster_pid"] == postmaster;
+
+        let epoch = compute.state()["epoch"].as_u64().unwrap_or(0);
+        let signalled = Instant::now();
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(compute.pid() as i32, libc::SIGUSR2) };
+        loop {
+            if let Ok((200, _)) = compute.get("/readyz") {
+                if compute.state()["epoch"].as_u64() > Some(epoch) {
+                    break;
+                }
+            }
+            assert!(
+                signalled.elapsed() < Duration::from_secs(120),
+                "not ready after SIGUSR2\n{}",
+                compute.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        upgraded.push(ms(signalled.elapsed()));
+        adopted_every_time &= compute.state()["postmaster_pid"] == postmaster;
+
+        by_hand.push(ms(plain.restart_by_hand()));
+    }
+    let (k, u, h) = (
+        Stats::of(&killed),
+        Stats::of(&upgraded),
+        Stats::of(&by_hand),
+    );
+    println!();
+    println!("| measure (ms) | median | p90 | max |");
+    println!("|---|---|---|---|");
+    println!(
+        "| kill -9, start → ready (compute_ctl) | {:.1} | {:.1} | {:.1} |",
+        k.median, k.p90, k.max
+    );
+    println!(
+        "| SIGUSR2 → ready (compute_ctl) | {:.1} | {:.1} | {:.1} |",
+        u.median, u.p90, u.max
+    );
+    println!(
+        "| plain `postgres -D` restart → accepting | {:.1} | {:.1} | {:.1} |",
+        h.median, h.p90, h.max
+    );
+    println!();
+    println!("the same postmaster every time: {adopted_every_time}");
+    println!(
+        "goal: ready ≤ 60 ms after the new process starts: {} (kill -9 median {:.1} ms)",
+        verdict(k.median <= 60.0),
+        k.median
+    );
+}
+
+impl Plain<'_> {
+    /// Stops Postgres (untimed), then starts `postgres -D` by hand and polls until it accepts
+    /// a connection: the time of a restart of an existing data directory.
+    fn restart_by_hand(&mut self) -> Duration {
+        if self.running {
+            self.stop();
+        }
+        if let Some(mut stopped) = self.by_hand.take() {
+            let _ = stopped.wait();
+        }
+        let log = fs::File::create(self.dir.join("postgres.log")).expect("cannot create the log");
+        let mut command = self.tool("postgres");
+        command
+            .arg("-D")
+            .arg(&self.data)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        let started = Instant::now();
+        let mut child = command.spawn().expect("cannot start postgres");
+        self.running = true;
+        loop {
+            let mut config = postgres::Config::new();
+            config
+                .host("127.0.0.1")
+                .port(self.port)
+                .user(ADMIN)
+                .dbname("postgres");
+            if config.connect(postgres::NoTls).is_ok() {
+                let elapsed = started.elapsed();
+                // Left running: `stop` (pg_ctl) ends it at the next round, or the drop does.
+                self.by_hand = Some(child);
+                return elapsed;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("postgres exited with {status}");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 

@@ -30,21 +30,23 @@ fn adoption_in(compute: &Compute, epoch: u64) -> Option<Value> {
     })
 }
 
-/// Postmasters on `pgdata`: processes whose command line is `postgres -D <pgdata>` (backends
-/// rename themselves).
+/// Postmasters on `pgdata`: the processes working there whose parent does not (a backend
+/// just forked still carries the postmaster's command line).
 fn postmasters_on(pgdata: &Path) -> Vec<u32> {
-    let wanted = std::fs::canonicalize(pgdata).unwrap_or_else(|_| pgdata.to_path_buf());
-    processes_in(pgdata)
-        .into_iter()
-        .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-            args.windows(2).any(|w| {
-                w[0] == b"-D"
-                    && std::fs::canonicalize(String::from_utf8_lossy(w[1]).as_ref()).ok()
-                        == Some(wanted.clone())
-            })
-        })
+    let working = processes_in(pgdata);
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    working
+        .iter()
+        .copied()
+        .filter(|pid| parent(*pid).is_some_and(|ppid| !working.contains(&ppid)))
         .collect()
 }
 
@@ -457,4 +459,59 @@ fn kill_9_at_random_moments_of_start_up_never_leaves_two_postmasters() {
     }
     eprintln!("{adopted} of {rounds} restarts adopted postgres");
     assert!(adopted > 0, "no restart adopted");
+}
+
+/// pgbench's count of failed transactions, from its report.
+fn failed_transactions(report: &str) -> Option<u64> {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix("number of failed transactions: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+#[test]
+fn pgbench_sees_no_failed_transaction_across_kill_9_and_sigusr2() {
+    let (mut compute, before, _session) = running_with_a_session(app_spec(free_port()), vec![]);
+    let port = compute.pg_port().to_string();
+    let pgbench = |args: &[&str]| {
+        std::process::Command::new("/usr/lib/postgresql/15/bin/pgbench")
+            .args(["-h", "127.0.0.1", "-p", &port, "-U", "cloud_admin"])
+            .args(args)
+            .arg("postgres")
+            .output()
+            .unwrap()
+    };
+    let init = pgbench(&["-i", "-q", "-s", "1"]);
+    assert!(init.status.success(), "{init:?}");
+    let port_for_run = port.clone();
+    let run = std::thread::spawn(move || {
+        std::process::Command::new("/usr/lib/postgresql/15/bin/pgbench")
+            .args(["-h", "127.0.0.1", "-p", &port_for_run, "-U", "cloud_admin"])
+            .args(["-c", "4", "-T", "20", "-n", "postgres"])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    compute.kill9();
+    compute.restart(None, vec![]);
+    let after_kill = compute.wait_running();
+    assert_eq!(after_kill["postmaster_pid"], before["postmaster_pid"]);
+    std::thread::sleep(Duration::from_secs(5));
+    compute.signal(libc::SIGUSR2);
+    let after_upgrade = compute.wait_state(MINUTE, "running after SIGUSR2", |s| {
+        s["epoch"] == 3 && s["phase"] == "running"
+    });
+    assert_eq!(after_upgrade["postmaster_pid"], before["postmaster_pid"]);
+    let output = run.join().unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{report}");
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(failed_transactions(&report), Some(0), "{report}");
+    let processed = report
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(processed > 0, "{report}");
 }
