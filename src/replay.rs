@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use states::{AcceptedAt, Recalled, RequestLog, SpecRef, StepId, StepName};
+use states::{AcceptedAt, PhaseName, Recalled, RequestLog, SpecRef, StepId, StepName};
 
 use crate::journal::{Record, RecordBody, UnfinishedStep};
 
@@ -28,6 +28,9 @@ pub struct Replay {
     /// The spec the postmaster on PGDATA was last confirmed to run (the last transition to
     /// `running`), unless a wipe or a stop was begun after it: a start may adopt it.
     pub adoptable: Option<SpecRef>,
+    /// The attempt each start-up phase reached in the last epoch, by generation, until it
+    /// got to `running`.
+    attempts: Vec<(u64, PhaseName, u32)>,
     /// Steps started in the last epoch with no `step_finished`, by (epoch, id).
     started: BTreeMap<(u64, StepId), (u64, StepName)>,
 }
@@ -45,6 +48,8 @@ impl Replay {
             // Steps of older epochs were reported by the start record of the epoch after
             // them; only the previous run's are still news.
             self.started.clear();
+            // The count that goes on is the last run's (each run's transitions carry it).
+            self.attempts.clear();
             self.last_epoch = record.epoch;
         }
         match &record.body {
@@ -84,7 +89,21 @@ impl Replay {
                 self.started.remove(&(record.epoch, finished.id));
             }
             RecordBody::Transition(transition) => {
-                if transition.to == states::PhaseName::Running {
+                let startup = matches!(
+                    transition.to,
+                    PhaseName::Init
+                        | PhaseName::SyncSafekeepers
+                        | PhaseName::Basebackup
+                        | PhaseName::Starting
+                );
+                if let (true, Some(generation)) = (startup, transition.generation) {
+                    self.attempts
+                        .retain(|(_, phase, _)| *phase != transition.to);
+                    self.attempts
+                        .push((generation, transition.to, transition.attempt));
+                }
+                if transition.to == PhaseName::Running {
+                    self.attempts.clear();
                     self.adoptable = transition
                         .generation
                         .zip(transition.spec_hash.clone())
@@ -107,6 +126,15 @@ impl Replay {
             }),
             requests: self.requests.clone(),
             adoptable: self.adoptable.clone(),
+            resumed: self.desired.as_ref().map(|d| {
+                let attempts = self
+                    .attempts
+                    .iter()
+                    .filter(|(generation, _, _)| *generation == d.generation)
+                    .map(|(_, phase, attempt)| (*phase, *attempt))
+                    .collect();
+                (d.generation, attempts)
+            }),
         }
     }
 

@@ -62,6 +62,9 @@ pub struct Recalled {
     /// The spec the postmaster an earlier run left may still serve (the last one confirmed
     /// running, with no stop or wipe after it).
     pub adoptable: Option<SpecRef>,
+    /// The attempts the start-up phases of the last run reached, for the generation named,
+    /// if that run never got to `running`.
+    pub resumed: Option<(u64, Vec<(PhaseName, u32)>)>,
 }
 
 /// One accepted request, for a retry with the same id.

@@ -515,3 +515,32 @@ fn pgbench_sees_no_failed_transaction_across_kill_9_and_sigusr2() {
         .unwrap_or(0);
     assert!(processed > 0, "{report}");
 }
+
+#[test]
+fn attempts_go_on_across_restarts_of_an_interrupted_start_up() {
+    let dir = traversable_tempdir();
+    // The embedded default's basebackup phase runs initdb: here it never ends.
+    let postgres =
+        crate::support::compute::standin_bindir(dir.path(), &[("initdb", "exec sleep 600")]);
+    let args = vec!["-b".to_string(), postgres.display().to_string()];
+    let mut compute = Compute::start(Launch {
+        spec: Some(embedded_spec(free_port())),
+        args: args.clone(),
+        ..Launch::default()
+    });
+    let first = compute.wait_phase("basebackup", MINUTE);
+    assert_eq!(first["attempt"], 1);
+    for expected in 2..=3 {
+        compute.kill9();
+        crate::support::compute::kill_processes_in(&compute.pgdata);
+        compute.restart(None, args.clone());
+        let state = compute.wait_phase("basebackup", MINUTE);
+        assert_eq!(state["attempt"], expected, "{state}");
+        let entered = compute
+            .journal()
+            .into_iter()
+            .rfind(|r| r["kind"] == "transition" && r["to"] == "basebackup")
+            .unwrap();
+        assert_eq!(entered["attempt"], expected, "{entered}");
+    }
+}

@@ -37,7 +37,7 @@ impl StartupPhase for Basebackup {
     fn succeed(self, output: StepOutput) -> Result<Next, Basebackup> {
         match output {
             StepOutput::BasebackupDone => {
-                let (startup, id) = self.startup.advance();
+                let (startup, id) = self.startup.advance(PhaseName::Starting);
                 let spec = startup.target.clone();
                 let step = Step::SpawnPostgres { id, spec };
                 Ok(Next::to(Starting { startup }, vec![step]))

@@ -77,10 +77,11 @@ impl Transition for Empty {
                         spec: spec.clone(),
                     },
                 });
+                let run = self.ctx.first_run(PhaseName::Init, id, spec.generation);
                 let startup = Startup {
                     ctx: self.ctx,
                     target: spec,
-                    run: StepRun::first(id),
+                    run,
                 };
                 Ok(Next::to(Init { startup, adopting }, steps))
             }

@@ -64,7 +64,7 @@ impl StartupPhase for Init {
                 }
             }
             StepOutput::NotAdopted if self.adopting.is_some() => {
-                let (startup, id) = self.startup.advance();
+                let (startup, id) = self.startup.advance(PhaseName::Init);
                 let spec = startup.target.clone();
                 let init = Init {
                     startup,
@@ -73,7 +73,7 @@ impl StartupPhase for Init {
                 Ok(Next::to(init, vec![Step::InitPgdata { id, spec }]))
             }
             StepOutput::PgdataReady if self.adopting.is_none() => {
-                let (startup, id) = self.startup.advance();
+                let (startup, id) = self.startup.advance(PhaseName::SyncSafekeepers);
                 let spec = startup.target.clone();
                 let step = Step::SyncSafekeepers { id, spec };
                 Ok(Next::to(SyncSafekeepers { startup }, vec![step]))

@@ -138,6 +138,9 @@ pub struct Ctx {
     /// The spec an earlier run's postmaster was last confirmed to run, if the journal says
     /// it may still serve: the first start of this run tries to adopt it.
     pub adoptable: Option<SpecRef>,
+    /// The attempt each start-up phase reached in an earlier, interrupted run, for the
+    /// generation named: the count goes on, so a crash loop does not reset a step's budget.
+    pub resumed: Option<(u64, Vec<(PhaseName, u32)>)>,
     /// The last step id handed out.
     last_step_id: u64,
 }
@@ -151,8 +154,24 @@ impl Ctx {
             applied: None,
             requests: RequestLog::default(),
             adoptable: None,
+            resumed: None,
             last_step_id: 0,
         }
+    }
+
+    /// The first run of start-up phase `phase`'s step `id` for `generation`: attempt 1, or
+    /// the one after an earlier run's interrupted attempt (taken once).
+    pub(crate) fn first_run(&mut self, phase: PhaseName, id: StepId, generation: u64) -> StepRun {
+        let mut run = StepRun::first(id);
+        if let Some((resumed_generation, attempts)) = &mut self.resumed {
+            if *resumed_generation == generation {
+                if let Some(at) = attempts.iter().position(|(p, _)| *p == phase) {
+                    let (_, attempt) = attempts.remove(at);
+                    run.attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+        run
     }
 
     /// A fresh id for a worker step.
@@ -313,6 +332,7 @@ impl Phase {
         let mut ctx = Ctx::new(policy);
         ctx.requests = recalled.requests;
         ctx.adoptable = recalled.adoptable;
+        ctx.resumed = recalled.resumed;
         if let Some((spec, seq)) = recalled.desired {
             ctx.desired = Some(spec);
             ctx.desired_seq = seq;
@@ -624,11 +644,8 @@ pub(crate) fn start_over(mut ctx: Ctx, target: SpecRef) -> Next {
         id,
         spec: target.clone(),
     };
-    let startup = Startup {
-        ctx,
-        target,
-        run: StepRun::first(id),
-    };
+    let run = ctx.first_run(PhaseName::Init, id, target.generation);
+    let startup = Startup { ctx, target, run };
     let adopting = None;
     Next::to(Init { startup, adopting }, vec![step])
 }

@@ -25,13 +25,15 @@ pub struct Startup {
 }
 
 impl Startup {
-    /// The data for the next start-up phase, whose step gets a fresh id.
-    pub(crate) fn advance(mut self) -> (Startup, StepId) {
+    /// The data for the start-up phase `next`, whose step gets a fresh id (and the attempt
+    /// an interrupted earlier run left it at).
+    pub(crate) fn advance(mut self, next: PhaseName) -> (Startup, StepId) {
         let id = self.ctx.next_step_id();
+        let run = self.ctx.first_run(next, id, self.target.generation);
         let startup = Startup {
             ctx: self.ctx,
             target: self.target,
-            run: StepRun::first(id),
+            run,
         };
         (startup, id)
     }

@@ -30,7 +30,7 @@ impl StartupPhase for SyncSafekeepers {
     fn succeed(self, output: StepOutput) -> Result<Next, SyncSafekeepers> {
         match output {
             StepOutput::SafekeepersSynced { lsn } => {
-                let (startup, id) = self.startup.advance();
+                let (startup, id) = self.startup.advance(PhaseName::Basebackup);
                 let spec = startup.target.clone();
                 let step = Step::FetchBasebackup { id, spec, lsn };
                 Ok(Next::to(Basebackup { startup, lsn }, vec![step]))
