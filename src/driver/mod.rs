@@ -14,6 +14,7 @@
 //! `Now` passed in (`tests/it/driver.rs`).
 
 mod effects;
+mod inputs;
 mod records;
 mod waiters;
 pub mod world;
@@ -26,15 +27,13 @@ use std::time::Duration;
 
 use states::{
     Event, Next, Now, Phase, PhaseName, Policy, Recalled, Rejection, ShutdownMode, SpecAnswer,
-    SpecOffer, SpecRef, StepName, Transition,
+    SpecRef, Step, StepId, Transition,
 };
 
 use crate::clock::{rfc3339_ms, Clock};
 use crate::exit::ExitCode;
-use crate::input::{ApiAnswer, ApiCall, ApiRequest, Input, SignalKind, StepExtra, StepReport};
-use crate::journal::{
-    JournalStore, RecordBody, SpecAcceptedRecord, SpecSource, StepFinishedRecord,
-};
+use crate::input::Input;
+use crate::journal::{JournalStore, RecordBody, SpecAcceptedRecord, SpecSource};
 use crate::postgres::settings::PendingRestart;
 use crate::sidecar::SidecarView;
 use crate::spec::{ParsedSpec, SpecAdmission};
@@ -42,7 +41,7 @@ use crate::step_env::Progress;
 use crate::view::{Published, StartupTimes, StateView};
 
 use records::{From, Origin};
-use waiters::{Waiters, Waiting};
+use waiters::Waiters;
 use world::World;
 
 /// Why the driver loop ended.
@@ -126,6 +125,35 @@ impl std::fmt::Debug for Driver {
 struct Facts {
     records: Vec<RecordBody>,
     offered: Option<(Arc<ParsedSpec>, SpecSource)>,
+}
+
+/// The pure part of an event's handling.
+#[derive(Debug)]
+enum Decided {
+    /// The phase refused it; `records` are facts journaled anyway.
+    Refused {
+        records: Vec<RecordBody>,
+        rejection: Rejection,
+    },
+    /// Nothing to write, publish or do; an offer's answer if it was one.
+    Unchanged {
+        answer: Option<SpecAnswer>,
+    },
+    Changed(Box<Decision>),
+}
+
+/// What an event changes, before it is durable.
+#[derive(Debug)]
+struct Decision {
+    phase: Phase,
+    steps: Vec<Step>,
+    /// `spec_accepted` first, then the transition, then a `step_started` per worker step.
+    records: Vec<RecordBody>,
+    /// The offered spec that becomes desired: stored before the records.
+    accepted: Option<Arc<ParsedSpec>>,
+    answer: Option<SpecAnswer>,
+    /// The phase changed (not only its data or attempt).
+    entered: bool,
 }
 
 /// How one event ended.
@@ -258,294 +286,7 @@ impl Driver {
         Ok(())
     }
 
-    /// One input, decided and done; `Err` ends the loop.
-    pub fn on_input(&mut self, input: Input, now: Now) -> Result<(), Exit> {
-        let result = match input {
-            Input::Api(call) => self.on_api(call, now),
-            Input::StepStarted { id } => {
-                let event = Event::StepStarted { id };
-                if let Handled::Refused(why) =
-                    self.handle(event, Origin::default(), now, Facts::default())?
-                {
-                    log::debug!("step {id} began late: {why}");
-                }
-                Ok(())
-            }
-            Input::StepFinished(report) => self.on_step_finished(report, now),
-            Input::PostmasterExited { pid, status } => {
-                if self.phase.postmaster() != Some(pid) {
-                    log::info!("postgres (pid {pid}) exited with {status}; no phase waits for it");
-                    return Ok(());
-                }
-                let origin = if self.phase.name() == PhaseName::Terminating {
-                    log::info!("postgres (pid {pid}) stopped as asked, with {status}");
-                    Origin::default()
-                } else {
-                    log::error!("postgres (pid {pid}) exited unexpectedly with {status}");
-                    Origin::source(format!("postmaster pid {pid}"))
-                };
-                let event = Event::PostmasterExited { status };
-                if let Handled::Refused(why) = self.handle(event, origin, now, Facts::default())? {
-                    log::warn!("the postmaster's exit was refused: {why}");
-                }
-                Ok(())
-            }
-            Input::Signal(signal) => self.on_signal(signal, now),
-            Input::Activity { wall_ms } => {
-                let last = self
-                    .shown
-                    .last_active_ms
-                    .map_or(wall_ms, |t| t.max(wall_ms));
-                self.shown.last_active_ms = Some(last);
-                self.publish();
-                Ok(())
-            }
-            Input::Progress(progress) => {
-                self.shown.progress = Some(progress);
-                self.publish();
-                Ok(())
-            }
-            Input::Sidecar(view) => {
-                self.shown.sidecar = Some(view);
-                self.publish();
-                Ok(())
-            }
-        };
-        self.check_invariants();
-        result
-    }
-
-    fn on_signal(&mut self, signal: SignalKind, now: Now) -> Result<(), Exit> {
-        let name = match signal {
-            SignalKind::Terminate => "SIGTERM",
-            SignalKind::Interrupt => "SIGINT",
-            SignalKind::Reload => return self.reload(now),
-            SignalKind::Upgrade => return self.upgrade(now),
-        };
-        log::info!("{name}: terminating");
-        self.shown.terminate_mode.get_or_insert(ShutdownMode::Fast);
-        let event = Event::Terminate {
-            mode: ShutdownMode::Fast,
-        };
-        // Refused only in `terminated`, which is on its way out anyway.
-        self.handle(event, Origin::source(name), now, Facts::default())?;
-        Ok(())
-    }
-
-    /// SIGUSR2: re-execute the binary file compute_ctl was started from, with the same
-    /// arguments; the new process opens the journal (a new epoch) and adopts Postgres. The
-    /// intent is journaled first; a failed exec is journaled, and this process goes on.
-    fn upgrade(&mut self, now: Now) -> Result<(), Exit> {
-        let Some((binary, args)) = self.reexec.clone() else {
-            log::warn!("SIGUSR2: the binary to re-execute is unknown");
-            return Ok(());
-        };
-        let detail = format!("re-execute {} keeping postgres", binary.display());
-        log::info!("SIGUSR2: {detail}");
-        let id = states::StepId(0);
-        let started = RecordBody::StepStarted(crate::journal::StepStartedRecord {
-            id,
-            step: StepName::Reexec,
-            generation: self.phase.ctx().desired.as_ref().map(|d| d.generation),
-            detail: Some(detail),
-        });
-        self.append(vec![started], now)?;
-        let error = self.world.reexec(&binary, &args);
-        let message = format!("cannot re-execute {}: {error}", binary.display());
-        log::error!("SIGUSR2: {message}");
-        let failed = RecordBody::StepFinished(StepFinishedRecord {
-            id,
-            step: StepName::Reexec,
-            ok: false,
-            duration_ms: 0,
-            output: None,
-            error: Some(states::StepError::new(
-                self.phase.name(),
-                StepName::Reexec,
-                states::ErrorKind::Io,
-                message,
-            )),
-        });
-        self.append(vec![failed], now)?;
-        self.publish();
-        Ok(())
-    }
-
-    /// SIGHUP: the `-S` file again, admitted like any spec.
-    fn reload(&mut self, now: Now) -> Result<(), Exit> {
-        let Some(path) = self.spec_file.clone() else {
-            log::warn!("SIGHUP: no -S/--spec file to re-read");
-            return Ok(());
-        };
-        let spec = match self.admission.admit_file(&path) {
-            Ok(admitted) => Arc::new(admitted.spec),
-            Err(e) => {
-                log::error!("SIGHUP: not accepted: {e}");
-                return Ok(());
-            }
-        };
-        let shown = path.display();
-        match self.offer(spec, SpecSource::Reload, None, None, now)? {
-            Handled::Done(answer) => log::info!("SIGHUP: {shown} re-read: {answer:?}"),
-            Handled::Refused(why) => log::error!("SIGHUP: {shown} not accepted: {why}"),
-            Handled::NotStored(why) => log::error!("SIGHUP: {shown} not accepted: {why}"),
-        }
-        Ok(())
-    }
-
-    fn on_api(&mut self, call: ApiCall, now: Now) -> Result<(), Exit> {
-        let ApiCall {
-            request_id,
-            request,
-            reply,
-        } = call;
-        let (handled, answer) = match request {
-            ApiRequest::PostSpec { spec, if_match } => {
-                let handled = self.offer(spec, SpecSource::Http, Some(request_id), if_match, now);
-                let answer = spec_answer(&handled);
-                (handled, answer)
-            }
-            ApiRequest::Configure { spec } => {
-                let handled = self.offer(spec, SpecSource::Http, Some(request_id), None, now);
-                if let Ok(Handled::Done(Some(answer))) = &handled {
-                    let generation = answer.generation();
-                    self.waiters.park(Waiting::Configure { generation }, reply);
-                    self.answer_waiters();
-                    return Ok(());
-                }
-                let answer = spec_answer(&handled);
-                (handled, answer)
-            }
-            ApiRequest::Terminate { mode } => {
-                self.shown.terminate_mode.get_or_insert(mode);
-                self.waiters.park(Waiting::Terminate, reply);
-                let origin = Origin::request(request_id, "POST /terminate");
-                // Refused only in `terminated`, where the waiter is answered at once.
-                self.handle(Event::Terminate { mode }, origin, now, Facts::default())?;
-                self.answer_waiters();
-                return Ok(());
-            }
-            ApiRequest::Recover => {
-                let origin = Origin::request(request_id, "POST /recover");
-                let handled = self.handle(Event::Recover, origin, now, Facts::default());
-                let answer = match &handled {
-                    Ok(Handled::Refused(why)) => ApiAnswer::Refused(why.clone()),
-                    Ok(_) => ApiAnswer::Recovering {
-                        phase: self.phase.name(),
-                    },
-                    Err(_) => journal_failed(),
-                };
-                (handled, answer)
-            }
-        };
-        // The caller may have given up (a closed connection): nothing to do.
-        let _ = reply.send(answer);
-        handled.map(|_| ())
-    }
-
-    fn on_step_finished(&mut self, report: StepReport, now: Now) -> Result<(), Exit> {
-        let StepReport {
-            id,
-            step,
-            result,
-            duration_ms,
-            detail,
-            extra,
-        } = report;
-        match &result {
-            Ok(_) => log::info!("step {step} {id} finished in {duration_ms} ms"),
-            Err(e) => log::warn!("step {step} {id} failed after {duration_ms} ms: {e}"),
-        }
-        if result.is_ok() {
-            self.record_timing(step, duration_ms, now);
-        }
-        if matches!(step, StepName::FetchBasebackup | StepName::SyncSafekeepers) {
-            self.shown.progress = None;
-        }
-        let mut fetched = None;
-        match extra {
-            StepExtra::None => {}
-            StepExtra::Applied { pending_restart } => self.shown.pending_restart = pending_restart,
-            StepExtra::Fetched(spec) => fetched = Some(Arc::new(*spec)),
-        }
-        let finished = RecordBody::StepFinished(StepFinishedRecord {
-            id,
-            step,
-            ok: result.is_ok(),
-            duration_ms,
-            output: records::step_finished_output(&result, detail),
-            error: result.as_ref().err().cloned(),
-        });
-        let origin = Origin {
-            step: Some(step),
-            ..Origin::default()
-        };
-        let facts = Facts {
-            records: vec![finished],
-            offered: None,
-        };
-        if let Handled::Refused(why) =
-            self.handle(Event::StepFinished { id, result }, origin, now, facts)?
-        {
-            log::info!("step {step} {id} reported late: {why}");
-        }
-        if let Some(spec) = fetched {
-            match self.offer(spec, SpecSource::ControlPlane, None, None, now)? {
-                Handled::Done(_) => {}
-                Handled::Refused(why) => log::error!("the control plane's spec is refused: {why}"),
-                Handled::NotStored(why) => {
-                    log::error!("the control plane's spec is refused: {why}")
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Offers `spec` to the phase: admission in the core, then, if accepted, the spec stored
-    /// and its `spec_accepted` record first in the input's batch.
-    fn offer(
-        &mut self,
-        spec: Arc<ParsedSpec>,
-        source: SpecSource,
-        request_id: Option<String>,
-        if_match: Option<u64>,
-        now: Now,
-    ) -> Result<Handled, Exit> {
-        let offer = SpecOffer {
-            hash: spec.hash.clone(),
-            if_match,
-            request_id: request_id.clone(),
-            seq: self.journal.last_seq() + 1,
-        };
-        let origin = Origin {
-            request_id,
-            source: Some(records::source_name(source).into()),
-            step: None,
-        };
-        let facts = Facts {
-            records: Vec::new(),
-            offered: Some((spec, source)),
-        };
-        self.handle(Event::SpecOffered { offer }, origin, now, facts)
-    }
-
-    fn record_timing(&mut self, step: StepName, duration_ms: u64, now: Now) {
-        let startup = &mut self.shown.startup;
-        match step {
-            StepName::SyncSafekeepers => startup.sync_safekeepers_ms = duration_ms,
-            StepName::FetchBasebackup => startup.basebackup_ms = duration_ms,
-            StepName::SpawnPostgres => startup.start_postgres_ms = duration_ms,
-            StepName::ApplySpec if self.phase.ctx().applied.is_none() => {
-                startup.config_ms = duration_ms;
-                if let Some(began) = self.shown.startup_began_ms {
-                    startup.total_ms = now.mono_ms.saturating_sub(began);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Decides, persists, publishes, answers, hands over.
+    /// One event: decide (pure), persist, publish, answer, hand over.
     fn handle(
         &mut self,
         event: Event,
@@ -553,6 +294,23 @@ impl Driver {
         now: Now,
         facts: Facts,
     ) -> Result<Handled, Exit> {
+        match self.decide(event, &origin, now, facts) {
+            Decided::Refused { records, rejection } => {
+                // A finished step happened whatever the phase thinks of it.
+                if !records.is_empty() {
+                    self.append(records, now)?;
+                    self.publish();
+                }
+                Ok(Handled::Refused(rejection))
+            }
+            Decided::Unchanged { answer } => Ok(Handled::Done(answer)),
+            Decided::Changed(decision) => self.commit(*decision, now),
+        }
+    }
+
+    /// What `event` does, as data: the core's next phase and steps, and the records that
+    /// make it durable. Reads the driver's state, changes none of it.
+    fn decide(&self, event: Event, origin: &Origin, now: Now, facts: Facts) -> Decided {
         let Facts {
             mut records,
             offered,
@@ -569,52 +327,41 @@ impl Driver {
             attempt: self.phase.attempt(),
             since_ms: self.phase_since.mono_ms,
         };
-
-        // Decide.
-        let next = match self.phase.clone().on_event(event, now) {
-            Ok(next) => next,
-            Err(rejected) => {
-                // A finished step happened whatever the phase thinks of it.
-                if !records.is_empty() {
-                    self.append(records, now)?;
-                    self.publish();
-                }
-                return Ok(Handled::Refused(rejected.rejection));
-            }
-        };
         let Next {
             phase,
             steps,
             answer,
-        } = next;
-        let accepted = match (answer, &offered) {
+        } = match self.phase.clone().on_event(event, now) {
+            Ok(next) => next,
+            Err(rejected) => {
+                let rejection = rejected.rejection;
+                return Decided::Refused { records, rejection };
+            }
+        };
+        let accepted = match (answer, offered) {
             (Some(SpecAnswer::Accepted { generation, seq }), Some((spec, source))) => {
                 debug_assert_eq!(
                     seq,
                     self.journal.last_seq() + 1,
                     "the offer's seq is not next"
                 );
-                Some((generation, spec.clone(), *source))
+                records.insert(
+                    0,
+                    RecordBody::SpecAccepted(SpecAcceptedRecord {
+                        generation,
+                        spec_hash: spec.hash.clone(),
+                        source,
+                        request_id: origin.request_id.clone(),
+                        ignored_fields: spec.ignored_fields.clone(),
+                    }),
+                );
+                Some(spec)
             }
             _ => None,
         };
         // Most ticks change nothing: nothing to write, publish or answer.
         if steps.is_empty() && records.is_empty() && accepted.is_none() && phase == self.phase {
-            return Ok(Handled::Done(answer));
-        }
-        if let Some((generation, spec, source)) = &accepted {
-            let request_id = origin.request_id.clone();
-            records.insert(
-                0,
-                RecordBody::SpecAccepted(SpecAcceptedRecord {
-                    generation: *generation,
-                    spec_hash: spec.hash.clone(),
-                    source: *source,
-                    request_id,
-                    ignored_fields: spec.ignored_fields.clone(),
-                }),
-            );
-            self.specs.insert(spec.hash.clone(), spec.clone());
+            return Decided::Unchanged { answer };
         }
         // An offer that was accepted caused what follows as an accepted spec.
         let cause = match accepted {
@@ -625,32 +372,49 @@ impl Driver {
             from,
             &phase,
             cause,
-            &origin,
+            origin,
             event_error,
             now.mono_ms,
         ));
-        let mut specs_for_steps = HashMap::new();
-        for step in &steps {
-            records.extend(records::step_started(step));
-            if let (Some(id), Some(spec)) = (step.id(), step.spec()) {
-                if let Some(spec) = self.specs.get(&spec.hash) {
-                    specs_for_steps.insert(id, spec.clone());
-                }
-            }
-        }
+        records.extend(steps.iter().filter_map(records::step_started));
+        Decided::Changed(Box::new(Decision {
+            entered: phase.name() != from.phase,
+            phase,
+            steps,
+            records,
+            accepted,
+            answer,
+        }))
+    }
 
-        // Persist: the spec first (its record names it), then the records, one fsync.
-        if let Some((_, spec, _)) = &accepted {
+    /// Makes a decision durable (the spec file first, its record names it; then the records,
+    /// one fsync), then publishes it, performs its effects and answers the parked requests.
+    fn commit(&mut self, decision: Decision, now: Now) -> Result<Handled, Exit> {
+        let Decision {
+            phase,
+            steps,
+            records,
+            accepted,
+            answer,
+            entered,
+        } = decision;
+        if let Some(spec) = &accepted {
             if let Err(why) = self.world.store_spec(spec) {
                 log::error!("cannot store spec {}: {why}", spec.hash);
-                self.prune_specs();
                 return Ok(Handled::NotStored(why));
             }
         }
         self.append(records, now)?;
-
-        // Publish, answer, hand over.
-        let entered = phase.name() != from.phase;
+        if let Some(spec) = accepted {
+            self.specs.insert(spec.hash.clone(), spec);
+        }
+        let specs_for_steps: HashMap<StepId, Arc<ParsedSpec>> = steps
+            .iter()
+            .filter_map(|step| {
+                let spec = self.specs.get(&step.spec()?.hash)?;
+                Some((step.id()?, spec.clone()))
+            })
+            .collect();
         self.phase = phase;
         let mut effects = Vec::new();
         if entered {
@@ -780,26 +544,5 @@ impl Driver {
 
     fn publish(&self) {
         self.published.publish(self.view());
-    }
-}
-
-/// The answer to an offered spec that is not parked.
-fn spec_answer(handled: &Result<Handled, Exit>) -> ApiAnswer {
-    match handled {
-        Ok(Handled::Done(Some(answer))) => ApiAnswer::Spec(*answer),
-        Ok(Handled::Done(None)) => ApiAnswer::NotDurable {
-            message: "the phase gave no answer to the spec (a defect)".into(),
-        },
-        Ok(Handled::Refused(why)) => ApiAnswer::Refused(why.clone()),
-        Ok(Handled::NotStored(why)) => ApiAnswer::NotDurable {
-            message: format!("the spec cannot be stored: {why}"),
-        },
-        Err(_) => journal_failed(),
-    }
-}
-
-fn journal_failed() -> ApiAnswer {
-    ApiAnswer::NotDurable {
-        message: "the journal cannot be written: nothing was accepted".into(),
     }
 }

@@ -1,0 +1,324 @@
+//! Each kind of input, turned into the core's events and the facts that come with them: API
+//! calls (and their typed answers), finished steps, the postmaster's exit, signals.
+
+use std::sync::Arc;
+
+use states::{Event, Now, PhaseName, ShutdownMode, StepName};
+
+use super::records::{self, Origin};
+use super::waiters::Waiting;
+use super::{Driver, Exit, Facts, Handled};
+use crate::input::{ApiAnswer, ApiCall, ApiRequest, Input, SignalKind, StepExtra, StepReport};
+use crate::journal::{RecordBody, SpecSource, StepFinishedRecord};
+use crate::spec::ParsedSpec;
+use states::SpecOffer;
+
+impl Driver {
+    /// One input, decided and done; `Err` ends the loop.
+    pub fn on_input(&mut self, input: Input, now: Now) -> Result<(), Exit> {
+        let result = match input {
+            Input::Api(call) => self.on_api(call, now),
+            Input::StepStarted { id } => {
+                let event = Event::StepStarted { id };
+                if let Handled::Refused(why) =
+                    self.handle(event, Origin::default(), now, Facts::default())?
+                {
+                    log::debug!("step {id} began late: {why}");
+                }
+                Ok(())
+            }
+            Input::StepFinished(report) => self.on_step_finished(report, now),
+            Input::PostmasterExited { pid, status } => {
+                if self.phase.postmaster() != Some(pid) {
+                    log::info!("postgres (pid {pid}) exited with {status}; no phase waits for it");
+                    return Ok(());
+                }
+                let origin = if self.phase.name() == PhaseName::Terminating {
+                    log::info!("postgres (pid {pid}) stopped as asked, with {status}");
+                    Origin::default()
+                } else {
+                    log::error!("postgres (pid {pid}) exited unexpectedly with {status}");
+                    Origin::source(format!("postmaster pid {pid}"))
+                };
+                let event = Event::PostmasterExited { status };
+                if let Handled::Refused(why) = self.handle(event, origin, now, Facts::default())? {
+                    log::warn!("the postmaster's exit was refused: {why}");
+                }
+                Ok(())
+            }
+            Input::Signal(signal) => self.on_signal(signal, now),
+            Input::Activity { wall_ms } => {
+                let last = self
+                    .shown
+                    .last_active_ms
+                    .map_or(wall_ms, |t| t.max(wall_ms));
+                self.shown.last_active_ms = Some(last);
+                self.publish();
+                Ok(())
+            }
+            Input::Progress(progress) => {
+                self.shown.progress = Some(progress);
+                self.publish();
+                Ok(())
+            }
+            Input::Sidecar(view) => {
+                self.shown.sidecar = Some(view);
+                self.publish();
+                Ok(())
+            }
+        };
+        self.check_invariants();
+        result
+    }
+
+    fn on_signal(&mut self, signal: SignalKind, now: Now) -> Result<(), Exit> {
+        let name = match signal {
+            SignalKind::Terminate => "SIGTERM",
+            SignalKind::Interrupt => "SIGINT",
+            SignalKind::Reload => return self.reload(now),
+            SignalKind::Upgrade => return self.upgrade(now),
+        };
+        log::info!("{name}: terminating");
+        self.shown.terminate_mode.get_or_insert(ShutdownMode::Fast);
+        let event = Event::Terminate {
+            mode: ShutdownMode::Fast,
+        };
+        // Refused only in `terminated`, which is on its way out anyway.
+        self.handle(event, Origin::source(name), now, Facts::default())?;
+        Ok(())
+    }
+
+    /// SIGUSR2: re-execute the binary file compute_ctl was started from, with the same
+    /// arguments; the new process opens the journal (a new epoch) and adopts Postgres. The
+    /// intent is journaled first; a failed exec is journaled, and this process goes on.
+    fn upgrade(&mut self, now: Now) -> Result<(), Exit> {
+        let Some((binary, args)) = self.reexec.clone() else {
+            log::warn!("SIGUSR2: the binary to re-execute is unknown");
+            return Ok(());
+        };
+        let detail = format!("re-execute {} keeping postgres", binary.display());
+        log::info!("SIGUSR2: {detail}");
+        let id = states::StepId(0);
+        let started = RecordBody::StepStarted(crate::journal::StepStartedRecord {
+            id,
+            step: StepName::Reexec,
+            generation: self.phase.ctx().desired.as_ref().map(|d| d.generation),
+            detail: Some(detail),
+        });
+        self.append(vec![started], now)?;
+        let error = self.world.reexec(&binary, &args);
+        let message = format!("cannot re-execute {}: {error}", binary.display());
+        log::error!("SIGUSR2: {message}");
+        let failed = RecordBody::StepFinished(StepFinishedRecord {
+            id,
+            step: StepName::Reexec,
+            ok: false,
+            duration_ms: 0,
+            output: None,
+            error: Some(states::StepError::new(
+                self.phase.name(),
+                StepName::Reexec,
+                states::ErrorKind::Io,
+                message,
+            )),
+        });
+        self.append(vec![failed], now)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// SIGHUP: the `-S` file again, admitted like any spec.
+    fn reload(&mut self, now: Now) -> Result<(), Exit> {
+        let Some(path) = self.spec_file.clone() else {
+            log::warn!("SIGHUP: no -S/--spec file to re-read");
+            return Ok(());
+        };
+        let spec = match self.admission.admit_file(&path) {
+            Ok(admitted) => Arc::new(admitted.spec),
+            Err(e) => {
+                log::error!("SIGHUP: not accepted: {e}");
+                return Ok(());
+            }
+        };
+        let shown = path.display();
+        match self.offer(spec, SpecSource::Reload, None, None, now)? {
+            Handled::Done(answer) => log::info!("SIGHUP: {shown} re-read: {answer:?}"),
+            Handled::Refused(why) => log::error!("SIGHUP: {shown} not accepted: {why}"),
+            Handled::NotStored(why) => log::error!("SIGHUP: {shown} not accepted: {why}"),
+        }
+        Ok(())
+    }
+
+    fn on_api(&mut self, call: ApiCall, now: Now) -> Result<(), Exit> {
+        let ApiCall {
+            request_id,
+            request,
+            reply,
+        } = call;
+        let (handled, answer) = match request {
+            ApiRequest::PostSpec { spec, if_match } => {
+                let handled = self.offer(spec, SpecSource::Http, Some(request_id), if_match, now);
+                let answer = spec_answer(&handled);
+                (handled, answer)
+            }
+            ApiRequest::Configure { spec } => {
+                let handled = self.offer(spec, SpecSource::Http, Some(request_id), None, now);
+                if let Ok(Handled::Done(Some(answer))) = &handled {
+                    let generation = answer.generation();
+                    self.waiters.park(Waiting::Configure { generation }, reply);
+                    self.answer_waiters();
+                    return Ok(());
+                }
+                let answer = spec_answer(&handled);
+                (handled, answer)
+            }
+            ApiRequest::Terminate { mode } => {
+                self.shown.terminate_mode.get_or_insert(mode);
+                self.waiters.park(Waiting::Terminate, reply);
+                let origin = Origin::request(request_id, "POST /terminate");
+                // Refused only in `terminated`, where the waiter is answered at once.
+                self.handle(Event::Terminate { mode }, origin, now, Facts::default())?;
+                self.answer_waiters();
+                return Ok(());
+            }
+            ApiRequest::Recover => {
+                let origin = Origin::request(request_id, "POST /recover");
+                let handled = self.handle(Event::Recover, origin, now, Facts::default());
+                let answer = match &handled {
+                    Ok(Handled::Refused(why)) => ApiAnswer::Refused(why.clone()),
+                    Ok(_) => ApiAnswer::Recovering {
+                        phase: self.phase.name(),
+                    },
+                    Err(_) => journal_failed(),
+                };
+                (handled, answer)
+            }
+        };
+        // The caller may have given up (a closed connection): nothing to do.
+        let _ = reply.send(answer);
+        handled.map(|_| ())
+    }
+
+    fn on_step_finished(&mut self, report: StepReport, now: Now) -> Result<(), Exit> {
+        let StepReport {
+            id,
+            step,
+            result,
+            duration_ms,
+            detail,
+            extra,
+        } = report;
+        match &result {
+            Ok(_) => log::info!("step {step} {id} finished in {duration_ms} ms"),
+            Err(e) => log::warn!("step {step} {id} failed after {duration_ms} ms: {e}"),
+        }
+        if result.is_ok() {
+            self.record_timing(step, duration_ms, now);
+        }
+        if matches!(step, StepName::FetchBasebackup | StepName::SyncSafekeepers) {
+            self.shown.progress = None;
+        }
+        let mut fetched = None;
+        match extra {
+            StepExtra::None => {}
+            StepExtra::Applied { pending_restart } => self.shown.pending_restart = pending_restart,
+            StepExtra::Fetched(spec) => fetched = Some(Arc::new(*spec)),
+        }
+        let finished = RecordBody::StepFinished(StepFinishedRecord {
+            id,
+            step,
+            ok: result.is_ok(),
+            duration_ms,
+            output: records::step_finished_output(&result, detail),
+            error: result.as_ref().err().cloned(),
+        });
+        let origin = Origin {
+            step: Some(step),
+            ..Origin::default()
+        };
+        let facts = Facts {
+            records: vec![finished],
+            offered: None,
+        };
+        if let Handled::Refused(why) =
+            self.handle(Event::StepFinished { id, result }, origin, now, facts)?
+        {
+            log::info!("step {step} {id} reported late: {why}");
+        }
+        if let Some(spec) = fetched {
+            match self.offer(spec, SpecSource::ControlPlane, None, None, now)? {
+                Handled::Done(_) => {}
+                Handled::Refused(why) => log::error!("the control plane's spec is refused: {why}"),
+                Handled::NotStored(why) => {
+                    log::error!("the control plane's spec is refused: {why}")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Offers `spec` to the phase: admission in the core, then, if accepted, the spec stored
+    /// and its `spec_accepted` record first in the input's batch.
+    pub(super) fn offer(
+        &mut self,
+        spec: Arc<ParsedSpec>,
+        source: SpecSource,
+        request_id: Option<String>,
+        if_match: Option<u64>,
+        now: Now,
+    ) -> Result<Handled, Exit> {
+        let offer = SpecOffer {
+            hash: spec.hash.clone(),
+            if_match,
+            request_id: request_id.clone(),
+            seq: self.journal.last_seq() + 1,
+        };
+        let origin = Origin {
+            request_id,
+            source: Some(records::source_name(source).into()),
+            step: None,
+        };
+        let facts = Facts {
+            records: Vec::new(),
+            offered: Some((spec, source)),
+        };
+        self.handle(Event::SpecOffered { offer }, origin, now, facts)
+    }
+
+    fn record_timing(&mut self, step: StepName, duration_ms: u64, now: Now) {
+        let startup = &mut self.shown.startup;
+        match step {
+            StepName::SyncSafekeepers => startup.sync_safekeepers_ms = duration_ms,
+            StepName::FetchBasebackup => startup.basebackup_ms = duration_ms,
+            StepName::SpawnPostgres => startup.start_postgres_ms = duration_ms,
+            StepName::ApplySpec if self.phase.ctx().applied.is_none() => {
+                startup.config_ms = duration_ms;
+                if let Some(began) = self.shown.startup_began_ms {
+                    startup.total_ms = now.mono_ms.saturating_sub(began);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The answer to an offered spec that is not parked.
+fn spec_answer(handled: &Result<Handled, Exit>) -> ApiAnswer {
+    match handled {
+        Ok(Handled::Done(Some(answer))) => ApiAnswer::Spec(*answer),
+        Ok(Handled::Done(None)) => ApiAnswer::NotDurable {
+            message: "the phase gave no answer to the spec (a defect)".into(),
+        },
+        Ok(Handled::Refused(why)) => ApiAnswer::Refused(why.clone()),
+        Ok(Handled::NotStored(why)) => ApiAnswer::NotDurable {
+            message: format!("the spec cannot be stored: {why}"),
+        },
+        Err(_) => journal_failed(),
+    }
+}
+
+fn journal_failed() -> ApiAnswer {
+    ApiAnswer::NotDurable {
+        message: "the journal cannot be written: nothing was accepted".into(),
+    }
+}
