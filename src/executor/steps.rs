@@ -206,6 +206,7 @@ pub fn postgresql_conf(
             env.pgdata.to_string_lossy().into_owned(),
         ));
     }
+    extra.extend(crate::postgres::config::defaults(&spec.spec));
     extra.extend(storage::backend(spec).settings(env, spec));
     extra.push((settings::SPEC_HASH_SETTING.into(), spec.hash.clone()));
     let extra: Vec<(&str, String)> = extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
@@ -295,7 +296,12 @@ fn apply_spec_parts(
     let env = ctx.env;
     let spec = ctx.spec(phase, STEP)?;
     let postgres_error = |what: &str, e: postgres::Error| {
-        StepError::new(phase, STEP, ErrorKind::Postgres, format!("{what}: {e}"))
+        StepError::new(
+            phase,
+            STEP,
+            ErrorKind::Postgres,
+            format!("{what}: {}", crate::postgres::error::describe(&e)),
+        )
     };
     let mut client = env
         .admin

@@ -2,6 +2,7 @@
 //!
 //! - [`process`]: the postmaster, spawned as a direct child, watched and stopped;
 //! - [`connect`]: the admin connection of `-C`, completed with the spec's port;
+//! - [`error`]: Postgres's own words, whole (SQLSTATE, message, DETAIL, HINT);
 //! - [`settings`]: settings applied live, checked by Postgres and confirmed by a hash read-back;
 //! - [`monitor`]: activity, for `last_active`;
 //! - [`quote`]: the one place where names and values become SQL or configuration text;
@@ -17,6 +18,7 @@
 pub mod catalog;
 pub mod config;
 pub mod connect;
+pub mod error;
 pub mod monitor;
 pub mod options;
 pub mod plan;

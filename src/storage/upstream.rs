@@ -515,19 +515,10 @@ impl UpstreamFailure {
     }
 }
 
-/// The server's own words (`FATAL: password authentication failed for user "x"`), or the
-/// client's (`error connecting to server: Connection refused (os error 111)`).
+/// The server's own words whole (`FATAL: 28P01: password authentication failed for user
+/// "x"`), or the client's (`error connecting to server: Connection refused (os error 111)`).
 fn pg_message(e: &postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        return format!("{}: {}", db.severity(), db.message());
-    }
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    message
+    crate::postgres::error::describe(e)
 }
 
 /// Runs `work` on a connection to the upstream, on a thread of its own so that a cancel

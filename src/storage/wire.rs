@@ -21,6 +21,7 @@ use postgres_protocol::message::backend::{ErrorFields, Header, Message};
 use postgres_protocol::message::frontend;
 
 use crate::executor::cancel::{CancelToken, HookGuard};
+use crate::postgres::error::ServerError;
 
 /// The largest backend message accepted: COPY data arrives in chunks far below this, so a
 /// bigger length is a broken or hostile server, not data.
@@ -295,35 +296,29 @@ fn open_socket(
     }
 }
 
-/// The message and SQLSTATE of an ErrorResponse: `ERROR: tenant x not found (SQLSTATE XX000)`.
+/// An ErrorResponse whole: `ERROR: XX000: tenant x not found; DETAIL: …; HINT: …`.
 pub fn error_text(mut fields: ErrorFields<'_>) -> String {
-    let mut severity = None;
-    let mut code = None;
-    let mut message = None;
-    let mut detail = None;
+    let mut error = ServerError::default();
+    let mut localized = None;
     while let Ok(Some(field)) = fields.next() {
         let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
         match field.type_() {
-            b'V' => severity = Some(value),
-            b'S' if severity.is_none() => severity = Some(value),
-            b'C' => code = Some(value),
-            b'M' => message = Some(value),
-            b'D' => detail = Some(value),
+            b'V' => error.severity = value,
+            b'S' => localized = Some(value),
+            b'C' => error.code = Some(value),
+            b'M' => error.message = value,
+            b'D' => error.detail = Some(value),
+            b'H' => error.hint = Some(value),
             _ => {}
         }
     }
-    let mut text = format!(
-        "{}: {}",
-        severity.unwrap_or_else(|| "ERROR".into()),
-        message.unwrap_or_else(|| "(no message)".into())
-    );
-    if let Some(detail) = detail {
-        text.push_str(&format!(" ({detail})"));
+    if error.severity.is_empty() {
+        error.severity = localized.unwrap_or_else(|| "ERROR".into());
     }
-    if let Some(code) = code {
-        text.push_str(&format!(" (SQLSTATE {code})"));
+    if error.message.is_empty() {
+        error.message = "(no message)".into();
     }
-    text
+    error.to_string()
 }
 
 impl Connection {

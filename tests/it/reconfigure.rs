@@ -250,6 +250,8 @@ fn failed_reconfiguration_keeps_serving_and_a_corrected_spec_recovers() {
         message.contains("work_mem") && message.contains("plenty"),
         "{message}"
     );
+    // A refused setting too (invalid_parameter_value).
+    assert!(message.contains("22023: invalid value"), "{message}");
     assert_eq!(show(&compute, "work_mem"), work_mem_before);
     let conf = std::fs::read_to_string(compute.pgdata.join("postgresql.conf")).unwrap();
     assert!(!conf.contains("plenty"), "the refused file stayed");
