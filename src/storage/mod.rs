@@ -4,6 +4,7 @@
 
 mod embedded;
 mod neon;
+mod standby;
 mod upstream;
 pub mod wire;
 

@@ -391,6 +391,18 @@ impl StorageBackend for Neon {
                 format!("the base backup from {server} holds no file"),
             ));
         }
+        // A hot standby must run with at least its primary's values of five settings.
+        let standby_settings = match neon.mode {
+            ComputeMode::Primary => None,
+            ComputeMode::Replica | ComputeMode::Static(_) => Some(
+                super::standby::raise(env, &spec.spec, &env.pgdata, ctx.cancel).map_err(|e| {
+                    error(
+                        ErrorKind::Io,
+                        format!("cannot raise the standby's settings: {e:#}"),
+                    )
+                })?,
+            ),
+        };
         Ok(json!({
             "storage": "neon",
             "pageserver": server,
@@ -402,13 +414,14 @@ impl StorageBackend for Neon {
             "bytes_unpacked": stats.bytes,
             "connect_ms": u64::try_from(connected_ms).unwrap_or(u64::MAX),
             "basebackup_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "standby_settings": standby_settings,
         }))
     }
 
     /// Neon's storage settings, as Neon writes them after the spec's own: from the spec's
     /// fields (a spec that gave them as settings already has them), and for a read-only
     /// compute hot standby, at its LSN for a static one.
-    fn settings(&self, _env: &StepEnv, spec: &ParsedSpec) -> Vec<(String, String)> {
+    fn settings(&self, env: &StepEnv, spec: &ParsedSpec) -> Vec<(String, String)> {
         let Some(neon) = fields(spec) else {
             return Vec::new();
         };
@@ -430,6 +443,7 @@ impl StorageBackend for Neon {
                 wanted.push(("recovery_target_lsn".into(), lsn.to_string()));
             }
         }
+        wanted.extend(super::standby::settings(&env.pgdata));
         wanted
     }
 

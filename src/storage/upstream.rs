@@ -39,7 +39,7 @@ use anyhow::{bail, Context};
 use serde_json::json;
 use states::{ErrorKind, Lsn, PhaseName, StepError, StepName};
 
-use super::{StorageBackend, Synced};
+use super::{standby, StorageBackend, Synced};
 use crate::executor::cancel::CancelToken;
 use crate::executor::{Progress, StepCtx, StepEnv};
 use crate::pg_user::{run_as, PgUser};
@@ -345,6 +345,13 @@ impl StorageBackend for Upstream {
         }
 
         let cleaned = tidy_copy(&pgdata).map_err(io_error)?;
+        let standby_settings = match source.mode {
+            ComputeMode::Replica => Some(
+                standby::raise(env, &spec.spec, &pgdata, ctx.cancel)
+                    .map_err(|e| io_error(e.context("cannot raise the standby's settings")))?,
+            ),
+            ComputeMode::Primary | ComputeMode::Static(_) => None,
+        };
         let backup_start = std::fs::read_to_string(pgdata.join("backup_label"))
             .ok()
             .and_then(|label| backup_start_lsn(&label));
@@ -368,6 +375,7 @@ impl StorageBackend for Upstream {
             "removed_from_copy": cleaned.removed,
             "upstream_auto_conf_settings_dropped": cleaned.auto_conf_settings,
             "no_sync": "PGDATA is rebuilt on every start: syncing the copy protects nothing",
+            "standby_settings": standby_settings,
         }))
     }
 
@@ -395,6 +403,7 @@ impl StorageBackend for Upstream {
                 if let Some(slot) = source.slot {
                     settings.push(("primary_slot_name".to_string(), slot.to_string()));
                 }
+                settings.extend(standby::settings(&env.pgdata));
                 settings
             }
             ComputeMode::Primary | ComputeMode::Static(_) => Vec::new(),
@@ -816,10 +825,11 @@ struct Tidied {
 }
 
 /// Takes out of the fresh copy what belongs to the upstream, not to this compute: its
-/// signal files, a password file of ours it carried, and its `ALTER SYSTEM` settings.
+/// signal files, a password file and standby settings of ours it carried (an upstream that
+/// is itself a compute), and its `ALTER SYSTEM` settings.
 fn tidy_copy(pgdata: &Path) -> anyhow::Result<Tidied> {
     let mut tidied = Tidied::default();
-    for name in SIGNAL_FILES.iter().chain(std::iter::once(&PASSFILE)) {
+    for name in SIGNAL_FILES.iter().chain([&PASSFILE, &standby::FILE]) {
         let path = pgdata.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => tidied.removed.push((*name).to_string()),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::compute::{
-    embedded_spec, free_port, md5_verifier, processes_in, Compute, Launch,
+    embedded_spec, free_port, md5_verifier, processes_in, set_setting, Compute, Launch,
 };
 use crate::support::postgres::{Setup, TestPostgres};
 
@@ -619,4 +619,90 @@ fn copies_of_a_standby_upstream_read_its_receive_lsn() {
         .execute("INSERT INTO t VALUES (102, 'branch')", &[])
         .unwrap();
     assert_eq!(count(&mut client, "t"), 102);
+}
+
+fn show(client: &mut postgres::Client, name: &str) -> String {
+    client
+        .query_one(&format!("SHOW {name}"), &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn a_replica_raises_the_standby_settings_to_the_primarys_and_a_branch_keeps_the_specs() {
+    // An ordinary primary (max_connections 100, initdb's default) with more worker processes
+    // than Postgres's default, under a spec that asks for fewer connections.
+    let upstream = upstream_with(10, &[("max_worker_processes", "12")]);
+    let connstring = replicator_connstr(&upstream, REPLICATOR_PASSWORD);
+    let mut spec = upstream_spec(&connstring, json!("Replica"));
+    set_setting(&mut spec, "max_connections", "50");
+    set_setting(&mut spec, "max_wal_senders", "20");
+    let mut compute = Compute::start(Launch {
+        spec: Some(spec.clone()),
+        ..Launch::default()
+    });
+    let state = compute.wait_running();
+    assert_eq!(state["pending_restart"], json!([]), "{state}");
+    let mut replica = compute.admin();
+    assert_eq!(show(&mut replica, "max_connections"), "100");
+    assert_eq!(show(&mut replica, "max_worker_processes"), "12");
+    // Above the primary's: the spec's value stands.
+    assert_eq!(show(&mut replica, "max_wal_senders"), "20");
+    assert_eq!(count(&mut replica, "t"), 10);
+
+    // Journaled: the spec's value and the value used, for each of the five.
+    let backup = finished(&compute, "fetch_basebackup", 1);
+    let decided = backup["output"]["detail"]["standby_settings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{backup}"));
+    let by_name = |name: &str| {
+        decided
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {backup}"))
+            .clone()
+    };
+    assert_eq!(decided.len(), 5, "{backup}");
+    assert_eq!(
+        by_name("max_connections"),
+        json!({ "name": "max_connections", "spec": "50", "primary": 100, "used": 100, "raised": true })
+    );
+    assert_eq!(
+        by_name("max_worker_processes"),
+        json!({ "name": "max_worker_processes", "spec": null, "primary": 12, "used": 12, "raised": true })
+    );
+    assert_eq!(by_name("max_wal_senders")["raised"], false);
+    assert_eq!(by_name("max_wal_senders")["used"], 20);
+
+    // A reconfiguration renders the same raised values: nothing waits for a restart.
+    let mut next = spec.clone();
+    set_setting(&mut next, "work_mem", "7MB");
+    let (status, body) = compute.post_spec(&next);
+    assert_eq!(status, 202, "{body}");
+    let state = compute.wait_state(MINUTE, "the new spec applied", |s| {
+        s["phase"] == "running" && s["applied_generation"] == 2
+    });
+    assert_eq!(state["pending_restart"], json!([]), "{state}");
+    assert_eq!(show(&mut replica, "work_mem"), "7MB");
+    assert_eq!(show(&mut replica, "max_connections"), "100");
+    drop(replica);
+    drop(compute);
+
+    // A Primary branch keeps the spec's values: its recovery checks none of them.
+    let mut spec = upstream_spec(
+        &format!(
+            "postgresql://cloud_admin@127.0.0.1:{}/postgres",
+            upstream.port()
+        ),
+        json!("Primary"),
+    );
+    set_setting(&mut spec, "max_connections", "50");
+    let mut branch = Compute::start(Launch {
+        spec: Some(spec),
+        ..Launch::default()
+    });
+    branch.wait_running();
+    assert_eq!(show(&mut branch.admin(), "max_connections"), "50");
+    let backup = finished(&branch, "fetch_basebackup", 1);
+    assert_eq!(backup["output"]["detail"]["standby_settings"], Value::Null);
 }
