@@ -186,14 +186,17 @@ impl StorageBackend for Upstream {
                               THEN coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) \
                               ELSE pg_current_wal_flush_lsn() END)::text, \
                         current_setting('server_version'), \
-                        (SELECT rolsuper FROM pg_roles WHERE rolname = $1)",
-                &[&admin],
+                        (SELECT rolsuper FROM pg_roles WHERE rolname = $1), \
+                        ARRAY(SELECT rolname::text FROM pg_roles \
+                              WHERE rolsuper AND rolcanlogin ORDER BY rolname LIMIT $2)",
+                &[&admin, &SUPERUSERS_NAMED_MAX],
             )?;
             Ok(Probe {
                 in_recovery: row.get(0),
                 lsn: row.get(1),
                 server_version: row.get(2),
                 admin_is_superuser: row.get(3),
+                superusers: row.get(4),
             })
         })
         .map_err(|e| e.into_step_error(PHASE, STEP, &source))?;
@@ -216,8 +219,9 @@ impl StorageBackend for Upstream {
                     format!(
                         "the admin role {admin} (the user of -C/--connstr) {what} on the {}: \
                          roles come with the copy, and compute_ctl configures the compute as \
-                         that superuser",
-                        source.describe()
+                         that superuser; {}",
+                        source.describe(),
+                        admin_fix(admin, &found.superusers)
                     ),
                 );
                 // Trying again changes nothing until a person creates the role.
@@ -427,6 +431,25 @@ impl StorageBackend for Upstream {
     }
 }
 
+/// How many of the upstream's superusers the admin hint names at most.
+const SUPERUSERS_NAMED_MAX: i64 = 10;
+
+/// What to do when the admin role is missing on the upstream: log in as one of the
+/// superusers it has (they come with the copy), or create the role there.
+fn admin_fix(admin: &str, superusers: &[String]) -> String {
+    match superusers.first() {
+        Some(first) => format!(
+            "the upstream's superusers that can log in are {}: pass -C postgresql://{first}@… \
+             (or another of them), or create {admin} there as a superuser",
+            superusers.join(", ")
+        ),
+        None => format!(
+            "the upstream has no superuser that can log in: create {admin} there as a \
+             superuser (CREATE ROLE {admin} LOGIN SUPERUSER)"
+        ),
+    }
+}
+
 /// What the probe of `sync_safekeepers` reads.
 #[derive(Debug)]
 struct Probe {
@@ -435,6 +458,8 @@ struct Probe {
     server_version: String,
     /// `None`: no role of that name.
     admin_is_superuser: Option<bool>,
+    /// The upstream's superusers that can log in, by name, at most `SUPERUSERS_NAMED_MAX`.
+    superusers: Vec<String>,
 }
 
 /// The slot a `Replica` streams through.

@@ -706,3 +706,48 @@ fn a_replica_raises_the_standby_settings_to_the_primarys_and_a_branch_keeps_the_
     let backup = finished(&branch, "fetch_basebackup", 1);
     assert_eq!(backup["output"]["detail"]["standby_settings"], Value::Null);
 }
+
+#[test]
+fn a_missing_admin_role_names_the_upstreams_superusers_and_the_fix() {
+    let upstream = upstream(1);
+    upstream
+        .client("postgres")
+        .batch_execute("CREATE ROLE pgadmin LOGIN SUPERUSER; CREATE ROLE nologin_su SUPERUSER;")
+        .unwrap();
+    let spec = upstream_spec(
+        &replicator_connstr(&upstream, REPLICATOR_PASSWORD),
+        json!("Primary"),
+    );
+    let mut compute = Compute::start(Launch {
+        spec: Some(spec),
+        args: vec![
+            "-C".into(),
+            "postgresql://compute_admin@127.0.0.1/postgres".into(),
+            "--failed-linger".into(),
+            "60s".into(),
+        ],
+        ..Launch::default()
+    });
+    let failed = compute.wait_phase("failed", MINUTE);
+    let error = &failed["error"];
+    assert_eq!(error["step"], "sync_safekeepers", "{failed}");
+    // Trying again changes nothing: no retries.
+    assert_eq!(error["retryable"], false, "{failed}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("the admin role compute_admin (the user of -C/--connstr) does not exist"),
+        "{message}"
+    );
+    // Which superusers the upstream has (those that can log in), and the fix.
+    assert!(
+        message.contains("superusers that can log in are cloud_admin, pgadmin"),
+        "{message}"
+    );
+    assert!(
+        message.contains("pass -C postgresql://cloud_admin@…"),
+        "{message}"
+    );
+    assert!(!message.contains("nologin_su"), "{message}");
+    assert!(!message.contains(REPLICATOR_PASSWORD));
+    assert!(!compute.pgdata.join("PG_VERSION").exists());
+}
