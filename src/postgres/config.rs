@@ -212,6 +212,7 @@ mod tests {
             upstream_connstring: None,
             upstream_slot_name: None,
             mode: ComputeMode::Primary,
+            drop_subscriptions_before_start: false,
             suspend_timeout_seconds: None,
         }
     }

@@ -187,6 +187,17 @@ pub fn start(
     cancel: &CancelToken,
     on_exit: impl FnOnce(u32, ExitStatus) + Send + 'static,
 ) -> Result<Postmaster, StepError> {
+    start_with_args(request, &[], cancel, on_exit)
+}
+
+/// [`start`] with `args` after `-D PGDATA` on the postmaster's command line (`-c name=value`
+/// settings that win over `postgresql.conf`, for a private start before the real one).
+pub fn start_with_args(
+    request: StartRequest<'_>,
+    args: &[String],
+    cancel: &CancelToken,
+    on_exit: impl FnOnce(u32, ExitStatus) + Send + 'static,
+) -> Result<Postmaster, StepError> {
     let error = |kind, message: String| {
         StepError::new(PhaseName::Starting, StepName::SpawnPostgres, kind, message)
     };
@@ -198,6 +209,7 @@ pub fn start(
     command
         .arg("-D")
         .arg(request.pgdata)
+        .args(args)
         .current_dir(request.pgdata)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

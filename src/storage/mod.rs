@@ -2,6 +2,7 @@
 //! data comes from"). Each backend finds the LSN to start from (`sync_safekeepers`) and fills
 //! PGDATA (`fetch_basebackup`), and may add settings and files before Postgres starts.
 
+mod branch;
 mod embedded;
 mod neon;
 mod standby;

@@ -356,6 +356,10 @@ impl StorageBackend for Upstream {
             ),
             ComputeMode::Primary | ComputeMode::Static(_) => None,
         };
+        let subscriptions = match source.mode {
+            ComputeMode::Primary => branch_subscriptions(ctx, spec, &source)?,
+            ComputeMode::Replica | ComputeMode::Static(_) => serde_json::Value::Null,
+        };
         let backup_start = std::fs::read_to_string(pgdata.join("backup_label"))
             .ok()
             .and_then(|label| backup_start_lsn(&label));
@@ -380,6 +384,7 @@ impl StorageBackend for Upstream {
             "upstream_auto_conf_settings_dropped": cleaned.auto_conf_settings,
             "no_sync": "PGDATA is rebuilt on every start: syncing the copy protects nothing",
             "standby_settings": standby_settings,
+            "subscriptions": subscriptions,
         }))
     }
 
@@ -460,6 +465,31 @@ struct Probe {
     admin_is_superuser: Option<bool>,
     /// The upstream's superusers that can log in, by name, at most `SUPERUSERS_NAMED_MAX`.
     superusers: Vec<String>,
+}
+
+/// A branch's subscriptions made safe before it opens for writes (`branch.rs`), when the
+/// upstream has any. The upstream is asked after the copy is complete: a subscription in the
+/// copy is still in the upstream's catalog then (one dropped in between took its slot on the
+/// publisher with it). When it cannot say, the copy is checked all the same.
+fn branch_subscriptions(
+    ctx: &StepCtx<'_>,
+    spec: &ParsedSpec,
+    source: &Source<'_>,
+) -> Result<serde_json::Value, StepError> {
+    let counted = on_upstream(source, ctx.cancel, |client| {
+        let row = client.query_one("SELECT count(subname) FROM pg_subscription", &[])?;
+        Ok(row.get::<_, i64>(0))
+    });
+    match counted {
+        Ok(0) => Ok(json!({ "policy": "none", "why": "the upstream has no subscription" })),
+        Err(UpstreamFailure::Cancelled) => Err(StepError::new(
+            PhaseName::Basebackup,
+            StepName::FetchBasebackup,
+            ErrorKind::Cancelled,
+            "fetch_basebackup was cancelled".to_string(),
+        )),
+        Ok(_) | Err(_) => super::branch::neutralize_subscriptions(ctx, spec),
+    }
 }
 
 /// The slot a `Replica` streams through.

@@ -751,3 +751,167 @@ fn a_missing_admin_role_names_the_upstreams_superusers_and_the_fix() {
     assert!(!message.contains(REPLICATOR_PASSWORD));
     assert!(!compute.pgdata.join("PG_VERSION").exists());
 }
+
+/// A publisher (`wal_level = logical`) with a table `feed` and a publication of it, and an
+/// upstream that subscribes to it through the slot `prod_sub` on the publisher.
+fn publisher_and_subscriber() -> (TestPostgres, TestPostgres) {
+    let publisher = upstream_with(1, &[("wal_level", "logical"), ("log_connections", "on")]);
+    publisher
+        .client("postgres")
+        .batch_execute(
+            "CREATE TABLE feed (id bigint PRIMARY KEY);
+             INSERT INTO feed VALUES (1);
+             CREATE PUBLICATION feed_pub FOR TABLE feed;",
+        )
+        .unwrap();
+    let subscriber = upstream(1);
+    let mut client = subscriber.client("postgres");
+    client
+        .batch_execute("CREATE TABLE feed (id bigint PRIMARY KEY)")
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE SUBSCRIPTION prod_sub
+                 CONNECTION 'host=127.0.0.1 port={} user=cloud_admin dbname=postgres'
+                 PUBLICATION feed_pub;",
+            publisher.port()
+        ))
+        .unwrap();
+    poll(MINUTE, "the subscriber's initial copy", || {
+        count(&mut client, "feed") == 1
+    });
+    (publisher, subscriber)
+}
+
+/// How many connections the publisher's log shows (it runs with `log_connections`).
+fn connections_logged(publisher: &TestPostgres) -> usize {
+    publisher.log().matches("connection authorized").count()
+}
+
+/// The walsenders on `publisher` serving its slot `slot`.
+fn senders_of_slot(publisher: &TestPostgres, slot: &str) -> i64 {
+    publisher
+        .client("postgres")
+        .query_one(
+            "SELECT count(*) FROM pg_stat_replication r \
+             JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = $1",
+            &[&slot],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn a_branch_of_a_subscriber_never_consumes_from_its_publisher() {
+    let (publisher, subscriber) = publisher_and_subscriber();
+    let admin_connstr = format!(
+        "postgresql://cloud_admin@127.0.0.1:{}/postgres",
+        subscriber.port()
+    );
+    let mut production = subscriber.client("postgres");
+    for drop_them in [false, true] {
+        // Every connection to the publisher shows in its log (log_connections): an apply
+        // worker of the branch would connect within milliseconds of its start.
+        let connections_before = connections_logged(&publisher);
+        let mut spec = upstream_spec(&admin_connstr, json!("Primary"));
+        if drop_them {
+            spec["drop_subscriptions_before_start"] = json!(true);
+        }
+        let mut branch = Compute::start(Launch {
+            spec: Some(spec),
+            ..Launch::default()
+        });
+        branch.wait_running();
+        let mut client = branch.admin();
+        let subs = client
+            .query(
+                "SELECT subenabled, subslotname::text FROM pg_subscription WHERE subname = 'prod_sub'",
+                &[],
+            )
+            .unwrap();
+        if drop_them {
+            assert!(subs.is_empty(), "drop_subscriptions_before_start kept it");
+        } else {
+            // The copy stays disabled and detached from the production slot.
+            assert_eq!(subs.len(), 1);
+            assert!(!subs[0].get::<_, bool>(0), "the branch's copy is enabled");
+            assert_eq!(subs[0].get::<_, Option<String>>(1), None);
+        }
+        // Journaled: what was found and what was done.
+        let backup = finished(&branch, "fetch_basebackup", 1);
+        let journaled = &backup["output"]["detail"]["subscriptions"];
+        let policy = if drop_them { "dropped" } else { "disabled" };
+        assert_eq!(journaled["policy"], policy, "{backup}");
+        assert_eq!(
+            journaled["subscriptions"],
+            json!([{ "database": "postgres", "name": "prod_sub", "was_enabled": true, "slot_detached": "prod_sub" }]),
+            "{backup}"
+        );
+
+        // Nothing on the branch connects to the publisher: a bounded look for what must
+        // not happen.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            assert_eq!(
+                connections_logged(&publisher),
+                connections_before,
+                "the branch connected to the publisher:\n{}",
+                publisher.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The publisher's slot is untouched and still serves the production subscriber
+        // alone: a new row reaches the subscriber, never the branch.
+        let id = if drop_them { 3_i64 } else { 2 };
+        publisher
+            .client("postgres")
+            .execute("INSERT INTO feed VALUES ($1)", &[&id])
+            .unwrap();
+        poll(MINUTE, "the row on the production subscriber", || {
+            !production
+                .query("SELECT 1 FROM feed WHERE id = $1", &[&id])
+                .unwrap()
+                .is_empty()
+        });
+        assert_eq!(senders_of_slot(&publisher, "prod_sub"), 1);
+        assert!(client
+            .query("SELECT 1 FROM feed WHERE id = $1", &[&id])
+            .unwrap()
+            .is_empty());
+        // The branch is read-write; a DROP SUBSCRIPTION there leaves the publisher's slot.
+        if !drop_them {
+            client.batch_execute("DROP SUBSCRIPTION prod_sub").unwrap();
+        }
+        let slots: i64 = publisher
+            .client("postgres")
+            .query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'prod_sub'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(slots, 1, "the production slot was dropped");
+    }
+}
+
+#[test]
+fn a_branch_of_an_upstream_without_subscriptions_skips_the_private_start() {
+    let upstream = upstream(1);
+    let spec = upstream_spec(
+        &format!(
+            "postgresql://cloud_admin@127.0.0.1:{}/postgres",
+            upstream.port()
+        ),
+        json!("Primary"),
+    );
+    let mut branch = Compute::start(Launch {
+        spec: Some(spec),
+        ..Launch::default()
+    });
+    branch.wait_running();
+    let backup = finished(&branch, "fetch_basebackup", 1);
+    assert_eq!(
+        backup["output"]["detail"]["subscriptions"]["policy"], "none",
+        "{backup}"
+    );
+}
