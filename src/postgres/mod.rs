@@ -5,6 +5,7 @@
 //! - [`error`]: Postgres's own words, whole (SQLSTATE, message, DETAIL, HINT);
 //! - [`settings`]: settings applied live, checked by Postgres and confirmed by a hash read-back;
 //! - [`monitor`]: activity, for `last_active`;
+//! - [`tls`]: libpq's `sslmode` and `sslrootcert` for the servers compute_ctl reads from;
 //! - [`quote`]: the one place where names and values become SQL or configuration text;
 //! - [`config`]: `postgresql.conf` and `pg_hba.conf`, rendered and written atomically;
 //! - [`catalog`]: one read of `pg_authid`, `pg_database` and `pg_shdepend`;
@@ -26,6 +27,7 @@ pub mod process;
 pub mod quote;
 pub mod reconcile;
 pub mod settings;
+pub mod tls;
 
 pub use catalog::{
     CatalogDatabase, CatalogRole, CatalogSnapshot, Dependency, ValidUntil, Verifier,

@@ -300,7 +300,8 @@ impl StorageBackend for Neon {
             .next()
             .unwrap_or_default()
             .trim();
-        let config = postgres::Config::from_str(first).map_err(|e| {
+        let crate::postgres::tls::ConnString { config, tls } = crate::postgres::tls::parse(first)
+            .map_err(|e| {
             error(
                 ErrorKind::Storage,
                 // The parser's messages name options, never their values (no password shown).
@@ -310,6 +311,7 @@ impl StorageBackend for Neon {
         let server = format!("pageserver {}", address_of(&config));
         let options = ConnectOptions {
             config,
+            tls,
             password: neon.auth_token.map(str::to_owned),
             parameters: vec![
                 ("application_name".into(), "compute_ctl".into()),

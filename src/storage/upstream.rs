@@ -31,7 +31,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
-use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +44,7 @@ use crate::executor::{Progress, StepCtx, StepEnv};
 use crate::pg_user::{run_as, PgUser};
 use crate::pgdata;
 use crate::postgres::process::clean_env;
+use crate::postgres::tls::{self, ConnString, Tls};
 use crate::spec::{ComputeMode, ParsedSpec, Storage};
 use crate::subprocess::{self, Finished, RunError};
 
@@ -88,6 +88,8 @@ struct Source<'a> {
     /// With a user (libpq's default, the OS user's name, made explicit so that the probe,
     /// pg_basebackup and the WAL receiver all log in as the same role) and a connect timeout.
     config: postgres::Config,
+    /// `sslmode` and `sslrootcert`, which the `postgres` crate's parser does not take.
+    tls: Tls,
     mode: ComputeMode,
     slot: Option<&'a str>,
     /// `host:port`, for messages.
@@ -118,7 +120,7 @@ impl<'a> Source<'a> {
             );
         };
         // Spec validation parsed it already; its messages name options, never values.
-        let mut config = postgres::Config::from_str(connstring)
+        let ConnString { mut config, tls } = tls::parse(connstring)
             .map_err(|e| anyhow::anyhow!("upstream_connstring does not parse: {e}"))?;
         if config.get_user().is_none() {
             config.user(&default_user(pg_user));
@@ -129,6 +131,7 @@ impl<'a> Source<'a> {
         let address = address(&config);
         Ok(Source {
             config,
+            tls,
             mode: *mode,
             slot: slot.as_deref(),
             address,
@@ -398,7 +401,7 @@ impl StorageBackend for Upstream {
         };
         match source.mode {
             ComputeMode::Replica => {
-                let mut conninfo = libpq_conninfo(&source.config);
+                let mut conninfo = libpq_conninfo(&source.config, &source.tls);
                 if source.password().is_some() {
                     let passfile = std::path::absolute(&env.pgdata)
                         .unwrap_or_else(|_| env.pgdata.clone())
@@ -539,6 +542,8 @@ enum UpstreamFailure {
     Connect(postgres::Error),
     Query(postgres::Error),
     Cancelled,
+    /// The TLS client cannot be set up (an unreadable `sslrootcert`).
+    Tls(tls::TlsError),
     /// The thread that talks to the upstream could not start or vanished.
     Thread(String),
 }
@@ -546,16 +551,21 @@ enum UpstreamFailure {
 impl UpstreamFailure {
     fn into_step_error(self, phase: PhaseName, step: StepName, source: &Source<'_>) -> StepError {
         match self {
-            UpstreamFailure::Connect(e) => StepError::new(
-                phase,
-                step,
-                ErrorKind::Storage,
-                format!(
-                    "cannot connect to the {}: {}",
-                    source.describe(),
-                    pg_message(&e)
-                ),
-            ),
+            UpstreamFailure::Connect(e) => {
+                let message = pg_message(&e);
+                // A certificate that fails a check fails it again: no retries.
+                let tls_refused = tls::explain(&message).is_some();
+                let mut error = StepError::new(
+                    phase,
+                    step,
+                    ErrorKind::Storage,
+                    format!("cannot connect to the {}: {message}", source.describe()),
+                );
+                if tls_refused {
+                    error.retryable = false;
+                }
+                error
+            }
             UpstreamFailure::Query(e) => StepError::new(
                 phase,
                 step,
@@ -566,6 +576,17 @@ impl UpstreamFailure {
                     pg_message(&e)
                 ),
             ),
+            UpstreamFailure::Tls(e) => {
+                let mut error = StepError::new(
+                    phase,
+                    step,
+                    ErrorKind::Storage,
+                    format!("cannot connect to the {}: {e}", source.describe()),
+                );
+                // The file does not change by itself.
+                error.retryable = false;
+                error
+            }
             UpstreamFailure::Cancelled => StepError::new(
                 phase,
                 step,
@@ -582,7 +603,11 @@ impl UpstreamFailure {
 /// The server's own words whole (`FATAL: 28P01: password authentication failed for user
 /// "x"`), or the client's (`error connecting to server: Connection refused (os error 111)`).
 fn pg_message(e: &postgres::Error) -> String {
-    crate::postgres::error::describe(e)
+    let message = crate::postgres::error::describe(e);
+    match tls::explain(&message) {
+        Some(why) => format!("{message} ({why})"),
+        None => message,
+    }
 }
 
 /// Runs `work` on a connection to the upstream, on a thread of its own so that a cancel
@@ -595,11 +620,12 @@ fn on_upstream<T: Send + 'static>(
 ) -> Result<T, UpstreamFailure> {
     let (sender, receiver) = mpsc::sync_channel(2);
     let config = source.config.clone();
+    let connector = tls::connector(&source.tls).map_err(UpstreamFailure::Tls)?;
     let answer = sender.clone();
     let worker = std::thread::Builder::new()
         .name("upstream-query".into())
         .spawn(move || {
-            let result = match config.connect(postgres::NoTls) {
+            let result = match config.connect(connector) {
                 Ok(mut client) => work(&mut client).map_err(UpstreamFailure::Query),
                 Err(e) => Err(UpstreamFailure::Connect(e)),
             };
@@ -680,7 +706,7 @@ fn basebackup_command(
         .arg("-D")
         .arg(pgdata)
         .arg("-d")
-        .arg(libpq_conninfo(&source.config))
+        .arg(libpq_conninfo(&source.config, &source.tls))
         .args([
             "--wal-method=stream",
             "--checkpoint=fast",
@@ -741,8 +767,8 @@ fn die_with_parent(command: &mut Command) {
 
 /// The connection as libpq's `key='value'` pairs, without the password (it travels in
 /// `PGPASSWORD` or a password file). Options left at their defaults are left out.
-fn libpq_conninfo(config: &postgres::Config) -> String {
-    use postgres::config::{ChannelBinding, Host, LoadBalanceHosts, SslMode, TargetSessionAttrs};
+fn libpq_conninfo(config: &postgres::Config, tls: &Tls) -> String {
+    use postgres::config::{ChannelBinding, Host, LoadBalanceHosts, TargetSessionAttrs};
     let mut out = String::new();
     let join = |items: Vec<String>| items.join(",");
     if !config.get_hosts().is_empty() {
@@ -780,11 +806,10 @@ fn libpq_conninfo(config: &postgres::Config) -> String {
     if let Some(name) = config.get_application_name() {
         push_pair(&mut out, "application_name", name);
     }
-    match config.get_ssl_mode() {
-        SslMode::Disable => push_pair(&mut out, "sslmode", "disable"),
-        SslMode::Require => push_pair(&mut out, "sslmode", "require"),
-        // `prefer` is libpq's default too.
-        _ => {}
+    // As given (`verify-full` and `sslrootcert` too): libpq verifies for itself. `prefer`
+    // is libpq's default and left out.
+    for (key, value) in tls.libpq_options() {
+        push_pair(&mut out, key, &value);
     }
     if let Some(timeout) = config.get_connect_timeout() {
         // libpq counts whole seconds, and takes less than 2 as 2.
@@ -1020,25 +1045,26 @@ mod tests {
 
     use super::*;
 
-    fn config(text: &str) -> postgres::Config {
-        postgres::Config::from_str(text).unwrap()
+    fn conninfo(text: &str) -> String {
+        let parsed = tls::parse(text).unwrap();
+        libpq_conninfo(&parsed.config, &parsed.tls)
     }
 
     #[test]
     fn conninfo_leaves_out_the_password_and_quotes_values() {
-        let info = libpq_conninfo(&config(
+        let info = conninfo(
             "postgresql://rep:s3cret@db.example:5433/my%20db?application_name=it's&connect_timeout=3",
-        ));
+        );
         assert_eq!(
             info,
             "host='db.example' port='5433' user='rep' dbname='my db' \
              application_name='it\\'s' connect_timeout='3'"
         );
         assert!(!info.contains("s3cret"));
-        let info = libpq_conninfo(&config(
+        let info = conninfo(
             "host=h1,h2 port=1,2 user=u password=p sslmode=disable keepalives_retries=4 \
              target_session_attrs=read-write",
-        ));
+        );
         assert_eq!(
             info,
             "host='h1,h2' port='1,2' user='u' sslmode='disable' keepalives_count='4' \

@@ -807,6 +807,7 @@ fn wire_options(
 ) -> compute_ctl::storage::wire::ConnectOptions {
     compute_ctl::storage::wire::ConnectOptions {
         config,
+        tls: Default::default(),
         password: password.map(str::to_owned),
         parameters: vec![("application_name".into(), "wire-test".into())],
         idle_timeout: Duration::from_secs(30),

@@ -37,9 +37,14 @@ fn upstream(rows: i64) -> TestPostgres {
 
 /// `upstream` with `settings` on its command line.
 fn upstream_with(rows: i64, settings: &[(&str, &str)]) -> TestPostgres {
+    upstream_with_hba(rows, UPSTREAM_HBA, settings)
+}
+
+/// `upstream_with` and `hba` as its `pg_hba.conf`.
+fn upstream_with_hba(rows: i64, hba: &str, settings: &[(&str, &str)]) -> TestPostgres {
     let pg = TestPostgres::start_with_settings(
         Setup {
-            pg_hba: Some(UPSTREAM_HBA.to_string()),
+            pg_hba: Some(hba.to_string()),
             ..Setup::default()
         },
         settings,
@@ -914,4 +919,217 @@ fn a_branch_of_an_upstream_without_subscriptions_skips_the_private_start() {
         backup["output"]["detail"]["subscriptions"]["policy"], "none",
         "{backup}"
     );
+}
+
+/// An upstream that speaks TLS with `certs` and lets the replicator in over TLS only (the
+/// harness's own superuser connections go without).
+fn tls_upstream(certs: &crate::support::certs::TestCerts) -> TestPostgres {
+    let hba = "\
+local all all trust
+host all cloud_admin 127.0.0.1/32 trust
+hostssl replication cloud_admin 127.0.0.1/32 trust
+hostssl all replicator 127.0.0.1/32 scram-sha-256
+hostssl replication replicator 127.0.0.1/32 scram-sha-256
+";
+    let cert = certs.server_cert.to_string_lossy().into_owned();
+    let key = certs.server_key.to_string_lossy().into_owned();
+    upstream_with_hba(
+        10,
+        hba,
+        &[
+            ("ssl", "on"),
+            ("ssl_cert_file", &cert),
+            ("ssl_key_file", &key),
+        ],
+    )
+}
+
+/// The replicator's URL to `host` with the TLS options `tls` (`sslmode=…&sslrootcert=…`).
+fn tls_connstr(pg: &TestPostgres, host: &str, tls: &str) -> String {
+    format!(
+        "postgresql://replicator:{REPLICATOR_PASSWORD}@{host}:{}/postgres?application_name=compute_tls&{tls}",
+        pg.port()
+    )
+}
+
+/// Whether every session of the replicator on `pg` (the probe, the walsender) uses TLS.
+fn replicator_sessions_use_tls(pg: &TestPostgres) -> (i64, i64) {
+    let row = pg
+        .client("postgres")
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
+             JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'replicator'",
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn tls_to_the_upstream_require_verify_ca_verify_full_and_their_refusals() {
+    // The server's certificate names localhost only: 127.0.0.1 is "another host" for
+    // verify-full.
+    let certs = crate::support::certs::TestCerts::make(&["DNS:localhost"]);
+    let upstream = tls_upstream(&certs);
+    let ca = certs.ca.display().to_string();
+    let other_ca = certs.other_ca.display().to_string();
+
+    // verify-full, the right CA and host: a replica (probe, pg_basebackup, WAL receiver),
+    // every session of it over TLS.
+    let spec = upstream_spec(
+        &tls_connstr(
+            &upstream,
+            "localhost",
+            &format!("sslmode=verify-full&sslrootcert={ca}"),
+        ),
+        json!("Replica"),
+    );
+    let mut replica = Compute::start(Launch {
+        spec: Some(spec),
+        ..Launch::default()
+    });
+    replica.wait_running();
+    upstream
+        .client("postgres")
+        .execute("INSERT INTO t VALUES (11, 'over tls')", &[])
+        .unwrap();
+    let mut client = replica.admin();
+    poll(MINUTE, "row 11 streamed over TLS", || {
+        !client
+            .query("SELECT 1 FROM t WHERE id = 11", &[])
+            .unwrap()
+            .is_empty()
+    });
+    let (sessions, with_tls) = replicator_sessions_use_tls(&upstream);
+    assert!(sessions >= 1, "no walsender for the replica");
+    assert_eq!(sessions, with_tls, "a replicator session without TLS");
+    let conf = std::fs::read_to_string(replica.pgdata.join("postgresql.conf")).unwrap();
+    assert!(
+        conf.contains("sslmode=''verify-full''") && conf.contains(&format!("sslrootcert=''{ca}''")),
+        "{conf}"
+    );
+    drop(client);
+    drop(replica);
+
+    // require (no CA: encrypted, not authenticated) and verify-ca to 127.0.0.1 (the chain is
+    // checked, the name is not): branches copy over TLS.
+    for tls in [
+        "sslmode=require".to_string(),
+        format!("sslmode=verify-ca&sslrootcert={ca}"),
+    ] {
+        let spec = upstream_spec(&tls_connstr(&upstream, "127.0.0.1", &tls), json!("Primary"));
+        let mut branch = Compute::start(Launch {
+            spec: Some(spec),
+            ..Launch::default()
+        });
+        branch.wait_running();
+        assert_eq!(count(&mut branch.admin(), "t"), 11, "{tls}");
+    }
+
+    // verify-full to a host the certificate does not name, and verify-full with a CA that
+    // did not sign it: refused at once (not retried), saying which check failed.
+    for (host, root, expected) in [
+        (
+            "127.0.0.1",
+            ca.as_str(),
+            "does not name the host connected to (verify-full)",
+        ),
+        (
+            "localhost",
+            other_ca.as_str(),
+            "not signed by a CA in sslrootcert",
+        ),
+    ] {
+        let spec = upstream_spec(
+            &tls_connstr(
+                &upstream,
+                host,
+                &format!("sslmode=verify-full&sslrootcert={root}"),
+            ),
+            json!("Replica"),
+        );
+        let mut refused = Compute::start(Launch {
+            spec: Some(spec),
+            args: vec!["--failed-linger".into(), "60s".into()],
+            ..Launch::default()
+        });
+        let failed = refused.wait_phase("failed", MINUTE);
+        let error = &failed["error"];
+        assert_eq!(error["step"], "sync_safekeepers", "{failed}");
+        assert_eq!(error["retryable"], false, "{failed}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{message}");
+        assert!(!message.contains(REPLICATOR_PASSWORD));
+    }
+
+    // Without TLS the upstream lets no replicator in: the refusal quotes its FATAL whole.
+    let spec = upstream_spec(
+        &tls_connstr(&upstream, "127.0.0.1", "sslmode=disable"),
+        json!("Replica"),
+    );
+    let mut plain = Compute::start(Launch {
+        spec: Some(spec),
+        args: vec!["--failed-linger".into(), "60s".into()],
+        ..Launch::default()
+    });
+    let failed = plain.wait_phase("failed", MINUTE);
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("FATAL: 28000: no pg_hba.conf entry"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_pageservers_wire_client_speaks_tls_and_refuses_a_wrong_ca() {
+    use compute_ctl::executor::cancel::CancelToken;
+    use compute_ctl::storage::wire::{self, ConnectOptions, WireError};
+
+    let certs = crate::support::certs::TestCerts::make(&["DNS:localhost", "IP:127.0.0.1"]);
+    let server = tls_upstream(&certs);
+    let options = |tls: &str| {
+        let text = format!(
+            "postgresql://replicator@127.0.0.1:{}/postgres?{tls}",
+            server.port()
+        );
+        let parsed = compute_ctl::postgres::tls::parse(&text).unwrap();
+        ConnectOptions {
+            config: parsed.config,
+            tls: parsed.tls,
+            password: Some(REPLICATOR_PASSWORD.into()),
+            parameters: vec![("application_name".into(), "wire-tls".into())],
+            idle_timeout: Duration::from_secs(30),
+            label: "server under test".into(),
+        }
+    };
+    let ca = certs.ca.display();
+    for tls in [
+        "sslmode=require".to_string(),
+        format!("sslmode=verify-full&sslrootcert={ca}"),
+    ] {
+        let mut connection = wire::connect(&options(&tls), &CancelToken::new())
+            .unwrap_or_else(|e| panic!("{tls}: {e}"));
+        let mut copy = connection
+            .copy_out(
+                "COPY (SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()) TO STDOUT",
+            )
+            .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut copy, &mut out).unwrap();
+        copy.finish().unwrap();
+        assert_eq!(out, "true\n", "{tls}");
+    }
+    let wrong = format!(
+        "sslmode=verify-full&sslrootcert={}",
+        certs.other_ca.display()
+    );
+    match wire::connect(&options(&wrong), &CancelToken::new()) {
+        Err(error @ WireError::Tls { .. }) => {
+            assert!(!error.transient());
+            let text = error.to_string();
+            assert!(text.contains("not signed by a CA in sslrootcert"), "{text}");
+        }
+        Err(other) => panic!("not a TLS error: {other}"),
+        Ok(_) => panic!("a wrong CA was accepted"),
+    }
 }
