@@ -28,7 +28,7 @@ use crate::postgres::monitor::Monitor;
 use crate::postgres::settings::PendingRestart;
 use crate::replay::{AcceptedRequest, DesiredSpec};
 use crate::sidecar::SidecarView;
-use crate::spec::{ParsedSpec, SettingsCheck};
+use crate::spec::{ComputeMode, ParsedSpec, SettingsCheck, Storage};
 use crate::view::{Published, StartupTimes, StateView};
 
 /// The spec the compute must end up running, with its generation and record.
@@ -92,6 +92,8 @@ pub struct Driver {
     sidecar: Option<SidecarView>,
     terminate_waiters: Vec<Sender<ApiReply>>,
     configure_waiters: Vec<(u64, Sender<ApiReply>)>,
+    /// `POST /promote` callers, answered once the promotion ends.
+    promote_waiters: Vec<Sender<ApiReply>>,
     terminate_mode: Option<ShutdownMode>,
     start_time: String,
     exit: Option<Exit>,
@@ -161,6 +163,7 @@ impl Driver {
             sidecar: None,
             terminate_waiters: Vec::new(),
             configure_waiters: Vec::new(),
+            promote_waiters: Vec::new(),
             terminate_mode: None,
             start_time: parts.start_time,
             exit: None,
@@ -433,6 +436,46 @@ impl Driver {
                 // Refused only in `terminated`, answered above.
                 self.handle(Event::Terminate { mode }, origin, now, Facts::default())?
                     .ok();
+                return Ok(());
+            }
+            ApiRequest::Promote { wal_flush_lsn } => {
+                let refusal = |error: String| {
+                    ApiReply::new(412, json!({ "status": "not_promoted", "error": error }))
+                };
+                let storage = self.desired.as_ref().map(|d| &d.spec.storage);
+                let answer = match storage {
+                    Some(Storage::Upstream {
+                        mode: ComputeMode::Replica,
+                        ..
+                    }) => {
+                        let origin = Origin {
+                            request_id: Some(request_id),
+                            source: Some("POST /promote".into()),
+                            ..Origin::default()
+                        };
+                        match self.handle(
+                            Event::Promote { wal_flush_lsn },
+                            origin,
+                            now,
+                            Facts::default(),
+                        )? {
+                            Ok(()) => {
+                                self.promote_waiters.push(reply);
+                                self.answer_waiters();
+                                return Ok(());
+                            }
+                            Err(rejection) => refusal(rejection.to_string()),
+                        }
+                    }
+                    Some(storage) => refusal(format!(
+                        "only an upstream Replica can be promoted; this compute's storage is {} \
+                         ({})",
+                        storage.kind(),
+                        storage.mode().as_str()
+                    )),
+                    None => refusal("the compute has no spec yet".to_string()),
+                };
+                let _ = reply.send(answer);
                 return Ok(());
             }
             ApiRequest::Recover => {
@@ -837,6 +880,7 @@ impl Driver {
                 | Step::FetchBasebackup { id, .. }
                 | Step::SpawnPostgres { id, .. }
                 | Step::ApplySpec { id, .. }
+                | Step::PromotePostgres { id, .. }
                 | Step::StopPostgres { id, .. }
                 | Step::FetchSpec { id } => {
                     let spec = specs.get(id).cloned();
@@ -854,6 +898,34 @@ impl Driver {
         if let Phase::Terminated(terminated) = &self.phase {
             for waiter in self.terminate_waiters.drain(..) {
                 let _ = waiter.send(ApiReply::new(200, json!({ "lsn": terminated.lsn })));
+            }
+        }
+        if !self.promote_waiters.is_empty() {
+            let answer = match self.phase.name() {
+                PhaseName::Running => Some(ApiReply::new(
+                    200,
+                    json!({
+                        "status": "completed",
+                        "generation": self.phase.ctx().applied.as_ref().map(|s| s.generation),
+                    }),
+                )),
+                PhaseName::Failed | PhaseName::Terminating | PhaseName::Terminated => {
+                    let error = self
+                        .phase
+                        .error()
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| format!("the compute is {}", self.phase.name()));
+                    Some(ApiReply::new(
+                        500,
+                        json!({ "status": "failed", "error": error }),
+                    ))
+                }
+                _ => None,
+            };
+            if let Some(answer) = answer {
+                for waiter in self.promote_waiters.drain(..) {
+                    let _ = waiter.send(answer.clone());
+                }
             }
         }
         if self.configure_waiters.is_empty() {

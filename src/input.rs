@@ -64,6 +64,8 @@ pub enum ApiRequest {
     Terminate { mode: ShutdownMode },
     /// `POST /recover`.
     Recover,
+    /// `POST /promote` (Neon's shape): answer once promoted and applied, or failed.
+    Promote { wal_flush_lsn: Option<states::Lsn> },
 }
 
 /// An HTTP answer: status and JSON body.

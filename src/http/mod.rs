@@ -208,6 +208,14 @@ fn route(
         (Method::Post, "/recover") => {
             api.call(ApiRequest::Recover, request_id, DRIVER_ANSWER_TIMEOUT)
         }
+        (Method::Post, "/promote") => match promote_request(request) {
+            Ok(wal_flush_lsn) => api.call(
+                ApiRequest::Promote { wal_flush_lsn },
+                request_id,
+                WAITING_ANSWER_TIMEOUT,
+            ),
+            Err(reply) => reply,
+        },
         (Method::Get, "/status") => Reply::json(200, &neon::status_body(&api.published.view())),
         (Method::Get, "/metrics.json") => {
             Reply::json(200, &neon::metrics_body(&api.published.view()))
@@ -216,7 +224,7 @@ fn route(
         (
             _,
             "/state" | "/healthz" | "/readyz" | "/metrics" | "/fsm" | "/journal" | "/status"
-            | "/metrics.json" | "/spec" | "/terminate" | "/recover" | "/configure",
+            | "/metrics.json" | "/spec" | "/terminate" | "/recover" | "/configure" | "/promote",
         ) => Reply::error(405, format!("{method} is not allowed on {path}")),
         _ => Reply::error(404, format!("no endpoint {path}")),
     }
@@ -314,6 +322,34 @@ pub(crate) fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
         ));
     }
     Ok(body)
+}
+
+/// `POST /promote`'s body, optional: Neon's `{"wal_flush_lsn": "X/Y", "spec": …}` (the spec,
+/// if any, is not taken here: send it with `POST /spec` before or after).
+fn promote_request(request: &mut Request) -> Result<Option<states::Lsn>, Reply> {
+    // No body (and so no content type) asks for a promotion without an LSN to wait for.
+    if request.body_length().is_none_or(|n| n == 0) && header(request, "Content-Type").is_none() {
+        return Ok(None);
+    }
+    let body = read_body(request)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| Reply::error(400, format!("the body is not JSON: {e}")))?;
+    match value.get("wal_flush_lsn") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(text)) => text.parse().map(Some).map_err(|e| {
+            Reply::error(
+                400,
+                format!("wal_flush_lsn {text:?} is not an LSN (X/Y): {e}"),
+            )
+        }),
+        Some(other) => Err(Reply::error(
+            400,
+            format!("wal_flush_lsn must be a string \"X/Y\", not {other}"),
+        )),
+    }
 }
 
 fn read_spec(request: &mut Request) -> Result<ParsedSpec, Reply> {

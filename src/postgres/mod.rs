@@ -5,6 +5,7 @@
 //! - [`error`]: Postgres's own words, whole (SQLSTATE, message, DETAIL, HINT);
 //! - [`settings`]: settings applied live, checked by Postgres and confirmed by a hash read-back;
 //! - [`monitor`]: activity, for `last_active`;
+//! - [`promote`]: a standby promoted to a read-write primary (`POST /promote`);
 //! - [`tls`]: libpq's `sslmode` and `sslrootcert` for the servers compute_ctl reads from;
 //! - [`quote`]: the one place where names and values become SQL or configuration text;
 //! - [`config`]: `postgresql.conf` and `pg_hba.conf`, rendered and written atomically;
@@ -24,6 +25,7 @@ pub mod monitor;
 pub mod options;
 pub mod plan;
 pub mod process;
+pub mod promote;
 pub mod quote;
 pub mod reconcile;
 pub mod settings;

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StepError;
+use crate::lsn::Lsn;
 use crate::spec_ref::SpecRef;
 use crate::step::{ShutdownMode, StepId, StepOutput};
 
@@ -30,6 +31,10 @@ pub enum Event {
     Terminate { mode: ShutdownMode },
     /// Apply the desired spec again after a failure (`POST /recover`).
     Recover,
+    /// Promote the running standby to a read-write primary and apply the spec as for one
+    /// (`POST /promote`; the driver lets only an upstream `Replica` ask), once it has
+    /// replayed up to `wal_flush_lsn` (the old primary's last flush LSN) when given.
+    Promote { wal_flush_lsn: Option<Lsn> },
 }
 
 impl Event {
@@ -43,6 +48,7 @@ impl Event {
             Event::Tick => EventName::Tick,
             Event::Terminate { .. } => EventName::Terminate,
             Event::Recover => EventName::Recover,
+            Event::Promote { .. } => EventName::Promote,
         }
     }
 }
@@ -60,10 +66,11 @@ pub enum EventName {
     Tick,
     Terminate,
     Recover,
+    Promote,
 }
 
 impl EventName {
-    pub const ALL: [EventName; 8] = [
+    pub const ALL: [EventName; 9] = [
         EventName::SpecAccepted,
         EventName::StepStarted,
         EventName::StepSucceeded,
@@ -72,6 +79,7 @@ impl EventName {
         EventName::Tick,
         EventName::Terminate,
         EventName::Recover,
+        EventName::Promote,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -84,6 +92,7 @@ impl EventName {
             EventName::Tick => "tick",
             EventName::Terminate => "terminate",
             EventName::Recover => "recover",
+            EventName::Promote => "promote",
         }
     }
 }

@@ -310,7 +310,12 @@ fn primary_branch_is_read_write_and_its_writes_stay_local() {
     // The spec's roles and databases are applied on the branch, and only there.
     let mut app = compute
         .connect("alice", Some("alice-secret"), "app")
-        .unwrap_or_else(|e| panic!("alice cannot log in to app: {e}"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "alice cannot log in to app: {e:?}\n{}",
+                finished(&compute, "promote_postgres", 1)
+            )
+        });
     let who: String = app.query_one("SELECT current_user", &[]).unwrap().get(0);
     assert_eq!(who, "alice");
     let on_upstream = source
@@ -1132,4 +1137,155 @@ fn the_pageservers_wire_client_speaks_tls_and_refuses_a_wrong_ca() {
         Err(other) => panic!("not a TLS error: {other}"),
         Ok(_) => panic!("a wrong CA was accepted"),
     }
+}
+
+#[test]
+fn promotion_of_a_replica_while_a_client_reads_then_a_write() {
+    let upstream = upstream(100);
+    let mut spec = upstream_spec(
+        &replicator_connstr(&upstream, REPLICATOR_PASSWORD),
+        json!("Replica"),
+    );
+    spec["cluster"]["roles"] = json!([
+        { "name": "alice", "encrypted_password": md5_verifier("alice-secret", "alice") }
+    ]);
+    spec["cluster"]["databases"] = json!([{ "name": "app", "owner": "alice" }]);
+    let mut compute = Compute::start(Launch {
+        spec: Some(spec),
+        ..Launch::default()
+    });
+    compute.wait_running();
+
+    // A client reads from the replica all along, on one session.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut reader_client = compute.admin();
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut reads, mut errors) = (0_u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match reader_client.query_one("SELECT count(*) FROM t", &[]) {
+                    Ok(_) => reads += 1,
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            (reads, errors)
+        })
+    };
+
+    // The last write of the old primary reaches the replica; then the primary is gone.
+    let mut primary = upstream.client("postgres");
+    primary
+        .execute("INSERT INTO t VALUES (101, 'last on the old primary')", &[])
+        .unwrap();
+    let flush_lsn: String = primary
+        .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+        .unwrap()
+        .get(0);
+    let mut replica = compute.admin();
+    poll(MINUTE, "the last write on the replica", || {
+        !replica
+            .query("SELECT 1 FROM t WHERE id = 101", &[])
+            .unwrap()
+            .is_empty()
+    });
+    drop(primary);
+    drop(upstream);
+
+    let started = Instant::now();
+    let (status, body, _) = compute.post(
+        "/promote",
+        Some(&json!({ "wal_flush_lsn": flush_lsn })),
+        &[],
+    );
+    let took = started.elapsed();
+    eprintln!("POST /promote answered {status} {body} after {took:?}");
+    assert_eq!(status, 200, "{body}\n{}", compute.log());
+    assert_eq!(body["status"], "completed", "{body}");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, errors) = reader.join().unwrap();
+    assert!(
+        errors.is_empty(),
+        "the reading client saw errors: {errors:?}"
+    );
+    assert!(reads > 0);
+    eprintln!("{reads} reads on one session during the failover");
+
+    // Read-write now, with the spec's roles and databases applied as for a primary.
+    let in_recovery: bool = replica
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .unwrap()
+        .get(0);
+    assert!(!in_recovery);
+    replica
+        .execute(
+            "INSERT INTO t VALUES (102, 'first on the new primary')",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(count(&mut replica, "t"), 102);
+    let mut app = compute
+        .connect("alice", Some("alice-secret"), "app")
+        .unwrap_or_else(|e| {
+            panic!(
+                "alice cannot log in to app: {e:?}\n{}",
+                finished(&compute, "promote_postgres", 1)
+            )
+        });
+    app.batch_execute("CREATE TABLE notes (id int)").unwrap();
+
+    // Journaled as a transition: running -> configuring (cause promote), the step, running.
+    let state = compute.state();
+    assert_eq!(state["phase"], "running", "{state}");
+    let records = compute.journal();
+    let promoting = records
+        .iter()
+        .find(|r| r["kind"] == "transition" && r["cause"]["event"] == "promote")
+        .unwrap_or_else(|| panic!("no promote transition"));
+    assert_eq!(promoting["from"], "running", "{promoting}");
+    assert_eq!(promoting["to"], "configuring", "{promoting}");
+    assert_eq!(promoting["cause"]["source"], "POST /promote", "{promoting}");
+    let step = finished(&compute, "promote_postgres", 1);
+    let detail = &step["output"]["detail"];
+    assert_eq!(detail["promotion"]["promoted_now"], true, "{step}");
+    assert_eq!(detail["promotion"]["wal_flush_lsn"], flush_lsn, "{step}");
+    assert!(
+        detail["apply"]["catalog"]["statements_sent"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{step}"
+    );
+
+    // A second promote finds a primary: completed, nothing done.
+    let (status, body, _) = compute.post("/promote", None, &[]);
+    assert_eq!(status, 200, "{body}");
+    let steps = compute
+        .journal()
+        .into_iter()
+        .filter(|r| r["kind"] == "step_finished" && r["step"] == "promote_postgres")
+        .count();
+    assert_eq!(steps, 2);
+}
+
+#[test]
+fn promote_is_refused_for_a_compute_that_is_not_a_replica() {
+    let mut compute = Compute::start(Launch {
+        spec: Some(embedded_spec(free_port())),
+        ..Launch::default()
+    });
+    compute.wait_running();
+    let (status, body, _) = compute.post("/promote", None, &[]);
+    assert_eq!(status, 412, "{body}");
+    assert_eq!(body["status"], "not_promoted", "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("only an upstream Replica can be promoted") && error.contains("embedded"),
+        "{error}"
+    );
+    let (status, body, _) = compute.post("/promote", Some(&json!({ "wal_flush_lsn": "x" })), &[]);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("wal_flush_lsn"), "{body}");
+    assert_eq!(compute.state()["phase"], "running");
 }

@@ -25,7 +25,8 @@ impl Transition for Terminated {
             | Event::PostmasterExited { .. }
             | Event::Tick
             | Event::Terminate { .. }
-            | Event::Recover => Err(Rejected::new(self, Rejection::Terminated)),
+            | Event::Recover
+            | Event::Promote { .. } => Err(Rejected::new(self, Rejection::Terminated)),
         }
     }
 }
