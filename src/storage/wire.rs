@@ -279,9 +279,18 @@ fn negotiate_tls(
         .set_read_timeout(Some(timeout))
         .and_then(|()| socket.write_all(&request))
         .and_then(|()| socket.read_exact(&mut answer))
-        .map_err(|e| WireError::Connect {
-            server: server.to_string(),
-            reason: format!("asking for TLS: {e}"),
+        .map_err(|e| {
+            // A cancel shuts the socket under the blocked read.
+            if cancel.is_cancelled() {
+                WireError::Cancelled {
+                    server: server.to_string(),
+                }
+            } else {
+                WireError::Connect {
+                    server: server.to_string(),
+                    reason: format!("asking for TLS: {e}"),
+                }
+            }
         })?;
     match answer[0] {
         b'S' => {}

@@ -448,6 +448,7 @@ fn a_port_in_use_fails_starting_with_postgres_hint_and_fatal() {
     assert_eq!(failed["error"]["step"], "spawn_postgres", "{failed}");
     assert_eq!(failed["error"]["kind"], "postgres", "{failed}");
     let message = failed["error"]["message"].as_str().unwrap();
+    eprintln!("{message}");
     // The lines around the FATAL: the bind failure with its HINT naming the port, then the
     // FATAL with its SQLSTATE (from compute_ctl's default log_line_prefix).
     assert!(message.contains("Address already in use"), "{message}");
