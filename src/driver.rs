@@ -94,6 +94,8 @@ pub struct Driver {
     configure_waiters: Vec<(u64, Sender<ApiReply>)>,
     /// `POST /promote` callers, answered once the promotion ends.
     promote_waiters: Vec<Sender<ApiReply>>,
+    /// Why the last promotion failed, until the next one is asked for.
+    promotion_failed: Option<String>,
     terminate_mode: Option<ShutdownMode>,
     start_time: String,
     exit: Option<Exit>,
@@ -164,6 +166,7 @@ impl Driver {
             terminate_waiters: Vec::new(),
             configure_waiters: Vec::new(),
             promote_waiters: Vec::new(),
+            promotion_failed: None,
             terminate_mode: None,
             start_time: parts.start_time,
             exit: None,
@@ -453,13 +456,10 @@ impl Driver {
                             source: Some("POST /promote".into()),
                             ..Origin::default()
                         };
-                        match self.handle(
-                            Event::Promote { wal_flush_lsn },
-                            origin,
-                            now,
-                            Facts::default(),
-                        )? {
+                        let promote = Event::Promote { wal_flush_lsn };
+                        match self.handle(promote, origin, now, Facts::default())? {
                             Ok(()) => {
+                                self.promotion_failed = None;
                                 self.promote_waiters.push(reply);
                                 self.answer_waiters();
                                 return Ok(());
@@ -619,6 +619,10 @@ impl Driver {
         }
         if matches!(step, StepName::FetchBasebackup | StepName::SyncSafekeepers) {
             self.progress = None;
+        }
+        if let (StepName::PromotePostgres, Err(e)) = (step, &result) {
+            // A newer spec may be applied next: `POST /promote` still failed.
+            self.promotion_failed = Some(e.to_string());
         }
         let mut fetched = None;
         match extra {
@@ -893,7 +897,8 @@ impl Driver {
         }
     }
 
-    /// Answers `POST /terminate` once terminated, `POST /configure` once running or failed.
+    /// Answers `POST /terminate` once terminated, `POST /configure` and `POST /promote` once
+    /// running or failed.
     fn answer_waiters(&mut self) {
         if let Phase::Terminated(terminated) = &self.phase {
             for waiter in self.terminate_waiters.drain(..) {
@@ -901,15 +906,19 @@ impl Driver {
             }
         }
         if !self.promote_waiters.is_empty() {
-            let answer = match self.phase.name() {
-                PhaseName::Running => Some(ApiReply::new(
+            let answer = match (self.phase.name(), &self.promotion_failed) {
+                (PhaseName::Running, Some(error)) => Some(ApiReply::new(
+                    500,
+                    json!({ "status": "failed", "error": error }),
+                )),
+                (PhaseName::Running, None) => Some(ApiReply::new(
                     200,
                     json!({
                         "status": "completed",
                         "generation": self.phase.ctx().applied.as_ref().map(|s| s.generation),
                     }),
                 )),
-                PhaseName::Failed | PhaseName::Terminating | PhaseName::Terminated => {
+                (PhaseName::Failed | PhaseName::Terminating | PhaseName::Terminated, _) => {
                     let error = self
                         .phase
                         .error()
