@@ -850,6 +850,12 @@ fn a_branch_of_a_subscriber_never_consumes_from_its_publisher() {
         // Journaled: what was found and what was done.
         let backup = finished(&branch, "fetch_basebackup", 1);
         let journaled = &backup["output"]["detail"]["subscriptions"];
+        eprintln!(
+            "branch ({}): pg_basebackup {} ms, private start {} ms",
+            journaled["policy"],
+            backup["output"]["detail"]["pg_basebackup_ms"],
+            journaled["private_start_ms"]
+        );
         let policy = if drop_them { "dropped" } else { "disabled" };
         assert_eq!(journaled["policy"], policy, "{backup}");
         assert_eq!(
@@ -1288,4 +1294,58 @@ fn promote_is_refused_for_a_compute_that_is_not_a_replica() {
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("wal_flush_lsn"), "{body}");
     assert_eq!(compute.state()["phase"], "running");
+}
+
+#[test]
+fn a_promotion_waiting_for_an_lsn_never_replayed_fails_and_terminate_ends_it() {
+    let upstream = upstream(10);
+    let mut compute = Compute::start(Launch {
+        spec: Some(upstream_spec(
+            &replicator_connstr(&upstream, REPLICATOR_PASSWORD),
+            json!("Replica"),
+        )),
+        ..Launch::default()
+    });
+    compute.wait_running();
+    // An LSN far beyond anything the upstream wrote: promoting would lose writes, so the
+    // promotion waits for replay to reach it.
+    let url = compute.url("/promote");
+    let promote = std::thread::spawn(move || {
+        let answer = ureq::post(&url)
+            .set("Content-Type", "application/json")
+            .send_string(r#"{"wal_flush_lsn": "FF/0"}"#);
+        match answer {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("POST /promote: {e}"),
+        }
+    });
+    compute.wait_state(MINUTE, "the promotion under way", |s| {
+        s["phase"] == "configuring"
+    });
+    // Still a standby, still serving reads.
+    let in_recovery: bool = compute
+        .admin()
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .unwrap()
+        .get(0);
+    assert!(in_recovery);
+    let started = Instant::now();
+    let (status, body, _) = compute.post("/terminate", None, &[]);
+    assert_eq!(status, 200, "{body}");
+    let (status, answer) = promote.join().unwrap();
+    eprintln!(
+        "promote answered {status} {answer} {:?} after the terminate",
+        started.elapsed()
+    );
+    assert_eq!(status, 500, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["status"], "failed", "{answer}");
+    assert!(answer["error"].is_string(), "{answer}");
+    assert_eq!(compute.wait_exit(MINUTE).code(), Some(0));
+    let step = crate::support::compute::dump_journal(&compute.state_dir)
+        .into_iter()
+        .find(|r| r["kind"] == "step_finished" && r["step"] == "promote_postgres")
+        .unwrap_or_else(|| panic!("no step_finished for promote_postgres"));
+    assert_eq!(step["error"]["kind"], "cancelled", "{step}");
 }
