@@ -102,6 +102,8 @@ pub enum ApiRequest {
     Terminate { mode: ShutdownMode },
     /// `POST /recover`.
     Recover,
+    /// `POST /promote` (Neon's shape): answer once promoted and applied, or failed.
+    Promote { wal_flush_lsn: Option<states::Lsn> },
 }
 
 /// The driver's answer to an `ApiRequest`, as a value.
@@ -122,4 +124,10 @@ pub enum ApiAnswer {
     Refused(Rejection),
     /// Nothing was accepted: the spec or the journal could not be written.
     NotDurable { message: String },
+    /// `Promote`: the compute is a primary now, running this generation.
+    Promoted { generation: Option<u64> },
+    /// `Promote`: refused (not an upstream replica, or a phase that cannot promote).
+    NotPromoted { error: String },
+    /// `Promote`: the promotion (or the apply after it) failed.
+    PromoteFailed { error: String },
 }

@@ -57,6 +57,7 @@ pub fn steps_to_effects(
             | Step::FetchBasebackup { id, .. }
             | Step::SpawnPostgres { id, .. }
             | Step::ApplySpec { id, .. }
+            | Step::PromotePostgres { id, .. }
             | Step::StopPostgres { id, .. }
             | Step::FetchSpec { id } => {
                 let spec = specs.get(&id).cloned();

@@ -10,7 +10,7 @@ use super::waiters::Waiting;
 use super::{Driver, Exit, Facts, Handled};
 use crate::input::{ApiAnswer, ApiCall, ApiRequest, Input, SignalKind, StepExtra, StepReport};
 use crate::journal::{RecordBody, SpecSource, StepFinishedRecord};
-use crate::spec::ParsedSpec;
+use crate::spec::{ComputeMode, ParsedSpec, Storage};
 use states::SpecOffer;
 
 impl Driver {
@@ -181,6 +181,43 @@ impl Driver {
                 self.answer_waiters();
                 return Ok(());
             }
+            ApiRequest::Promote { wal_flush_lsn } => {
+                let is_replica = self.desired_spec().is_some_and(|spec| {
+                    matches!(
+                        spec.storage,
+                        Storage::Upstream {
+                            mode: ComputeMode::Replica,
+                            ..
+                        }
+                    )
+                });
+                if !is_replica {
+                    let error = match self.desired_spec() {
+                        Some(spec) => format!(
+                            "only an upstream Replica can be promoted; this compute's storage is {} ({})",
+                            spec.storage.kind(),
+                            spec.storage.mode().as_str()
+                        ),
+                        None => "the compute has no spec yet".to_string(),
+                    };
+                    let _ = reply.send(ApiAnswer::NotPromoted { error });
+                    return Ok(());
+                }
+                let origin = Origin::request(request_id, "POST /promote");
+                let event = Event::Promote { wal_flush_lsn };
+                match self.handle(event, origin, now, Facts::default())? {
+                    Handled::Refused(why) => {
+                        let error = why.to_string();
+                        let _ = reply.send(ApiAnswer::NotPromoted { error });
+                    }
+                    Handled::Done(_) | Handled::NotStored(_) => {
+                        self.shown.promotion_failed = None;
+                        self.waiters.park(Waiting::Promote, reply);
+                        self.answer_waiters();
+                    }
+                }
+                return Ok(());
+            }
             ApiRequest::Recover => {
                 let origin = Origin::request(request_id, "POST /recover");
                 let handled = self.handle(Event::Recover, origin, now, Facts::default());
@@ -217,6 +254,10 @@ impl Driver {
         }
         if matches!(step, StepName::FetchBasebackup | StepName::SyncSafekeepers) {
             self.shown.progress = None;
+        }
+        if let (StepName::PromotePostgres, Err(e)) = (step, &result) {
+            // A newer spec may be applied next: `POST /promote` still failed.
+            self.shown.promotion_failed = Some(e.to_string());
         }
         let mut fetched = None;
         match extra {

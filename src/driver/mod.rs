@@ -87,6 +87,9 @@ struct Shown {
     progress: Option<Progress>,
     sidecar: Option<SidecarView>,
     terminate_mode: Option<ShutdownMode>,
+    /// Why the last promotion failed, until the next one is asked for: a newer spec may be
+    /// applied after it, and `POST /promote` still failed.
+    promotion_failed: Option<String>,
 }
 
 pub struct Driver {
@@ -483,7 +486,8 @@ impl Driver {
             return;
         }
         let view = self.published.view();
-        self.waiters.answer_due(&self.phase, &view);
+        let failed = self.shown.promotion_failed.as_deref();
+        self.waiters.answer_due(&self.phase, &view, failed);
     }
 
     /// The invariants between two inputs; a broken one is a defect.

@@ -17,11 +17,48 @@ pub enum Waiting {
     Configure { generation: u64 },
     /// The compute is terminated.
     Terminate,
+    /// The promotion ended: running as a primary, or failed.
+    Promote,
 }
 
-/// The answer `waiting` gets now, if it is due in `phase` (whose published view is `view`).
-pub fn due(waiting: Waiting, phase: &Phase, view: &Arc<StateView>) -> Option<ApiAnswer> {
+/// The answer `waiting` gets now, if it is due in `phase` (whose published view is `view`;
+/// `promotion_failed` says why the last promotion failed, if it did).
+pub fn due(
+    waiting: Waiting,
+    phase: &Phase,
+    view: &Arc<StateView>,
+    promotion_failed: Option<&str>,
+) -> Option<ApiAnswer> {
+    let error_of_phase = || {
+        phase
+            .error()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| format!("the compute is {}", phase.name()))
+    };
     match waiting {
+        Waiting::Promote => match (phase.name(), promotion_failed) {
+            (PhaseName::Running, Some(error)) => Some(ApiAnswer::PromoteFailed {
+                error: error.to_string(),
+            }),
+            (PhaseName::Running, None) => Some(ApiAnswer::Promoted {
+                generation: phase.ctx().applied.as_ref().map(|s| s.generation),
+            }),
+            (PhaseName::Failed | PhaseName::Terminating | PhaseName::Terminated, _) => {
+                Some(ApiAnswer::PromoteFailed {
+                    error: promotion_failed.map_or_else(error_of_phase, str::to_string),
+                })
+            }
+            (
+                PhaseName::Empty
+                | PhaseName::Init
+                | PhaseName::SyncSafekeepers
+                | PhaseName::Basebackup
+                | PhaseName::Starting
+                | PhaseName::Configuring
+                | PhaseName::ConfigurationPending,
+                _,
+            ) => None,
+        },
         Waiting::Terminate => match phase {
             Phase::Terminated(terminated) => Some(ApiAnswer::Terminated {
                 lsn: terminated.lsn,
@@ -35,11 +72,9 @@ pub fn due(waiting: Waiting, phase: &Phase, view: &Arc<StateView>) -> Option<Api
                     Some(ApiAnswer::Configured(view.clone()))
                 }
                 PhaseName::Failed | PhaseName::Terminating | PhaseName::Terminated => {
-                    let message = phase
-                        .error()
-                        .map(ToString::to_string)
-                        .unwrap_or_else(|| format!("the compute is {}", phase.name()));
-                    Some(ApiAnswer::ConfigureFailed { message })
+                    Some(ApiAnswer::ConfigureFailed {
+                        message: error_of_phase(),
+                    })
                 }
                 PhaseName::Empty
                 | PhaseName::Init
@@ -74,15 +109,21 @@ impl Waiters {
     }
 
     /// Answers every request that is due, once, and keeps the others.
-    pub fn answer_due(&mut self, phase: &Phase, view: &Arc<StateView>) {
-        self.parked
-            .retain(|(waiting, reply)| match due(*waiting, phase, view) {
+    pub fn answer_due(
+        &mut self,
+        phase: &Phase,
+        view: &Arc<StateView>,
+        promotion_failed: Option<&str>,
+    ) {
+        self.parked.retain(
+            |(waiting, reply)| match due(*waiting, phase, view, promotion_failed) {
                 Some(answer) => {
                     // The caller may have given up (a closed connection): nothing to do.
                     let _ = reply.send(answer);
                     false
                 }
                 None => true,
-            });
+            },
+        );
     }
 }

@@ -69,6 +69,9 @@ pub fn run(
         Step::SpawnPostgres { .. } => return spawn_postgres(ctx, postmaster, inbox),
         // The first apply and a reconfiguration are the same work: every part is idempotent.
         Step::ApplySpec { .. } => return apply_spec(ctx, phase),
+        Step::PromotePostgres { wal_flush_lsn, .. } => {
+            return promote_postgres(ctx, phase, *wal_flush_lsn)
+        }
         Step::StopPostgres { mode, .. } => stop_postgres(ctx, postmaster, *mode),
         Step::FetchSpec { .. } => return fetch_spec(ctx),
         Step::CancelSteps | Step::StartSidecar | Step::StopSidecar | Step::Exit { .. } => {
@@ -292,6 +295,46 @@ fn apply_spec(ctx: &StepCtx<'_>, phase: PhaseName) -> Outcome {
     }
 }
 
+/// `promote_postgres`: `pg_promote` (after replay reached `wal_flush_lsn`), then the work of
+/// `apply_spec`, which applies roles and databases now that Postgres is out of recovery.
+fn promote_postgres(ctx: &StepCtx<'_>, phase: PhaseName, wal_flush_lsn: Option<Lsn>) -> Outcome {
+    const STEP: StepName = StepName::PromotePostgres;
+    let spec = match ctx.spec(phase, STEP) {
+        Ok(spec) => spec,
+        Err(e) => return Outcome::failed(e),
+    };
+    let promoted = ctx
+        .env
+        .admin
+        .connect(spec.port(), None)
+        .map_err(|e| {
+            StepError::new(
+                phase,
+                STEP,
+                ErrorKind::Postgres,
+                format!(
+                    "cannot connect as the admin role: {}",
+                    crate::postgres::error::describe(&e)
+                ),
+            )
+        })
+        .and_then(|mut client| {
+            crate::postgres::promote::promote(&mut client, wal_flush_lsn, ctx.cancel)
+        });
+    let promoted = match promoted {
+        Ok(promoted) => promoted,
+        Err(e) => return Outcome::failed(e),
+    };
+    match apply_spec_parts(ctx, phase) {
+        Ok((detail, pending_restart)) => Outcome::ok_with(
+            StepOutput::SpecApplied,
+            json!({ "promotion": promoted, "apply": detail }),
+            StepExtra::Applied { pending_restart },
+        ),
+        Err(error) => Outcome::failed(error),
+    }
+}
+
 /// The work of `apply_spec`: its journal detail and the settings that wait for a restart.
 fn apply_spec_parts(
     ctx: &StepCtx<'_>,
@@ -301,7 +344,12 @@ fn apply_spec_parts(
     let env = ctx.env;
     let spec = ctx.spec(phase, STEP)?;
     let postgres_error = |what: &str, e: postgres::Error| {
-        StepError::new(phase, STEP, ErrorKind::Postgres, format!("{what}: {e}"))
+        StepError::new(
+            phase,
+            STEP,
+            ErrorKind::Postgres,
+            format!("{what}: {}", crate::postgres::error::describe(&e)),
+        )
     };
     let mut client = env
         .admin
@@ -326,11 +374,21 @@ fn apply_spec_parts(
     let settings = settings::apply(&mut client, &target, ctx.cancel)?;
     let catalog = if spec.spec.skip_pg_catalog_updates {
         json!({ "skipped": "the spec sets skip_pg_catalog_updates" })
-    } else if !spec.spec.mode.is_read_write() {
+    } else if !spec.spec.mode.is_read_write() && in_recovery(&mut client, phase)? {
         json!({ "skipped": format!("a {} compute is read-only: roles and databases come from its storage", spec.spec.mode.as_str()) })
     } else {
         let config = env.admin.config(spec.port(), None);
-        let report = crate::postgres::reconcile_on(client, &config, &spec.spec, env.admin.role())
+        // A promoted replica is a primary now: its roles and databases are applied as one's.
+        let promoted;
+        let declared = if spec.spec.mode.is_read_write() {
+            &spec.spec
+        } else {
+            let mut as_primary = spec.spec.clone();
+            as_primary.mode = crate::spec::ComputeMode::Primary;
+            promoted = as_primary;
+            &promoted
+        };
+        let report = crate::postgres::reconcile_on(client, &config, declared, env.admin.role())
             .map_err(|e| e.to_step_error(phase))?;
         json!({
             "statements_sent": report.statements_sent,
@@ -345,6 +403,25 @@ fn apply_spec_parts(
         "catalog": catalog,
     });
     Ok((detail, settings.pending_restart))
+}
+
+/// Whether Postgres is a standby: a `Replica` that was promoted is read-write, and gets its
+/// roles and databases applied.
+fn in_recovery(client: &mut postgres::Client, phase: PhaseName) -> Result<bool, StepError> {
+    client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .map(|row| row.get(0))
+        .map_err(|e| {
+            StepError::new(
+                phase,
+                StepName::ApplySpec,
+                ErrorKind::Postgres,
+                format!(
+                    "cannot ask whether postgres is in recovery: {}",
+                    crate::postgres::error::describe(&e)
+                ),
+            )
+        })
 }
 
 /// `stop_postgres`: stop the postmaster if one runs; report its last checkpoint LSN.

@@ -191,6 +191,16 @@ fn route(
                 Err(reply) => reply,
             }
         }
+        (Method::Post, "/promote") => match promote_request(request) {
+            Ok(wal_flush_lsn) => {
+                let request = ApiRequest::Promote { wal_flush_lsn };
+                match api.call(request, request_id, WAITING_ANSWER_TIMEOUT) {
+                    Ok(answer) => answer_reply(answer),
+                    Err(reply) => reply,
+                }
+            }
+            Err(reply) => reply,
+        },
         (Method::Get, "/status") => Reply::json(200, &neon::status_body(&api.published.view())),
         (Method::Get, "/metrics.json") => {
             Reply::json(200, &neon::metrics_body(&api.published.view()))
@@ -199,7 +209,7 @@ fn route(
         (
             _,
             "/state" | "/healthz" | "/readyz" | "/metrics" | "/fsm" | "/journal" | "/status"
-            | "/metrics.json" | "/spec" | "/terminate" | "/recover" | "/configure",
+            | "/metrics.json" | "/spec" | "/terminate" | "/recover" | "/configure" | "/promote",
         ) => Reply::error(405, format!("{method} is not allowed on {path}")),
         _ => Reply::error(404, format!("no endpoint {path}")),
     }
@@ -306,6 +316,34 @@ pub(crate) fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
     Ok(body)
 }
 
+/// `POST /promote`'s body, optional: Neon's `{"wal_flush_lsn": "X/Y", "spec": …}` (the spec,
+/// if any, is not taken here: send it with `POST /spec` before or after).
+fn promote_request(request: &mut Request) -> Result<Option<states::Lsn>, Reply> {
+    // No body (and so no content type) asks for a promotion without an LSN to wait for.
+    if request.body_length().is_none_or(|n| n == 0) && header(request, "Content-Type").is_none() {
+        return Ok(None);
+    }
+    let body = read_body(request)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| Reply::error(400, format!("the body is not JSON: {e}")))?;
+    match value.get("wal_flush_lsn") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(text)) => text.parse().map(Some).map_err(|e| {
+            Reply::error(
+                400,
+                format!("wal_flush_lsn {text:?} is not an LSN (X/Y): {e}"),
+            )
+        }),
+        Some(other) => Err(Reply::error(
+            400,
+            format!("wal_flush_lsn must be a string \"X/Y\", not {other}"),
+        )),
+    }
+}
+
 /// `POST /spec`: admitted here, offered to the driver, its answer as a status code.
 fn post_spec(api: &Api, request: &mut Request, request_id: &str) -> Reply {
     let body = match read_body(request) {
@@ -355,6 +393,17 @@ fn answer_reply(answer: ApiAnswer) -> Reply {
         ApiAnswer::Recovering { phase } => Reply::json(200, &json!({ "phase": phase })),
         ApiAnswer::Configured(view) => Reply::json(200, &neon::status_body(&view)),
         ApiAnswer::ConfigureFailed { message } => Reply::error(500, message),
+        // Neon's shapes for `POST /promote`.
+        ApiAnswer::Promoted { generation } => Reply::json(
+            200,
+            &json!({ "status": "completed", "generation": generation }),
+        ),
+        ApiAnswer::NotPromoted { error } => {
+            Reply::json(412, &json!({ "status": "not_promoted", "error": error }))
+        }
+        ApiAnswer::PromoteFailed { error } => {
+            Reply::json(500, &json!({ "status": "failed", "error": error }))
+        }
     }
 }
 

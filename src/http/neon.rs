@@ -77,7 +77,10 @@ pub fn configure(api: &Api, request: &mut Request, request_id: &str) -> Reply {
         ApiAnswer::Refused(rejection) => Reply::error(412, rejection.to_string()),
         other @ (ApiAnswer::Spec(_)
         | ApiAnswer::Terminated { .. }
-        | ApiAnswer::Recovering { .. }) => Reply::error(
+        | ApiAnswer::Recovering { .. }
+        | ApiAnswer::Promoted { .. }
+        | ApiAnswer::NotPromoted { .. }
+        | ApiAnswer::PromoteFailed { .. }) => Reply::error(
             500,
             format!("the driver answered {other:?} to /configure (a defect)"),
         ),

@@ -34,6 +34,33 @@ pub enum ConfigError {
     },
 }
 
+/// The log line prefix compute_ctl gives Postgres when the spec sets none: Postgres's own
+/// default (`%m [%p] `) with the SQLSTATE (`%e`) added, so that a failed start can be quoted
+/// with the code of its FATAL (`postgres::error::parse_log` reads it back).
+pub const LOG_LINE_PREFIX_DEFAULT: &str = "%m [%p] %e ";
+
+/// Settings compute_ctl adds when the spec leaves them out (neither in `cluster.settings` nor
+/// named in `cluster.postgresql_conf`): they come after the spec's in the file, so they must
+/// not override what the spec chose.
+pub fn defaults(spec: &ComputeSpec) -> Vec<(String, String)> {
+    let named = |name: &str| {
+        spec.cluster.setting(name).is_some()
+            || spec
+                .cluster
+                .postgresql_conf
+                .as_deref()
+                .is_some_and(|text| text.contains(name))
+    };
+    let mut defaults = Vec::new();
+    if !named("log_line_prefix") {
+        defaults.push((
+            "log_line_prefix".to_string(),
+            LOG_LINE_PREFIX_DEFAULT.to_string(),
+        ));
+    }
+    defaults
+}
+
 /// Renders `postgresql.conf`: the header, `cluster.postgresql_conf` verbatim, every
 /// `cluster.settings` entry, then `extra` (compute_ctl's own settings, which win because
 /// Postgres takes the last line for a name).
@@ -185,6 +212,7 @@ mod tests {
             upstream_connstring: None,
             upstream_slot_name: None,
             mode: ComputeMode::Primary,
+            drop_subscriptions_before_start: false,
             suspend_timeout_seconds: None,
         }
     }

@@ -3,8 +3,11 @@
 //! - [`process`]: the postmaster, spawned as a direct child (or adopted), watched and stopped;
 //! - [`adopt`]: whether an earlier run's postmaster may be adopted, check by check;
 //! - [`connect`]: the admin connection of `-C`, completed with the spec's port;
+//! - [`error`]: Postgres's own words, whole (SQLSTATE, message, DETAIL, HINT);
 //! - [`settings`]: settings applied live, checked by Postgres and confirmed by a hash read-back;
 //! - [`monitor`]: activity, for `last_active`;
+//! - [`promote`]: a standby promoted to a read-write primary (`POST /promote`);
+//! - [`tls`]: libpq's `sslmode` and `sslrootcert` for the servers compute_ctl reads from;
 //! - [`quote`]: the one place where names and values become SQL or configuration text;
 //! - [`config`]: `postgresql.conf` and `pg_hba.conf`, rendered and written atomically;
 //! - [`catalog`]: one read of `pg_authid`, `pg_database` and `pg_shdepend`;
@@ -19,13 +22,16 @@ pub mod adopt;
 pub mod catalog;
 pub mod config;
 pub mod connect;
+pub mod error;
 pub mod monitor;
 pub mod options;
 pub mod plan;
 pub mod process;
+pub mod promote;
 pub mod quote;
 pub mod reconcile;
 pub mod settings;
+pub mod tls;
 
 pub use catalog::{
     CatalogDatabase, CatalogRole, CatalogSnapshot, Dependency, ValidUntil, Verifier,

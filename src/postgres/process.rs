@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use states::{ErrorKind, ExitStatus, Lsn, PhaseName, ShutdownMode, StepError, StepName};
 
+use super::error;
 use crate::pg_user::{run_as, PgUser};
 use crate::subprocess::ChildHandle;
 use crate::sync::{lock, CancelToken};
@@ -186,6 +187,17 @@ pub fn start(
     cancel: &CancelToken,
     on_exit: impl FnOnce(u32, ExitStatus) + Send + 'static,
 ) -> Result<Postmaster, StepError> {
+    start_with_args(request, &[], cancel, on_exit)
+}
+
+/// [`start`] with `args` after `-D PGDATA` on the postmaster's command line (`-c name=value`
+/// settings that win over `postgresql.conf`, for a private start before the real one).
+pub fn start_with_args(
+    request: StartRequest<'_>,
+    args: &[String],
+    cancel: &CancelToken,
+    on_exit: impl FnOnce(u32, ExitStatus) + Send + 'static,
+) -> Result<Postmaster, StepError> {
     let error = |kind, message: String| {
         StepError::new(PhaseName::Starting, StepName::SpawnPostgres, kind, message)
     };
@@ -197,6 +209,7 @@ pub fn start(
     command
         .arg("-D")
         .arg(request.pgdata)
+        .args(args)
         .current_dir(request.pgdata)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -288,7 +301,7 @@ fn wait_until_accepting(
             return Err((ErrorKind::Cancelled, "start of postgres cancelled".into()));
         }
         if let Some(status) = postmaster.exit_status() {
-            return Err(exited_during_start(postmaster, status));
+            return Err(exited_during_start(postmaster, request, status));
         }
         // `None` until postmaster.pid names our child; then its status line, if written.
         let status: Option<Option<String>> = read_pid_file(&pid_file)
@@ -316,9 +329,9 @@ fn wait_until_accepting(
                 match probe.connect(postgres::NoTls) {
                     Ok(mut client) => match client.simple_query("SELECT 1") {
                         Ok(_) => return Ok(()),
-                        Err(e) => last_connect_error = e.to_string(),
+                        Err(e) => last_connect_error = error::describe(&e),
                     },
-                    Err(e) => last_connect_error = e.to_string(),
+                    Err(e) => last_connect_error = error::describe(&e),
                 }
             }
             if since.elapsed() > request.deadlines.accepting {
@@ -336,43 +349,44 @@ fn wait_until_accepting(
     }
 }
 
-/// Postgres's own words for why it exited: the lines of its stderr tail that say so.
-fn exited_during_start(postmaster: &Postmaster, status: ExitStatus) -> (ErrorKind, String) {
+/// Postgres's own words for why it exited: the messages around its FATAL, each with its
+/// SQLSTATE (when the log line prefix has it), DETAIL and HINT, bounded.
+fn exited_during_start(
+    postmaster: &Postmaster,
+    request: &StartRequest<'_>,
+    status: ExitStatus,
+) -> (ErrorKind, String) {
     // The stderr thread may still be draining the pipe.
     std::thread::sleep(Duration::from_millis(20));
-    let tail = postmaster.stderr_tail(STDERR_TAIL_LINES);
-    let telling: Vec<&str> = tail
-        .iter()
-        .map(|line| strip_log_prefix(line))
-        .filter(|line| {
-            [
-                "FATAL:",
-                "PANIC:",
-                "ERROR:",
-                "invalid value",
-                "unrecognized configuration",
-                "parameter \"",
-            ]
-            .iter()
-            .any(|needle| line.contains(needle))
-        })
-        .collect();
-    let refused = telling.iter().any(|l| {
-        l.contains("invalid value for parameter")
-            || l.contains("unrecognized configuration parameter")
-            || l.contains("contains errors")
-            || l.contains("parameter \"")
+    let mut tail = postmaster.stderr_tail(STDERR_TAIL_LINES);
+    let entries = error::parse_log(tail.iter().map(String::as_str));
+    let quoted = error::around_the_fatal(&entries);
+    let refused = quoted.iter().any(|entry| {
+        let message = &entry.error.message;
+        message.contains("invalid value for parameter")
+            || message.contains("unrecognized configuration parameter")
+            || message.contains("contains errors")
+            || message.contains("parameter \"")
     });
-    let said = if telling.is_empty() {
-        tail.iter()
-            .rev()
-            .take(3)
-            .rev()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("; ")
-    } else {
-        telling.join("; ")
+    // A refused file is refused before the file's log_line_prefix applies, so its lines
+    // carry no SQLSTATE: Postgres reading the same file verbosely says it with the codes.
+    if refused {
+        if let Some(verbose) = read_config_verbosely(request) {
+            tail = verbose;
+        }
+    }
+    let said = match error::quote_log(tail.iter().map(String::as_str)) {
+        Some(said) => said,
+        None => error::bounded(
+            &tail
+                .iter()
+                .rev()
+                .take(3)
+                .rev()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
     };
     let kind = if refused {
         ErrorKind::ConfigRefused
@@ -385,16 +399,23 @@ fn exited_during_start(postmaster: &Postmaster, status: ExitStatus) -> (ErrorKin
     )
 }
 
-/// `2026-11-25 01:02:03.456 UTC [123] FATAL:  x` → `FATAL:  x`.
-fn strip_log_prefix(line: &str) -> &str {
-    for level in [
-        "FATAL:", "PANIC:", "ERROR:", "LOG:", "WARNING:", "DETAIL:", "HINT:",
-    ] {
-        if let Some(at) = line.find(level) {
-            return &line[at..];
-        }
+/// The stderr of `postgres -C data_directory` on PGDATA with `log_error_verbosity =
+/// verbose` (each message with its SQLSTATE), when Postgres refuses the configuration.
+fn read_config_verbosely(request: &StartRequest<'_>) -> Option<Vec<String>> {
+    let mut command = Command::new(&request.binaries.postgres);
+    command.arg("-D").arg(request.pgdata).args([
+        "-C",
+        "data_directory",
+        "-c",
+        "log_error_verbosity=verbose",
+    ]);
+    clean_env(&mut command);
+    run_as(request.user, &mut command);
+    let finished = crate::subprocess::run(&mut command, &CancelToken::new(), |_| {}).ok()?;
+    if finished.success() {
+        return None;
     }
-    line
+    Some(finished.stderr.lines().map(str::to_string).collect())
 }
 
 fn forward_stderr(stderr: std::process::ChildStderr, tail: &Mutex<VecDeque<String>>) {
@@ -518,13 +539,5 @@ mod tests {
         assert_eq!(read_pid_file(&path), Some((123, Some("ready".into()))));
         std::fs::write(&path, "123\n/data\n").unwrap();
         assert_eq!(read_pid_file(&path), Some((123, None)));
-    }
-
-    #[test]
-    fn strips_the_log_line_prefix() {
-        assert_eq!(
-            strip_log_prefix("2026-11-25 01:02:03.456 UTC [9] FATAL:  boom"),
-            "FATAL:  boom"
-        );
     }
 }

@@ -66,7 +66,8 @@ pub struct ApplyError {
 }
 
 impl ApplyError {
-    /// From a `postgres` error: the server's message and detail when it is one, else the
+    /// From a `postgres` error: the server's error whole (SQLSTATE, message, DETAIL, HINT)
+    /// when it is one, else the
     /// client's description (connection refused, closed…), scrubbed of `statement`'s
     /// password.
     pub(crate) fn from_postgres(
@@ -75,13 +76,7 @@ impl ApplyError {
         error: &postgres::Error,
         statement: Option<&Statement>,
     ) -> ApplyError {
-        let message = match error.as_db_error() {
-            Some(db) => match db.detail() {
-                Some(detail) => format!("{}: {detail}", db.message()),
-                None => db.message().to_owned(),
-            },
-            None => error.to_string(),
-        };
+        let message = super::error::describe(error);
         let message = match statement {
             Some(statement) => statement.redact(&message),
             None => message,

@@ -51,10 +51,7 @@ fn step_error(phase: PhaseName, kind: ErrorKind, message: String) -> StepError {
 }
 
 fn postgres_error(phase: PhaseName, what: &str, e: &postgres::Error) -> StepError {
-    let message = match e.as_db_error() {
-        Some(db) => db.message().to_string(),
-        None => e.to_string(),
-    };
+    let message = super::error::describe(e);
     step_error(phase, ErrorKind::Postgres, format!("{what}: {message}"))
 }
 
@@ -172,7 +169,14 @@ fn refused_settings(
 /// accepts every entry, else its own messages.
 fn postgres_reads_file(target: &SettingsTarget<'_>, name: &str) -> Result<(), Vec<String>> {
     let mut command = Command::new(&target.binaries.postgres);
-    command.arg("-D").arg(target.pgdata).arg("-C").arg(name);
+    // Verbose: the SQLSTATE comes with each message (a LOCATION line too, which is dropped).
+    command
+        .arg("-D")
+        .arg(target.pgdata)
+        .arg("-C")
+        .arg(name)
+        .arg("-c")
+        .arg("log_error_verbosity=verbose");
     clean_env(&mut command);
     run_as(target.user, &mut command);
     let finished = match crate::subprocess::run(&mut command, &CancelToken::new(), |_| {}) {
@@ -183,15 +187,10 @@ fn postgres_reads_file(target: &SettingsTarget<'_>, name: &str) -> Result<(), Ve
         return Ok(());
     }
     let stderr = finished.stderr;
-    Err(stderr
-        .lines()
-        .filter_map(|l| {
-            l.split_once("LOG:")
-                .or_else(|| l.split_once("FATAL:"))
-                .map(|(_, m)| m.trim())
-        })
-        .filter(|l| !l.starts_with("configuration file") && !l.is_empty())
-        .map(str::to_string)
+    Err(super::error::parse_log(stderr.lines())
+        .into_iter()
+        .filter(|entry| !entry.error.message.starts_with("configuration file"))
+        .map(|entry| entry.error.to_string())
         .collect())
 }
 

@@ -4,7 +4,6 @@
 //! Also the redaction of connection strings, so that no `Debug` output shows a password.
 
 use std::fmt;
-use std::str::FromStr;
 
 use super::validate::Findings;
 use super::{ComputeMode, ComputeSpec};
@@ -149,7 +148,7 @@ fn mode_words(mode: &ComputeMode) -> String {
 
 /// `host:port` of an upstream connection string, for messages.
 fn upstream_address(connstring: &str) -> Option<String> {
-    let config = postgres::Config::from_str(connstring).ok()?;
+    let config = crate::postgres::tls::parse(connstring).ok()?.config;
     let host = match config.get_hosts().first()? {
         postgres::config::Host::Tcp(host) => host.clone(),
         postgres::config::Host::Unix(path) => path.display().to_string(),
@@ -346,14 +345,8 @@ fn resolve_upstream(
     }
     if connstring.trim().is_empty() {
         findings.add("upstream_connstring", "the connection string is empty");
-    } else if let Err(error) = postgres::Config::from_str(connstring) {
+    } else if let Err(reason) = crate::postgres::tls::parse(connstring) {
         // The parser's messages name options, never their values.
-        let mut reason = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(cause) = source {
-            reason.push_str(&format!(": {cause}"));
-            source = cause.source();
-        }
         findings.add(
             "upstream_connstring",
             format!(

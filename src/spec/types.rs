@@ -51,6 +51,12 @@ pub struct ComputeSpec {
     #[serde(default)]
     pub mode: ComputeMode,
 
+    /// Neon's: drop the logical replication subscriptions a branch's copy carries before the
+    /// branch opens for writes. compute_ctl disables them on every upstream branch without
+    /// it (the copy's subscriptions would consume the production subscriber's changes).
+    #[serde(default)]
+    pub drop_subscriptions_before_start: bool,
+
     /// Neon requires it; we accept its absence.
     #[serde(default)]
     pub suspend_timeout_seconds: Option<i64>,
@@ -187,6 +193,10 @@ impl fmt::Debug for ComputeSpec {
             )
             .field("upstream_slot_name", &self.upstream_slot_name)
             .field("mode", &self.mode)
+            .field(
+                "drop_subscriptions_before_start",
+                &self.drop_subscriptions_before_start,
+            )
             .field("suspend_timeout_seconds", &self.suspend_timeout_seconds)
             .finish()
     }

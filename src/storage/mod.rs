@@ -2,8 +2,10 @@
 //! data comes from"). Each backend finds the LSN to start from (`sync_safekeepers`) and fills
 //! PGDATA (`fetch_basebackup`), and may add settings and files before Postgres starts.
 
+mod branch;
 mod embedded;
 mod neon;
+mod standby;
 mod upstream;
 pub mod wire;
 
@@ -69,6 +71,7 @@ pub fn postgresql_conf(
             env.pgdata.to_string_lossy().into_owned(),
         ));
     }
+    extra.extend(crate::postgres::config::defaults(&spec.spec));
     extra.extend(backend(spec).settings(env, spec));
     extra.push((
         crate::postgres::settings::SPEC_HASH_SETTING.into(),

@@ -280,7 +280,8 @@ impl StorageBackend for Neon {
             .next()
             .unwrap_or_default()
             .trim();
-        let config = postgres::Config::from_str(first).map_err(|e| {
+        let crate::postgres::tls::ConnString { config, tls } = crate::postgres::tls::parse(first)
+            .map_err(|e| {
             error(
                 ErrorKind::Storage,
                 // The parser's messages name options, never their values (no password shown).
@@ -290,6 +291,7 @@ impl StorageBackend for Neon {
         let server = format!("pageserver {}", address_of(&config));
         let options = ConnectOptions {
             config,
+            tls,
             password: neon.auth_token.map(str::to_owned),
             parameters: vec![
                 ("application_name".into(), "compute_ctl".into()),
@@ -371,6 +373,18 @@ impl StorageBackend for Neon {
                 format!("the base backup from {server} holds no file"),
             ));
         }
+        // A hot standby must run with at least its primary's values of five settings.
+        let standby_settings = match neon.mode {
+            ComputeMode::Primary => None,
+            ComputeMode::Replica | ComputeMode::Static(_) => Some(
+                super::standby::raise(env, &spec.spec, &env.pgdata, ctx.cancel).map_err(|e| {
+                    error(
+                        ErrorKind::Io,
+                        format!("cannot raise the standby's settings: {e:#}"),
+                    )
+                })?,
+            ),
+        };
         Ok(json!({
             "storage": "neon",
             "pageserver": server,
@@ -382,13 +396,14 @@ impl StorageBackend for Neon {
             "bytes_unpacked": stats.bytes,
             "connect_ms": u64::try_from(connected_ms).unwrap_or(u64::MAX),
             "basebackup_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "standby_settings": standby_settings,
         }))
     }
 
     /// Neon's storage settings, as Neon writes them after the spec's own: from the spec's
     /// fields (a spec that gave them as settings already has them), and for a read-only
     /// compute hot standby, at its LSN for a static one.
-    fn settings(&self, _env: &StepEnv, spec: &ParsedSpec) -> Vec<(String, String)> {
+    fn settings(&self, env: &StepEnv, spec: &ParsedSpec) -> Vec<(String, String)> {
         let Some(neon) = fields(spec) else {
             return Vec::new();
         };
@@ -410,6 +425,7 @@ impl StorageBackend for Neon {
                 wanted.push(("recovery_target_lsn".into(), lsn.to_string()));
             }
         }
+        wanted.extend(super::standby::settings(&env.pgdata));
         wanted
     }
 

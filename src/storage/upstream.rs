@@ -31,7 +31,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
-use std::str::FromStr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -39,10 +38,11 @@ use anyhow::{bail, Context};
 use serde_json::json;
 use states::{ErrorKind, Lsn, PhaseName, StepError, StepName};
 
-use super::{StorageBackend, Synced};
+use super::{standby, StorageBackend, Synced};
 use crate::pg_user::{run_as, PgUser};
 use crate::pgdata;
 use crate::postgres::process::clean_env;
+use crate::postgres::tls::{self, ConnString, Tls};
 use crate::spec::{ComputeMode, ParsedSpec, Storage};
 use crate::step_env::{Progress, StepCtx, StepEnv};
 use crate::subprocess::{self, Finished, RunError};
@@ -88,6 +88,8 @@ struct Source<'a> {
     /// With a user (libpq's default, the OS user's name, made explicit so that the probe,
     /// pg_basebackup and the WAL receiver all log in as the same role) and a connect timeout.
     config: postgres::Config,
+    /// `sslmode` and `sslrootcert`, which the `postgres` crate's parser does not take.
+    tls: Tls,
     mode: ComputeMode,
     slot: Option<&'a str>,
     /// `host:port`, for messages.
@@ -118,7 +120,7 @@ impl<'a> Source<'a> {
             );
         };
         // Spec validation parsed it already; its messages name options, never values.
-        let mut config = postgres::Config::from_str(connstring)
+        let ConnString { mut config, tls } = tls::parse(connstring)
             .map_err(|e| anyhow::anyhow!("upstream_connstring does not parse: {e}"))?;
         if config.get_user().is_none() {
             config.user(&default_user(pg_user));
@@ -129,6 +131,7 @@ impl<'a> Source<'a> {
         let address = address(&config);
         Ok(Source {
             config,
+            tls,
             mode: *mode,
             slot: slot.as_deref(),
             address,
@@ -186,14 +189,17 @@ impl StorageBackend for Upstream {
                               THEN coalesce(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) \
                               ELSE pg_current_wal_flush_lsn() END)::text, \
                         current_setting('server_version'), \
-                        (SELECT rolsuper FROM pg_roles WHERE rolname = $1)",
-                &[&admin],
+                        (SELECT rolsuper FROM pg_roles WHERE rolname = $1), \
+                        ARRAY(SELECT rolname::text FROM pg_roles \
+                              WHERE rolsuper AND rolcanlogin ORDER BY rolname LIMIT $2)",
+                &[&admin, &SUPERUSERS_NAMED_MAX],
             )?;
             Ok(Probe {
                 in_recovery: row.get(0),
                 lsn: row.get(1),
                 server_version: row.get(2),
                 admin_is_superuser: row.get(3),
+                superusers: row.get(4),
             })
         })
         .map_err(|e| e.into_step_error(PHASE, STEP, &source))?;
@@ -216,8 +222,9 @@ impl StorageBackend for Upstream {
                     format!(
                         "the admin role {admin} (the user of -C/--connstr) {what} on the {}: \
                          roles come with the copy, and compute_ctl configures the compute as \
-                         that superuser",
-                        source.describe()
+                         that superuser; {}",
+                        source.describe(),
+                        admin_fix(admin, &found.superusers)
                     ),
                 );
                 // Trying again changes nothing until a person creates the role.
@@ -345,6 +352,17 @@ impl StorageBackend for Upstream {
         }
 
         let cleaned = tidy_copy(&pgdata).map_err(io_error)?;
+        let standby_settings = match source.mode {
+            ComputeMode::Replica => Some(
+                standby::raise(env, &spec.spec, &pgdata, ctx.cancel)
+                    .map_err(|e| io_error(e.context("cannot raise the standby's settings")))?,
+            ),
+            ComputeMode::Primary | ComputeMode::Static(_) => None,
+        };
+        let subscriptions = match source.mode {
+            ComputeMode::Primary => branch_subscriptions(ctx, spec, &source)?,
+            ComputeMode::Replica | ComputeMode::Static(_) => serde_json::Value::Null,
+        };
         let backup_start = std::fs::read_to_string(pgdata.join("backup_label"))
             .ok()
             .and_then(|label| backup_start_lsn(&label));
@@ -368,6 +386,8 @@ impl StorageBackend for Upstream {
             "removed_from_copy": cleaned.removed,
             "upstream_auto_conf_settings_dropped": cleaned.auto_conf_settings,
             "no_sync": "PGDATA is rebuilt on every start: syncing the copy protects nothing",
+            "standby_settings": standby_settings,
+            "subscriptions": subscriptions,
         }))
     }
 
@@ -381,7 +401,7 @@ impl StorageBackend for Upstream {
         };
         match source.mode {
             ComputeMode::Replica => {
-                let mut conninfo = libpq_conninfo(&source.config);
+                let mut conninfo = libpq_conninfo(&source.config, &source.tls);
                 if source.password().is_some() {
                     let passfile = std::path::absolute(&env.pgdata)
                         .unwrap_or_else(|_| env.pgdata.clone())
@@ -395,6 +415,7 @@ impl StorageBackend for Upstream {
                 if let Some(slot) = source.slot {
                     settings.push(("primary_slot_name".to_string(), slot.to_string()));
                 }
+                settings.extend(standby::settings(&env.pgdata));
                 settings
             }
             ComputeMode::Primary | ComputeMode::Static(_) => Vec::new(),
@@ -418,6 +439,25 @@ impl StorageBackend for Upstream {
     }
 }
 
+/// How many of the upstream's superusers the admin hint names at most.
+const SUPERUSERS_NAMED_MAX: i64 = 10;
+
+/// What to do when the admin role is missing on the upstream: log in as one of the
+/// superusers it has (they come with the copy), or create the role there.
+fn admin_fix(admin: &str, superusers: &[String]) -> String {
+    match superusers.first() {
+        Some(first) => format!(
+            "the upstream's superusers that can log in are {}: pass -C postgresql://{first}@… \
+             (or another of them), or create {admin} there as a superuser",
+            superusers.join(", ")
+        ),
+        None => format!(
+            "the upstream has no superuser that can log in: create {admin} there as a \
+             superuser (CREATE ROLE {admin} LOGIN SUPERUSER)"
+        ),
+    }
+}
+
 /// What the probe of `sync_safekeepers` reads.
 #[derive(Debug)]
 struct Probe {
@@ -426,6 +466,33 @@ struct Probe {
     server_version: String,
     /// `None`: no role of that name.
     admin_is_superuser: Option<bool>,
+    /// The upstream's superusers that can log in, by name, at most `SUPERUSERS_NAMED_MAX`.
+    superusers: Vec<String>,
+}
+
+/// A branch's subscriptions made safe before it opens for writes (`branch.rs`), when the
+/// upstream has any. The upstream is asked after the copy is complete: a subscription in the
+/// copy is still in the upstream's catalog then (one dropped in between took its slot on the
+/// publisher with it). When it cannot say, the copy is checked all the same.
+fn branch_subscriptions(
+    ctx: &StepCtx<'_>,
+    spec: &ParsedSpec,
+    source: &Source<'_>,
+) -> Result<serde_json::Value, StepError> {
+    let counted = on_upstream(source, ctx.cancel, |client| {
+        let row = client.query_one("SELECT count(subname) FROM pg_subscription", &[])?;
+        Ok(row.get::<_, i64>(0))
+    });
+    match counted {
+        Ok(0) => Ok(json!({ "policy": "none", "why": "the upstream has no subscription" })),
+        Err(UpstreamFailure::Cancelled) => Err(StepError::new(
+            PhaseName::Basebackup,
+            StepName::FetchBasebackup,
+            ErrorKind::Cancelled,
+            "fetch_basebackup was cancelled".to_string(),
+        )),
+        Ok(_) | Err(_) => super::branch::neutralize_subscriptions(ctx, spec),
+    }
 }
 
 /// The slot a `Replica` streams through.
@@ -475,6 +542,8 @@ enum UpstreamFailure {
     Connect(postgres::Error),
     Query(postgres::Error),
     Cancelled,
+    /// The TLS client cannot be set up (an unreadable `sslrootcert`).
+    Tls(tls::TlsError),
     /// The thread that talks to the upstream could not start or vanished.
     Thread(String),
 }
@@ -482,16 +551,21 @@ enum UpstreamFailure {
 impl UpstreamFailure {
     fn into_step_error(self, phase: PhaseName, step: StepName, source: &Source<'_>) -> StepError {
         match self {
-            UpstreamFailure::Connect(e) => StepError::new(
-                phase,
-                step,
-                ErrorKind::Storage,
-                format!(
-                    "cannot connect to the {}: {}",
-                    source.describe(),
-                    pg_message(&e)
-                ),
-            ),
+            UpstreamFailure::Connect(e) => {
+                let message = pg_message(&e);
+                // A certificate that fails a check fails it again: no retries.
+                let tls_refused = tls::explain(&message).is_some();
+                let mut error = StepError::new(
+                    phase,
+                    step,
+                    ErrorKind::Storage,
+                    format!("cannot connect to the {}: {message}", source.describe()),
+                );
+                if tls_refused {
+                    error.retryable = false;
+                }
+                error
+            }
             UpstreamFailure::Query(e) => StepError::new(
                 phase,
                 step,
@@ -502,6 +576,17 @@ impl UpstreamFailure {
                     pg_message(&e)
                 ),
             ),
+            UpstreamFailure::Tls(e) => {
+                let mut error = StepError::new(
+                    phase,
+                    step,
+                    ErrorKind::Storage,
+                    format!("cannot connect to the {}: {e}", source.describe()),
+                );
+                // The file does not change by itself.
+                error.retryable = false;
+                error
+            }
             UpstreamFailure::Cancelled => StepError::new(
                 phase,
                 step,
@@ -515,19 +600,14 @@ impl UpstreamFailure {
     }
 }
 
-/// The server's own words (`FATAL: password authentication failed for user "x"`), or the
-/// client's (`error connecting to server: Connection refused (os error 111)`).
+/// The server's own words whole (`FATAL: 28P01: password authentication failed for user
+/// "x"`), or the client's (`error connecting to server: Connection refused (os error 111)`).
 fn pg_message(e: &postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        return format!("{}: {}", db.severity(), db.message());
+    let message = crate::postgres::error::describe(e);
+    match tls::explain(&message) {
+        Some(why) => format!("{message} ({why})"),
+        None => message,
     }
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        message.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    message
 }
 
 /// Runs `work` on a connection to the upstream, on a thread of its own so that a cancel
@@ -540,11 +620,12 @@ fn on_upstream<T: Send + 'static>(
 ) -> Result<T, UpstreamFailure> {
     let (sender, receiver) = mpsc::sync_channel(2);
     let config = source.config.clone();
+    let connector = tls::connector(&source.tls).map_err(UpstreamFailure::Tls)?;
     let answer = sender.clone();
     let worker = std::thread::Builder::new()
         .name("upstream-query".into())
         .spawn(move || {
-            let result = match config.connect(postgres::NoTls) {
+            let result = match config.connect(connector) {
                 Ok(mut client) => work(&mut client).map_err(UpstreamFailure::Query),
                 Err(e) => Err(UpstreamFailure::Connect(e)),
             };
@@ -622,7 +703,7 @@ fn basebackup_command(
         .arg("-D")
         .arg(pgdata)
         .arg("-d")
-        .arg(libpq_conninfo(&source.config))
+        .arg(libpq_conninfo(&source.config, &source.tls))
         .args([
             "--wal-method=stream",
             "--checkpoint=fast",
@@ -683,8 +764,8 @@ fn die_with_parent(command: &mut Command) {
 
 /// The connection as libpq's `key='value'` pairs, without the password (it travels in
 /// `PGPASSWORD` or a password file). Options left at their defaults are left out.
-fn libpq_conninfo(config: &postgres::Config) -> String {
-    use postgres::config::{ChannelBinding, Host, LoadBalanceHosts, SslMode, TargetSessionAttrs};
+fn libpq_conninfo(config: &postgres::Config, tls: &Tls) -> String {
+    use postgres::config::{ChannelBinding, Host, LoadBalanceHosts, TargetSessionAttrs};
     let mut out = String::new();
     let join = |items: Vec<String>| items.join(",");
     if !config.get_hosts().is_empty() {
@@ -722,11 +803,10 @@ fn libpq_conninfo(config: &postgres::Config) -> String {
     if let Some(name) = config.get_application_name() {
         push_pair(&mut out, "application_name", name);
     }
-    match config.get_ssl_mode() {
-        SslMode::Disable => push_pair(&mut out, "sslmode", "disable"),
-        SslMode::Require => push_pair(&mut out, "sslmode", "require"),
-        // `prefer` is libpq's default too.
-        _ => {}
+    // As given (`verify-full` and `sslrootcert` too): libpq verifies for itself. `prefer`
+    // is libpq's default and left out.
+    for (key, value) in tls.libpq_options() {
+        push_pair(&mut out, key, &value);
     }
     if let Some(timeout) = config.get_connect_timeout() {
         // libpq counts whole seconds, and takes less than 2 as 2.
@@ -822,10 +902,11 @@ struct Tidied {
 }
 
 /// Takes out of the fresh copy what belongs to the upstream, not to this compute: its
-/// signal files, a password file of ours it carried, and its `ALTER SYSTEM` settings.
+/// signal files, a password file and standby settings of ours it carried (an upstream that
+/// is itself a compute), and its `ALTER SYSTEM` settings.
 fn tidy_copy(pgdata: &Path) -> anyhow::Result<Tidied> {
     let mut tidied = Tidied::default();
-    for name in SIGNAL_FILES.iter().chain(std::iter::once(&PASSFILE)) {
+    for name in SIGNAL_FILES.iter().chain([&PASSFILE, &standby::FILE]) {
         let path = pgdata.join(name);
         match std::fs::remove_file(&path) {
             Ok(()) => tidied.removed.push((*name).to_string()),
@@ -961,25 +1042,26 @@ mod tests {
 
     use super::*;
 
-    fn config(text: &str) -> postgres::Config {
-        postgres::Config::from_str(text).unwrap()
+    fn conninfo(text: &str) -> String {
+        let parsed = tls::parse(text).unwrap();
+        libpq_conninfo(&parsed.config, &parsed.tls)
     }
 
     #[test]
     fn conninfo_leaves_out_the_password_and_quotes_values() {
-        let info = libpq_conninfo(&config(
+        let info = conninfo(
             "postgresql://rep:s3cret@db.example:5433/my%20db?application_name=it's&connect_timeout=3",
-        ));
+        );
         assert_eq!(
             info,
             "host='db.example' port='5433' user='rep' dbname='my db' \
              application_name='it\\'s' connect_timeout='3'"
         );
         assert!(!info.contains("s3cret"));
-        let info = libpq_conninfo(&config(
+        let info = conninfo(
             "host=h1,h2 port=1,2 user=u password=p sslmode=disable keepalives_retries=4 \
              target_session_attrs=read-write",
-        ));
+        );
         assert_eq!(
             info,
             "host='h1,h2' port='1,2' user='u' sslmode='disable' keepalives_count='4' \

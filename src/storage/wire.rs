@@ -14,12 +14,14 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
-use postgres::config::{Host, SslMode};
+use postgres::config::Host;
 use postgres_protocol::authentication::md5_hash;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::backend::{ErrorFields, Header, Message};
 use postgres_protocol::message::frontend;
 
+use crate::postgres::error::ServerError;
+use crate::postgres::tls::{SslMode, Tls};
 use crate::sync::{CancelToken, HookGuard};
 
 /// The largest backend message accepted: COPY data arrives in chunks far below this, so a
@@ -66,6 +68,10 @@ pub enum WireError {
     },
     #[error("the connection to {server} is not usable: {reason}")]
     Config { server: String, reason: String },
+    /// TLS refused or failed (a wrong CA, a certificate for another host, a server without
+    /// TLS under `sslmode=require`): the same attempt would fail the same way.
+    #[error("TLS to {server} failed: {reason}")]
+    Tls { server: String, reason: String },
     #[error("the transfer from {server} was cancelled")]
     Cancelled { server: String },
 }
@@ -83,6 +89,7 @@ impl WireError {
             WireError::UnsupportedAuth { .. }
             | WireError::NoPassword { .. }
             | WireError::Config { .. }
+            | WireError::Tls { .. }
             | WireError::Cancelled { .. } => false,
         }
     }
@@ -93,6 +100,8 @@ impl WireError {
 pub struct ConnectOptions {
     /// The parsed connection string (URL or key=value form).
     pub config: postgres::Config,
+    /// Its `sslmode` and `sslrootcert` (`postgres::tls::parse` splits them off).
+    pub tls: Tls,
     /// Overrides the connection string's password (Neon sends the storage token this way).
     pub password: Option<String>,
     /// Startup parameters sent besides `user` and `database` (`application_name`, `options`).
@@ -113,9 +122,50 @@ impl std::fmt::Debug for ConnectOptions {
     }
 }
 
+/// The socket, with or without TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn shutdown(&self) {
+        let socket = match self {
+            Stream::Plain(socket) => socket,
+            Stream::Tls(tls) => &tls.sock,
+        };
+        let _ = socket.shutdown(Shutdown::Both);
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(socket) => socket.read(out),
+            Stream::Tls(tls) => tls.read(out),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(socket) => socket.write(bytes),
+            Stream::Tls(tls) => tls.write(bytes),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(socket) => socket.flush(),
+            Stream::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
 /// An authenticated connection, ready for a command.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     /// Received bytes not yet parsed into messages.
     buffer: BytesMut,
     /// One socket read's worth, reused.
@@ -143,12 +193,6 @@ impl std::fmt::Debug for Connection {
 /// Opens a connection to the first address of `options` that accepts one and authenticates.
 pub fn connect(options: &ConnectOptions, cancel: &CancelToken) -> Result<Connection, WireError> {
     let server = options.label.clone();
-    if options.config.get_ssl_mode() == SslMode::Require {
-        return Err(WireError::Config {
-            server,
-            reason: "sslmode=require, and this client speaks no TLS".into(),
-        });
-    }
     let user = options
         .config
         .get_user()
@@ -159,7 +203,7 @@ pub fn connect(options: &ConnectOptions, cancel: &CancelToken) -> Result<Connect
         .get_connect_timeout()
         .copied()
         .unwrap_or(CONNECT_TIMEOUT_DEFAULT);
-    let stream = open_socket(&options.config, &server, timeout, cancel)?;
+    let (stream, host) = open_socket(&options.config, &server, timeout, cancel)?;
     let peer = stream.peer_addr().map_err(|e| WireError::Connect {
         server: server.clone(),
         reason: e.to_string(),
@@ -172,9 +216,14 @@ pub fn connect(options: &ConnectOptions, cancel: &CancelToken) -> Result<Connect
     let hook = cancel.on_cancel(move || {
         let _ = closer.shutdown(Shutdown::Both);
     });
-    stream
+    let stream = negotiate_tls(stream, &options.tls, &host, &server, timeout, cancel)?;
+    let socket = match &stream {
+        Stream::Plain(socket) => socket,
+        Stream::Tls(tls) => &tls.sock,
+    };
+    socket
         .set_read_timeout(Some(READ_POLL))
-        .and_then(|()| stream.set_nodelay(true))
+        .and_then(|()| socket.set_nodelay(true))
         .map_err(|e| WireError::Connect {
             server: server.clone(),
             reason: e.to_string(),
@@ -194,6 +243,90 @@ pub fn connect(options: &ConnectOptions, cancel: &CancelToken) -> Result<Connect
     Ok(connection)
 }
 
+/// Asks for TLS (SSLRequest) unless `sslmode=disable`, and completes the handshake with the
+/// checks `tls` names, within `timeout`. A server that declines is fine for `prefer` only.
+fn negotiate_tls(
+    mut socket: TcpStream,
+    tls: &Tls,
+    host: &str,
+    server: &str,
+    timeout: Duration,
+    cancel: &CancelToken,
+) -> Result<Stream, WireError> {
+    let failed = |reason: String| {
+        if cancel.is_cancelled() {
+            WireError::Cancelled {
+                server: server.to_string(),
+            }
+        } else {
+            WireError::Tls {
+                server: server.to_string(),
+                reason,
+            }
+        }
+    };
+    if tls.mode == SslMode::Disable {
+        return Ok(Stream::Plain(socket));
+    }
+    let config = crate::postgres::tls::client_config(tls).map_err(|e| WireError::Config {
+        server: server.to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut request = BytesMut::new();
+    frontend::ssl_request(&mut request);
+    let mut answer = [0_u8; 1];
+    socket
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| socket.write_all(&request))
+        .and_then(|()| socket.read_exact(&mut answer))
+        .map_err(|e| {
+            // A cancel shuts the socket under the blocked read.
+            if cancel.is_cancelled() {
+                WireError::Cancelled {
+                    server: server.to_string(),
+                }
+            } else {
+                WireError::Connect {
+                    server: server.to_string(),
+                    reason: format!("asking for TLS: {e}"),
+                }
+            }
+        })?;
+    match answer[0] {
+        b'S' => {}
+        b'N' if tls.mode == SslMode::Prefer => return Ok(Stream::Plain(socket)),
+        b'N' => {
+            return Err(failed(format!(
+                "the server does not accept TLS (ssl = off) and sslmode={} asks for it",
+                tls.mode.as_str()
+            )))
+        }
+        other => {
+            return Err(WireError::Protocol {
+                server: server.to_string(),
+                during: "asking for TLS",
+                what: format!("answered the SSLRequest with byte {other:#04x}"),
+            })
+        }
+    }
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| failed(format!("{host:?} is not a name TLS can check: {e}")))?;
+    let mut connection = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .map_err(|e| failed(e.to_string()))?;
+    while connection.is_handshaking() {
+        connection.complete_io(&mut socket).map_err(|e| {
+            let reason = e.to_string();
+            match crate::postgres::tls::explain(&reason) {
+                Some(why) => failed(format!("{reason} ({why})")),
+                None => failed(reason),
+            }
+        })?;
+    }
+    Ok(Stream::Tls(Box::new(rustls::StreamOwned::new(
+        connection, socket,
+    ))))
+}
+
 /// libpq's default user: the operating system's name for the one running.
 fn default_user() -> String {
     std::env::var("USER")
@@ -209,7 +342,7 @@ fn open_socket(
     server: &str,
     timeout: Duration,
     cancel: &CancelToken,
-) -> Result<TcpStream, WireError> {
+) -> Result<(TcpStream, String), WireError> {
     let hosts = config.get_hosts();
     let ports = config.get_ports();
     if hosts.is_empty() {
@@ -254,7 +387,7 @@ fn open_socket(
                 for address in resolved {
                     match TcpStream::connect_timeout(&address, timeout) {
                         Ok(stream) => {
-                            let _ = sender.send(Ok(stream));
+                            let _ = sender.send(Ok((stream, host)));
                             return;
                         }
                         Err(e) => reasons.push(format!("{address}: {e}")),
@@ -277,7 +410,7 @@ fn open_socket(
             });
         }
         match receiver.recv_timeout(READ_POLL) {
-            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Ok(connected)) => return Ok(connected),
             Ok(Err(reason)) => {
                 return Err(WireError::Connect {
                     server: server.to_string(),
@@ -295,35 +428,29 @@ fn open_socket(
     }
 }
 
-/// The message and SQLSTATE of an ErrorResponse: `ERROR: tenant x not found (SQLSTATE XX000)`.
+/// An ErrorResponse whole: `ERROR: XX000: tenant x not found; DETAIL: …; HINT: …`.
 pub fn error_text(mut fields: ErrorFields<'_>) -> String {
-    let mut severity = None;
-    let mut code = None;
-    let mut message = None;
-    let mut detail = None;
+    let mut error = ServerError::default();
+    let mut localized = None;
     while let Ok(Some(field)) = fields.next() {
         let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
         match field.type_() {
-            b'V' => severity = Some(value),
-            b'S' if severity.is_none() => severity = Some(value),
-            b'C' => code = Some(value),
-            b'M' => message = Some(value),
-            b'D' => detail = Some(value),
+            b'V' => error.severity = value,
+            b'S' => localized = Some(value),
+            b'C' => error.code = Some(value),
+            b'M' => error.message = value,
+            b'D' => error.detail = Some(value),
+            b'H' => error.hint = Some(value),
             _ => {}
         }
     }
-    let mut text = format!(
-        "{}: {}",
-        severity.unwrap_or_else(|| "ERROR".into()),
-        message.unwrap_or_else(|| "(no message)".into())
-    );
-    if let Some(detail) = detail {
-        text.push_str(&format!(" ({detail})"));
+    if error.severity.is_empty() {
+        error.severity = localized.unwrap_or_else(|| "ERROR".into());
     }
-    if let Some(code) = code {
-        text.push_str(&format!(" (SQLSTATE {code})"));
+    if error.message.is_empty() {
+        error.message = "(no message)".into();
     }
-    text
+    error.to_string()
 }
 
 impl Connection {
@@ -574,7 +701,7 @@ impl Connection {
         let mut out = BytesMut::new();
         frontend::terminate(&mut out);
         let _ = self.stream.write_all(&out);
-        let _ = self.stream.shutdown(Shutdown::Both);
+        self.stream.shutdown();
     }
 }
 

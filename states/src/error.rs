@@ -137,6 +137,8 @@ pub enum Rejection {
     UnexpectedOutput { phase: PhaseName, id: StepId },
     /// A postmaster exit was reported while no postmaster is supposed to run.
     NoPostmaster { phase: PhaseName },
+    /// `promote` is only for a `running` compute.
+    NotRunning { phase: PhaseName },
     /// `terminated` is final.
     Terminated,
 }
@@ -165,6 +167,9 @@ impl fmt::Display for Rejection {
                     f,
                     "a postmaster exit was reported in phase {phase}, which runs none"
                 )
+            }
+            Rejection::NotRunning { phase } => {
+                write!(f, "promote applies only in phase running, not in {phase}")
             }
             Rejection::Terminated => write!(f, "the compute is terminated"),
         }

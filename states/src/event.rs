@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::admission::SpecOffer;
 use crate::error::StepError;
+use crate::lsn::Lsn;
 use crate::spec_ref::SpecRef;
 use crate::step::{ShutdownMode, StepId, StepOutput};
 
@@ -36,6 +37,10 @@ pub enum Event {
     Terminate { mode: ShutdownMode },
     /// Apply the desired spec again after a failure (`POST /recover`).
     Recover,
+    /// Promote the running standby to a read-write primary and apply the spec as for one
+    /// (`POST /promote`; the driver lets only an upstream `Replica` ask), once it has
+    /// replayed up to `wal_flush_lsn` (the old primary's last flush LSN) when given.
+    Promote { wal_flush_lsn: Option<Lsn> },
 }
 
 impl Event {
@@ -50,6 +55,7 @@ impl Event {
             Event::Tick => EventName::Tick,
             Event::Terminate { .. } => EventName::Terminate,
             Event::Recover => EventName::Recover,
+            Event::Promote { .. } => EventName::Promote,
         }
     }
 }
@@ -68,10 +74,11 @@ pub enum EventName {
     Tick,
     Terminate,
     Recover,
+    Promote,
 }
 
 impl EventName {
-    pub const ALL: [EventName; 9] = [
+    pub const ALL: [EventName; 10] = [
         EventName::SpecOffered,
         EventName::SpecAccepted,
         EventName::StepStarted,
@@ -81,6 +88,7 @@ impl EventName {
         EventName::Tick,
         EventName::Terminate,
         EventName::Recover,
+        EventName::Promote,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +102,7 @@ impl EventName {
             EventName::Tick => "tick",
             EventName::Terminate => "terminate",
             EventName::Recover => "recover",
+            EventName::Promote => "promote",
         }
     }
 }

@@ -93,6 +93,14 @@ pub enum Step {
         spec: SpecRef,
         first_start: bool,
     },
+    /// Promote the standby (`pg_promote`, waited for), then apply the spec as `ApplySpec`
+    /// does, roles and databases included: the compute is now read-write.
+    PromotePostgres {
+        id: StepId,
+        spec: SpecRef,
+        /// Replay must reach this LSN before `pg_promote` (no acknowledged write is lost).
+        wal_flush_lsn: Option<Lsn>,
+    },
     /// Stop Postgres if it runs and wait for it; report the last checkpoint's LSN.
     StopPostgres { id: StepId, mode: ShutdownMode },
     /// Ask the control plane for a spec.
@@ -117,6 +125,7 @@ impl Step {
             | Step::FetchBasebackup { id, .. }
             | Step::SpawnPostgres { id, .. }
             | Step::ApplySpec { id, .. }
+            | Step::PromotePostgres { id, .. }
             | Step::StopPostgres { id, .. }
             | Step::FetchSpec { id } => Some(*id),
             Step::CancelSteps | Step::StartSidecar | Step::StopSidecar | Step::Exit { .. } => None,
@@ -131,6 +140,7 @@ impl Step {
             Step::FetchBasebackup { .. } => StepName::FetchBasebackup,
             Step::SpawnPostgres { .. } => StepName::SpawnPostgres,
             Step::ApplySpec { .. } => StepName::ApplySpec,
+            Step::PromotePostgres { .. } => StepName::PromotePostgres,
             Step::StopPostgres { .. } => StepName::StopPostgres,
             Step::FetchSpec { .. } => StepName::FetchSpec,
             Step::CancelSteps => StepName::CancelSteps,
@@ -148,7 +158,8 @@ impl Step {
             | Step::SyncSafekeepers { spec, .. }
             | Step::FetchBasebackup { spec, .. }
             | Step::SpawnPostgres { spec, .. }
-            | Step::ApplySpec { spec, .. } => Some(spec),
+            | Step::ApplySpec { spec, .. }
+            | Step::PromotePostgres { spec, .. } => Some(spec),
             Step::StopPostgres { .. }
             | Step::FetchSpec { .. }
             | Step::CancelSteps
@@ -193,6 +204,7 @@ pub enum StepName {
     FetchBasebackup,
     SpawnPostgres,
     ApplySpec,
+    PromotePostgres,
     StopPostgres,
     FetchSpec,
     CancelSteps,
@@ -216,6 +228,7 @@ impl StepName {
             StepName::FetchBasebackup => "fetch_basebackup",
             StepName::SpawnPostgres => "spawn_postgres",
             StepName::ApplySpec => "apply_spec",
+            StepName::PromotePostgres => "promote_postgres",
             StepName::StopPostgres => "stop_postgres",
             StepName::FetchSpec => "fetch_spec",
             StepName::CancelSteps => "cancel_steps",

@@ -376,6 +376,10 @@ pub fn events_for(phase: &Phase) -> Vec<EventSample> {
                 add("terminate", Event::Terminate { mode: fast }, T0);
             }
             EventName::Recover => add("recover", Event::Recover, T0),
+            EventName::Promote => {
+                let wal_flush_lsn = None;
+                add("promote", Event::Promote { wal_flush_lsn }, T0);
+            }
         }
     }
     samples

@@ -213,7 +213,7 @@ impl Bench {
             Step::SyncSafekeepers { .. } => StepOutput::SafekeepersSynced { lsn: None },
             Step::FetchBasebackup { .. } => StepOutput::BasebackupDone,
             Step::SpawnPostgres { .. } => StepOutput::PostgresStarted { pid: 4242 },
-            Step::ApplySpec { .. } => StepOutput::SpecApplied,
+            Step::ApplySpec { .. } | Step::PromotePostgres { .. } => StepOutput::SpecApplied,
             Step::StopPostgres { .. } => StepOutput::PostgresStopped {
                 lsn: Some(Lsn(0x16B_3748)),
             },
@@ -285,6 +285,9 @@ fn answer_line(answer: &ApiAnswer) -> String {
         ApiAnswer::Recovering { phase } => format!("recovering: {phase}"),
         ApiAnswer::Refused(r) => format!("refused: {r}"),
         ApiAnswer::NotDurable { message } => format!("not durable: {message}"),
+        ApiAnswer::Promoted { generation } => format!("promoted, g{generation:?}"),
+        ApiAnswer::NotPromoted { error } => format!("not promoted: {error}"),
+        ApiAnswer::PromoteFailed { error } => format!("promotion failed: {error}"),
     }
 }
 

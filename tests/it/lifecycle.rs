@@ -371,7 +371,7 @@ fn a_value_postgres_refuses_at_start_fails_starting_with_its_message() {
     spec["cluster"]["settings"]
         .as_array_mut()
         .unwrap()
-        .push(json!({ "name": "work_mem", "value": "lots" }));
+        .push(json!({ "name": "work_mem", "value": "10lots" }));
     let mut compute = Compute::start(Launch {
         spec: Some(spec),
         args: vec!["--failed-linger".into(), "60s".into()],
@@ -386,10 +386,60 @@ fn a_value_postgres_refuses_at_start_fails_starting_with_its_message() {
         message.contains("work_mem") && message.contains("lots"),
         "{message}"
     );
+    // Postgres's whole message: its SQLSTATE (invalid_parameter_value) and its HINT.
+    assert!(
+        message.contains("22023: invalid value for parameter"),
+        "{message}"
+    );
+    assert!(
+        message.contains("HINT: Valid units for this parameter"),
+        "{message}"
+    );
     assert!(
         processes_in(&compute.pgdata).is_empty(),
         "a failed start left postgres running"
     );
+}
+
+#[test]
+fn a_port_in_use_fails_starting_with_postgres_hint_and_fatal() {
+    // Something else holds the spec's port on the spec's address.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let mut compute = Compute::start(Launch {
+        spec: Some(embedded_spec(port)),
+        args: vec!["--failed-linger".into(), "60s".into()],
+        ..Launch::default()
+    });
+    let failed = compute.wait_phase("failed", MINUTE);
+    assert_eq!(failed["error"]["step"], "spawn_postgres", "{failed}");
+    assert_eq!(failed["error"]["kind"], "postgres", "{failed}");
+    let message = failed["error"]["message"].as_str().unwrap();
+    eprintln!("{message}");
+    // The lines around the FATAL: the bind failure with its HINT naming the port, then the
+    // FATAL with its SQLSTATE (from compute_ctl's default log_line_prefix).
+    assert!(message.contains("Address already in use"), "{message}");
+    assert!(
+        message.contains(&format!(
+            "HINT: Is another postmaster already running on port {port}?"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains("FATAL: XX000: could not create any TCP/IP sockets"),
+        "{message}"
+    );
+    // Bounded, and not the routine start-up lines.
+    assert!(message.len() < 4096, "{}", message.len());
+    assert!(!message.contains("starting PostgreSQL"), "{message}");
+    // The same words in the journal.
+    let journaled = compute
+        .journal()
+        .into_iter()
+        .rfind(|r| r["kind"] == "step_finished" && r["step"] == "spawn_postgres")
+        .unwrap();
+    assert_eq!(journaled["error"]["message"], message, "{journaled}");
+    drop(holder);
 }
 
 #[test]

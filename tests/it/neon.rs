@@ -405,14 +405,30 @@ fn sync_safekeepers_runs_postgres_as_neon_does_and_retries_a_failure() {
 fn a_replica_fetches_the_latest_backup_and_runs_as_a_hot_standby() {
     let pageserver = pageserver(vec![]);
     let port = free_port();
+    // Below the primary's (the sample backup's server runs initdb's 100): raised to it.
+    let mut spec = neon_spec(port, &pageserver.connstring(), json!("Replica"));
+    crate::support::compute::set_setting(&mut spec, "max_connections", "40");
     let mut compute = Compute::start(Launch {
-        spec: Some(neon_spec(port, &pageserver.connstring(), json!("Replica"))),
+        spec: Some(spec),
         ..Launch::default()
     });
-    compute.wait_running();
+    let state = compute.wait_running();
+    assert_eq!(state["pending_restart"], json!([]), "{state}");
     assert_eq!(
         pageserver.commands(),
         [format!("basebackup {TENANT} {TIMELINE} --gzip --replica")]
+    );
+    let backup = finished(&compute, "fetch_basebackup");
+    let raised = backup[0]["output"]["detail"]["standby_settings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", backup[0]))
+        .iter()
+        .find(|s| s["name"] == "max_connections")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        raised,
+        json!({ "name": "max_connections", "spec": "40", "primary": 100, "used": 100, "raised": true })
     );
     assert_eq!(
         pageserver.startups()[0]["options"],
@@ -434,6 +450,8 @@ fn a_replica_fetches_the_latest_backup_and_runs_as_a_hot_standby() {
         .unwrap()
         .get(0);
     assert!(in_recovery);
+    let max_connections: String = admin.query_one("SHOW max_connections", &[]).unwrap().get(0);
+    assert_eq!(max_connections, "100");
     assert_eq!(
         table_facts(&mut admin),
         (sample_backup().rows, sample_backup().id_sum)
@@ -807,6 +825,7 @@ fn wire_options(
 ) -> compute_ctl::storage::wire::ConnectOptions {
     compute_ctl::storage::wire::ConnectOptions {
         config,
+        tls: Default::default(),
         password: password.map(str::to_owned),
         parameters: vec![("application_name".into(), "wire-test".into())],
         idle_timeout: Duration::from_secs(30),

@@ -652,6 +652,11 @@ fn dropping_a_role_reassigns_its_objects_or_fails_naming_it() {
         err.message.contains("closed"),
         "postgres's detail names the database: {err}"
     );
+    // Whole: the SQLSTATE (dependent_objects_still_exist) and the DETAIL, marked as such.
+    assert!(
+        err.message.starts_with("ERROR: 2BP01: ") && err.message.contains("; DETAIL: "),
+        "{err}"
+    );
     assert!(role_oid(&mut client, "stuck").is_some());
 }
 

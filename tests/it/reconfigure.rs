@@ -5,15 +5,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::compute::{embedded_spec, free_port, md5_verifier, Compute, Launch};
+use crate::support::compute::{
+    embedded_spec, free_port, md5_verifier, set_setting, Compute, Launch,
+};
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-fn set(spec: &mut Value, name: &str, value: &str) {
-    let settings = spec["cluster"]["settings"].as_array_mut().unwrap();
-    settings.retain(|s| s["name"] != name);
-    settings.push(json!({ "name": name, "value": value, "vartype": "string" }));
-}
 
 fn show(compute: &Compute, name: &str) -> String {
     compute
@@ -43,8 +39,8 @@ fn a_new_spec_is_applied_live_and_confirmed() {
     let (mut compute, before) = running(port);
     let pid = before["postmaster_pid"].clone();
     let mut spec = embedded_spec(port);
-    set(&mut spec, "work_mem", "7MB");
-    set(&mut spec, "application_name", "it's \"live\"");
+    set_setting(&mut spec, "work_mem", "7MB");
+    set_setting(&mut spec, "application_name", "it's \"live\"");
     spec["cluster"]["roles"] =
         json!([{ "name": "carol", "encrypted_password": md5_verifier("carol-pw", "carol") }]);
     spec["cluster"]["databases"] = json!([{ "name": "carol_db", "owner": "carol" }]);
@@ -106,7 +102,7 @@ fn identical_spec_is_a_no_op_and_if_match_guards_the_generation() {
 
     // A stale If-Match: 409, nothing recorded.
     let mut spec = embedded_spec(port);
-    set(&mut spec, "work_mem", "5MB");
+    set_setting(&mut spec, "work_mem", "5MB");
     let (status, body, _) = compute.post("/spec", Some(&spec), &[("If-Match", "7")]);
     assert_eq!(status, 409, "{body}");
     assert_eq!(seq(&compute), seq_before);
@@ -146,7 +142,7 @@ fn rejected_requests_change_nothing() {
     let (compute, state) = running(port);
     let seq_before = seq(&compute);
     let mut unknown = embedded_spec(port);
-    set(&mut unknown, "no_such_setting", "1");
+    set_setting(&mut unknown, "no_such_setting", "1");
     let mut wrong_type = embedded_spec(port);
     wrong_type["cluster"]["roles"] = json!([{ "name": 42 }]);
     let huge = json!({ "pad": "x".repeat(17 * 1024 * 1024) });
@@ -238,7 +234,7 @@ fn failed_reconfiguration_keeps_serving_and_a_corrected_spec_recovers() {
     // A value Postgres refuses: the file is put back, Postgres keeps its configuration.
     let work_mem_before = show(&compute, "work_mem");
     let mut refused = embedded_spec(port);
-    set(&mut refused, "work_mem", "plenty");
+    set_setting(&mut refused, "work_mem", "plenty");
     let (status, _) = compute.post_spec(&refused);
     assert_eq!(status, 202);
     let failed = compute.wait_state(MINUTE, "config refused", |s| {
@@ -250,6 +246,8 @@ fn failed_reconfiguration_keeps_serving_and_a_corrected_spec_recovers() {
         message.contains("work_mem") && message.contains("plenty"),
         "{message}"
     );
+    // A refused setting too (invalid_parameter_value).
+    assert!(message.contains("22023: invalid value"), "{message}");
     assert_eq!(show(&compute, "work_mem"), work_mem_before);
     let conf = std::fs::read_to_string(compute.pgdata.join("postgresql.conf")).unwrap();
     assert!(!conf.contains("plenty"), "the refused file stayed");
@@ -261,7 +259,7 @@ fn failed_reconfiguration_keeps_serving_and_a_corrected_spec_recovers() {
 
     // A corrected spec: back to running, same postmaster.
     let mut good = embedded_spec(port);
-    set(&mut good, "work_mem", "9MB");
+    set_setting(&mut good, "work_mem", "9MB");
     let (status, _) = compute.post_spec(&good);
     assert_eq!(status, 202);
     let state = compute.wait_running();
@@ -276,7 +274,7 @@ fn restart_only_settings_show_as_pending_restart() {
     let port = free_port();
     let (mut compute, _) = running(port);
     let mut spec = embedded_spec(port);
-    set(&mut spec, "shared_buffers", "24MB");
+    set_setting(&mut spec, "shared_buffers", "24MB");
     let (status, _) = compute.post_spec(&spec);
     assert_eq!(status, 202);
     let state = compute.wait_running();
@@ -295,7 +293,7 @@ fn specs_arriving_during_start_up_wait_and_the_newest_wins() {
     let mut generations = Vec::new();
     for n in 0..5 {
         let mut spec = embedded_spec(port);
-        set(&mut spec, "application_name", &format!("burst-{n}"));
+        set_setting(&mut spec, "application_name", &format!("burst-{n}"));
         let (status, body) = compute.post_spec(&spec);
         assert_eq!(status, 202, "{body}");
         generations.push(body["generation"].as_u64().unwrap());
@@ -329,7 +327,7 @@ fn sighup_rereads_the_spec_file() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(seq(&compute), seq_before);
     let mut spec = embedded_spec(port);
-    set(&mut spec, "work_mem", "11MB");
+    set_setting(&mut spec, "work_mem", "11MB");
     std::fs::write(&path, spec.to_string()).unwrap();
     compute.signal(libc::SIGHUP);
     let state = compute.wait_state(MINUTE, "generation 2 applied", |s| {
@@ -346,7 +344,7 @@ fn sighup_rereads_the_spec_file() {
 
     // A file with a setting this Postgres does not know: refused, nothing journaled.
     let seq_before = seq(&compute);
-    set(&mut spec, "no_such_setting", "1");
+    set_setting(&mut spec, "no_such_setting", "1");
     std::fs::write(&path, spec.to_string()).unwrap();
     compute.signal(libc::SIGHUP);
     let deadline = std::time::Instant::now() + MINUTE;
@@ -368,7 +366,7 @@ fn a_different_spec_file_at_restart_is_a_new_generation() {
     compute.signal(libc::SIGTERM);
     assert_eq!(compute.wait_exit(MINUTE).code(), Some(0));
     let mut spec = embedded_spec(port);
-    set(&mut spec, "work_mem", "13MB");
+    set_setting(&mut spec, "work_mem", "13MB");
     compute.restart(Some(spec), vec![]);
     let state = compute.wait_running();
     assert_eq!(state["desired_generation"], 2);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::compute::{
-    embedded_spec, free_port, md5_verifier, processes_in, Compute, Launch,
+    embedded_spec, free_port, md5_verifier, processes_in, set_setting, Compute, Launch,
 };
 use crate::support::postgres::{Setup, TestPostgres};
 
@@ -37,9 +37,14 @@ fn upstream(rows: i64) -> TestPostgres {
 
 /// `upstream` with `settings` on its command line.
 fn upstream_with(rows: i64, settings: &[(&str, &str)]) -> TestPostgres {
+    upstream_with_hba(rows, UPSTREAM_HBA, settings)
+}
+
+/// `upstream_with` and `hba` as its `pg_hba.conf`.
+fn upstream_with_hba(rows: i64, hba: &str, settings: &[(&str, &str)]) -> TestPostgres {
     let pg = TestPostgres::start_with_settings(
         Setup {
-            pg_hba: Some(UPSTREAM_HBA.to_string()),
+            pg_hba: Some(hba.to_string()),
             ..Setup::default()
         },
         settings,
@@ -305,7 +310,12 @@ fn primary_branch_is_read_write_and_its_writes_stay_local() {
     // The spec's roles and databases are applied on the branch, and only there.
     let mut app = compute
         .connect("alice", Some("alice-secret"), "app")
-        .unwrap_or_else(|e| panic!("alice cannot log in to app: {e}"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "alice cannot log in to app: {e:?}\n{}",
+                finished(&compute, "promote_postgres", 1)
+            )
+        });
     let who: String = app.query_one("SELECT current_user", &[]).unwrap().get(0);
     assert_eq!(who, "alice");
     let on_upstream = source
@@ -621,4 +631,723 @@ fn copies_of_a_standby_upstream_read_its_receive_lsn() {
         .execute("INSERT INTO t VALUES (102, 'branch')", &[])
         .unwrap();
     assert_eq!(count(&mut client, "t"), 102);
+}
+
+fn show(client: &mut postgres::Client, name: &str) -> String {
+    client
+        .query_one(&format!("SHOW {name}"), &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn a_replica_raises_the_standby_settings_to_the_primarys_and_a_branch_keeps_the_specs() {
+    // An ordinary primary (max_connections 100, initdb's default) with more worker processes
+    // than Postgres's default, under a spec that asks for fewer connections.
+    let upstream = upstream_with(10, &[("max_worker_processes", "12")]);
+    let connstring = replicator_connstr(&upstream, REPLICATOR_PASSWORD);
+    let mut spec = upstream_spec(&connstring, json!("Replica"));
+    set_setting(&mut spec, "max_connections", "50");
+    set_setting(&mut spec, "max_wal_senders", "20");
+    let mut compute = Compute::start(Launch {
+        spec: Some(spec.clone()),
+        ..Launch::default()
+    });
+    let state = compute.wait_running();
+    assert_eq!(state["pending_restart"], json!([]), "{state}");
+    let mut replica = compute.admin();
+    assert_eq!(show(&mut replica, "max_connections"), "100");
+    assert_eq!(show(&mut replica, "max_worker_processes"), "12");
+    // Above the primary's: the spec's value stands.
+    assert_eq!(show(&mut replica, "max_wal_senders"), "20");
+    assert_eq!(count(&mut replica, "t"), 10);
+
+    // Journaled: the spec's value and the value used, for each of the five.
+    let backup = finished(&compute, "fetch_basebackup", 1);
+    let decided = backup["output"]["detail"]["standby_settings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{backup}"));
+    let by_name = |name: &str| {
+        decided
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {backup}"))
+            .clone()
+    };
+    assert_eq!(decided.len(), 5, "{backup}");
+    assert_eq!(
+        by_name("max_connections"),
+        json!({ "name": "max_connections", "spec": "50", "primary": 100, "used": 100, "raised": true })
+    );
+    assert_eq!(
+        by_name("max_worker_processes"),
+        json!({ "name": "max_worker_processes", "spec": null, "primary": 12, "used": 12, "raised": true })
+    );
+    assert_eq!(by_name("max_wal_senders")["raised"], false);
+    assert_eq!(by_name("max_wal_senders")["used"], 20);
+
+    // A reconfiguration renders the same raised values: nothing waits for a restart.
+    let mut next = spec.clone();
+    set_setting(&mut next, "work_mem", "7MB");
+    let (status, body) = compute.post_spec(&next);
+    assert_eq!(status, 202, "{body}");
+    let state = compute.wait_state(MINUTE, "the new spec applied", |s| {
+        s["phase"] == "running" && s["applied_generation"] == 2
+    });
+    assert_eq!(state["pending_restart"], json!([]), "{state}");
+    assert_eq!(show(&mut replica, "work_mem"), "7MB");
+    assert_eq!(show(&mut replica, "max_connections"), "100");
+    drop(replica);
+    drop(compute);
+
+    // A Primary branch keeps the spec's values: its recovery checks none of them.
+    let mut spec = upstream_spec(
+        &format!(
+            "postgresql://cloud_admin@127.0.0.1:{}/postgres",
+            upstream.port()
+        ),
+        json!("Primary"),
+    );
+    set_setting(&mut spec, "max_connections", "50");
+    let mut branch = Compute::start(Launch {
+        spec: Some(spec),
+        ..Launch::default()
+    });
+    branch.wait_running();
+    assert_eq!(show(&mut branch.admin(), "max_connections"), "50");
+    let backup = finished(&branch, "fetch_basebackup", 1);
+    assert_eq!(backup["output"]["detail"]["standby_settings"], Value::Null);
+}
+
+#[test]
+fn a_missing_admin_role_names_the_upstreams_superusers_and_the_fix() {
+    let upstream = upstream(1);
+    upstream
+        .client("postgres")
+        .batch_execute("CREATE ROLE pgadmin LOGIN SUPERUSER; CREATE ROLE nologin_su SUPERUSER;")
+        .unwrap();
+    let spec = upstream_spec(
+        &replicator_connstr(&upstream, REPLICATOR_PASSWORD),
+        json!("Primary"),
+    );
+    let mut compute = Compute::start(Launch {
+        spec: Some(spec),
+        args: vec![
+            "-C".into(),
+            "postgresql://compute_admin@127.0.0.1/postgres".into(),
+            "--failed-linger".into(),
+            "60s".into(),
+        ],
+        ..Launch::default()
+    });
+    let failed = compute.wait_phase("failed", MINUTE);
+    let error = &failed["error"];
+    assert_eq!(error["step"], "sync_safekeepers", "{failed}");
+    // Trying again changes nothing: no retries.
+    assert_eq!(error["retryable"], false, "{failed}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("the admin role compute_admin (the user of -C/--connstr) does not exist"),
+        "{message}"
+    );
+    // Which superusers the upstream has (those that can log in), and the fix.
+    assert!(
+        message.contains("superusers that can log in are cloud_admin, pgadmin"),
+        "{message}"
+    );
+    assert!(
+        message.contains("pass -C postgresql://cloud_admin@…"),
+        "{message}"
+    );
+    assert!(!message.contains("nologin_su"), "{message}");
+    assert!(!message.contains(REPLICATOR_PASSWORD));
+    assert!(!compute.pgdata.join("PG_VERSION").exists());
+}
+
+/// A publisher (`wal_level = logical`) with a table `feed` and a publication of it, and an
+/// upstream that subscribes to it through the slot `prod_sub` on the publisher.
+fn publisher_and_subscriber() -> (TestPostgres, TestPostgres) {
+    let publisher = upstream_with(1, &[("wal_level", "logical"), ("log_connections", "on")]);
+    publisher
+        .client("postgres")
+        .batch_execute(
+            "CREATE TABLE feed (id bigint PRIMARY KEY);
+             INSERT INTO feed VALUES (1);
+             CREATE PUBLICATION feed_pub FOR TABLE feed;",
+        )
+        .unwrap();
+    let subscriber = upstream(1);
+    let mut client = subscriber.client("postgres");
+    client
+        .batch_execute("CREATE TABLE feed (id bigint PRIMARY KEY)")
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "CREATE SUBSCRIPTION prod_sub
+                 CONNECTION 'host=127.0.0.1 port={} user=cloud_admin dbname=postgres'
+                 PUBLICATION feed_pub;",
+            publisher.port()
+        ))
+        .unwrap();
+    poll(MINUTE, "the subscriber's initial copy", || {
+        count(&mut client, "feed") == 1
+    });
+    (publisher, subscriber)
+}
+
+/// How many connections the publisher's log shows (it runs with `log_connections`).
+fn connections_logged(publisher: &TestPostgres) -> usize {
+    publisher.log().matches("connection authorized").count()
+}
+
+/// The walsenders on `publisher` serving its slot `slot`.
+fn senders_of_slot(publisher: &TestPostgres, slot: &str) -> i64 {
+    publisher
+        .client("postgres")
+        .query_one(
+            "SELECT count(*) FROM pg_stat_replication r \
+             JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = $1",
+            &[&slot],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn a_branch_of_a_subscriber_never_consumes_from_its_publisher() {
+    let (publisher, subscriber) = publisher_and_subscriber();
+    let admin_connstr = format!(
+        "postgresql://cloud_admin@127.0.0.1:{}/postgres",
+        subscriber.port()
+    );
+    let mut production = subscriber.client("postgres");
+    for drop_them in [false, true] {
+        // Every connection to the publisher shows in its log (log_connections): an apply
+        // worker of the branch would connect within milliseconds of its start.
+        let connections_before = connections_logged(&publisher);
+        let mut spec = upstream_spec(&admin_connstr, json!("Primary"));
+        if drop_them {
+            spec["drop_subscriptions_before_start"] = json!(true);
+        }
+        let mut branch = Compute::start(Launch {
+            spec: Some(spec),
+            ..Launch::default()
+        });
+        branch.wait_running();
+        let mut client = branch.admin();
+        let subs = client
+            .query(
+                "SELECT subenabled, subslotname::text FROM pg_subscription WHERE subname = 'prod_sub'",
+                &[],
+            )
+            .unwrap();
+        if drop_them {
+            assert!(subs.is_empty(), "drop_subscriptions_before_start kept it");
+        } else {
+            // The copy stays disabled and detached from the production slot.
+            assert_eq!(subs.len(), 1);
+            assert!(!subs[0].get::<_, bool>(0), "the branch's copy is enabled");
+            assert_eq!(subs[0].get::<_, Option<String>>(1), None);
+        }
+        // Journaled: what was found and what was done.
+        let backup = finished(&branch, "fetch_basebackup", 1);
+        let journaled = &backup["output"]["detail"]["subscriptions"];
+        eprintln!(
+            "branch ({}): pg_basebackup {} ms, private start {} ms",
+            journaled["policy"],
+            backup["output"]["detail"]["pg_basebackup_ms"],
+            journaled["private_start_ms"]
+        );
+        let policy = if drop_them { "dropped" } else { "disabled" };
+        assert_eq!(journaled["policy"], policy, "{backup}");
+        assert_eq!(
+            journaled["subscriptions"],
+            json!([{ "database": "postgres", "name": "prod_sub", "was_enabled": true, "slot_detached": "prod_sub" }]),
+            "{backup}"
+        );
+
+        // Nothing on the branch connects to the publisher: a bounded look for what must
+        // not happen.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            assert_eq!(
+                connections_logged(&publisher),
+                connections_before,
+                "the branch connected to the publisher:\n{}",
+                publisher.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The publisher's slot is untouched and still serves the production subscriber
+        // alone: a new row reaches the subscriber, never the branch.
+        let id = if drop_them { 3_i64 } else { 2 };
+        publisher
+            .client("postgres")
+            .execute("INSERT INTO feed VALUES ($1)", &[&id])
+            .unwrap();
+        poll(MINUTE, "the row on the production subscriber", || {
+            !production
+                .query("SELECT 1 FROM feed WHERE id = $1", &[&id])
+                .unwrap()
+                .is_empty()
+        });
+        assert_eq!(senders_of_slot(&publisher, "prod_sub"), 1);
+        assert!(client
+            .query("SELECT 1 FROM feed WHERE id = $1", &[&id])
+            .unwrap()
+            .is_empty());
+        // The branch is read-write; a DROP SUBSCRIPTION there leaves the publisher's slot.
+        if !drop_them {
+            client.batch_execute("DROP SUBSCRIPTION prod_sub").unwrap();
+        }
+        let slots: i64 = publisher
+            .client("postgres")
+            .query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'prod_sub'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(slots, 1, "the production slot was dropped");
+    }
+}
+
+#[test]
+fn a_branch_of_an_upstream_without_subscriptions_skips_the_private_start() {
+    let upstream = upstream(1);
+    let spec = upstream_spec(
+        &format!(
+            "postgresql://cloud_admin@127.0.0.1:{}/postgres",
+            upstream.port()
+        ),
+        json!("Primary"),
+    );
+    let mut branch = Compute::start(Launch {
+        spec: Some(spec),
+        ..Launch::default()
+    });
+    branch.wait_running();
+    let backup = finished(&branch, "fetch_basebackup", 1);
+    assert_eq!(
+        backup["output"]["detail"]["subscriptions"]["policy"], "none",
+        "{backup}"
+    );
+}
+
+/// An upstream that speaks TLS with `certs` and lets the replicator in over TLS only (the
+/// harness's own superuser connections go without).
+fn tls_upstream(certs: &crate::support::certs::TestCerts) -> TestPostgres {
+    let hba = "\
+local all all trust
+host all cloud_admin 127.0.0.1/32 trust
+hostssl replication cloud_admin 127.0.0.1/32 trust
+hostssl all replicator 127.0.0.1/32 scram-sha-256
+hostssl replication replicator 127.0.0.1/32 scram-sha-256
+";
+    let cert = certs.server_cert.to_string_lossy().into_owned();
+    let key = certs.server_key.to_string_lossy().into_owned();
+    upstream_with_hba(
+        10,
+        hba,
+        &[
+            ("ssl", "on"),
+            ("ssl_cert_file", &cert),
+            ("ssl_key_file", &key),
+        ],
+    )
+}
+
+/// The replicator's URL to `host` with the TLS options `tls` (`sslmode=…&sslrootcert=…`).
+fn tls_connstr(pg: &TestPostgres, host: &str, tls: &str) -> String {
+    format!(
+        "postgresql://replicator:{REPLICATOR_PASSWORD}@{host}:{}/postgres?application_name=compute_tls&{tls}",
+        pg.port()
+    )
+}
+
+/// Whether every session of the replicator on `pg` (the probe, the walsender) uses TLS.
+fn replicator_sessions_use_tls(pg: &TestPostgres) -> (i64, i64) {
+    let row = pg
+        .client("postgres")
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
+             JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'replicator'",
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn tls_to_the_upstream_require_verify_ca_verify_full_and_their_refusals() {
+    // The server's certificate names localhost only: 127.0.0.1 is "another host" for
+    // verify-full.
+    let certs = crate::support::certs::TestCerts::make(&["DNS:localhost"]);
+    let upstream = tls_upstream(&certs);
+    let ca = certs.ca.display().to_string();
+    let other_ca = certs.other_ca.display().to_string();
+
+    // verify-full, the right CA and host: a replica (probe, pg_basebackup, WAL receiver),
+    // every session of it over TLS.
+    let spec = upstream_spec(
+        &tls_connstr(
+            &upstream,
+            "localhost",
+            &format!("sslmode=verify-full&sslrootcert={ca}"),
+        ),
+        json!("Replica"),
+    );
+    let mut replica = Compute::start(Launch {
+        spec: Some(spec),
+        ..Launch::default()
+    });
+    replica.wait_running();
+    upstream
+        .client("postgres")
+        .execute("INSERT INTO t VALUES (11, 'over tls')", &[])
+        .unwrap();
+    let mut client = replica.admin();
+    poll(MINUTE, "row 11 streamed over TLS", || {
+        !client
+            .query("SELECT 1 FROM t WHERE id = 11", &[])
+            .unwrap()
+            .is_empty()
+    });
+    let (sessions, with_tls) = replicator_sessions_use_tls(&upstream);
+    assert!(sessions >= 1, "no walsender for the replica");
+    assert_eq!(sessions, with_tls, "a replicator session without TLS");
+    let conf = std::fs::read_to_string(replica.pgdata.join("postgresql.conf")).unwrap();
+    assert!(
+        conf.contains("sslmode=''verify-full''") && conf.contains(&format!("sslrootcert=''{ca}''")),
+        "{conf}"
+    );
+    drop(client);
+    drop(replica);
+
+    // require (no CA: encrypted, not authenticated) and verify-ca to 127.0.0.1 (the chain is
+    // checked, the name is not): branches copy over TLS.
+    for tls in [
+        "sslmode=require".to_string(),
+        format!("sslmode=verify-ca&sslrootcert={ca}"),
+    ] {
+        let spec = upstream_spec(&tls_connstr(&upstream, "127.0.0.1", &tls), json!("Primary"));
+        let mut branch = Compute::start(Launch {
+            spec: Some(spec),
+            ..Launch::default()
+        });
+        branch.wait_running();
+        assert_eq!(count(&mut branch.admin(), "t"), 11, "{tls}");
+    }
+
+    // verify-full to a host the certificate does not name, and verify-full with a CA that
+    // did not sign it: refused at once (not retried), saying which check failed.
+    for (host, root, expected) in [
+        (
+            "127.0.0.1",
+            ca.as_str(),
+            "does not name the host connected to (verify-full)",
+        ),
+        (
+            "localhost",
+            other_ca.as_str(),
+            "not signed by a CA in sslrootcert",
+        ),
+    ] {
+        let spec = upstream_spec(
+            &tls_connstr(
+                &upstream,
+                host,
+                &format!("sslmode=verify-full&sslrootcert={root}"),
+            ),
+            json!("Replica"),
+        );
+        let mut refused = Compute::start(Launch {
+            spec: Some(spec),
+            args: vec!["--failed-linger".into(), "60s".into()],
+            ..Launch::default()
+        });
+        let failed = refused.wait_phase("failed", MINUTE);
+        let error = &failed["error"];
+        assert_eq!(error["step"], "sync_safekeepers", "{failed}");
+        assert_eq!(error["retryable"], false, "{failed}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{message}");
+        assert!(!message.contains(REPLICATOR_PASSWORD));
+    }
+
+    // Without TLS the upstream lets no replicator in: the refusal quotes its FATAL whole.
+    let spec = upstream_spec(
+        &tls_connstr(&upstream, "127.0.0.1", "sslmode=disable"),
+        json!("Replica"),
+    );
+    let mut plain = Compute::start(Launch {
+        spec: Some(spec),
+        args: vec!["--failed-linger".into(), "60s".into()],
+        ..Launch::default()
+    });
+    let failed = plain.wait_phase("failed", MINUTE);
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("FATAL: 28000: no pg_hba.conf entry"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_pageservers_wire_client_speaks_tls_and_refuses_a_wrong_ca() {
+    use compute_ctl::sync::CancelToken;
+    use compute_ctl::storage::wire::{self, ConnectOptions, WireError};
+
+    let certs = crate::support::certs::TestCerts::make(&["DNS:localhost", "IP:127.0.0.1"]);
+    let server = tls_upstream(&certs);
+    let options = |tls: &str| {
+        let text = format!(
+            "postgresql://replicator@127.0.0.1:{}/postgres?{tls}",
+            server.port()
+        );
+        let parsed = compute_ctl::postgres::tls::parse(&text).unwrap();
+        ConnectOptions {
+            config: parsed.config,
+            tls: parsed.tls,
+            password: Some(REPLICATOR_PASSWORD.into()),
+            parameters: vec![("application_name".into(), "wire-tls".into())],
+            idle_timeout: Duration::from_secs(30),
+            label: "server under test".into(),
+        }
+    };
+    let ca = certs.ca.display();
+    for tls in [
+        "sslmode=require".to_string(),
+        format!("sslmode=verify-full&sslrootcert={ca}"),
+    ] {
+        let mut connection = wire::connect(&options(&tls), &CancelToken::new())
+            .unwrap_or_else(|e| panic!("{tls}: {e}"));
+        let mut copy = connection
+            .copy_out(
+                "COPY (SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()) TO STDOUT",
+            )
+            .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut copy, &mut out).unwrap();
+        copy.finish().unwrap();
+        assert_eq!(out, "true\n", "{tls}");
+    }
+    let wrong = format!(
+        "sslmode=verify-full&sslrootcert={}",
+        certs.other_ca.display()
+    );
+    match wire::connect(&options(&wrong), &CancelToken::new()) {
+        Err(error @ WireError::Tls { .. }) => {
+            assert!(!error.transient());
+            let text = error.to_string();
+            assert!(text.contains("not signed by a CA in sslrootcert"), "{text}");
+        }
+        Err(other) => panic!("not a TLS error: {other}"),
+        Ok(_) => panic!("a wrong CA was accepted"),
+    }
+}
+
+#[test]
+fn promotion_of_a_replica_while_a_client_reads_then_a_write() {
+    let upstream = upstream(100);
+    let mut spec = upstream_spec(
+        &replicator_connstr(&upstream, REPLICATOR_PASSWORD),
+        json!("Replica"),
+    );
+    spec["cluster"]["roles"] = json!([
+        { "name": "alice", "encrypted_password": md5_verifier("alice-secret", "alice") }
+    ]);
+    spec["cluster"]["databases"] = json!([{ "name": "app", "owner": "alice" }]);
+    let mut compute = Compute::start(Launch {
+        spec: Some(spec),
+        ..Launch::default()
+    });
+    compute.wait_running();
+
+    // A client reads from the replica all along, on one session.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut reader_client = compute.admin();
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut reads, mut errors) = (0_u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match reader_client.query_one("SELECT count(*) FROM t", &[]) {
+                    Ok(_) => reads += 1,
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            (reads, errors)
+        })
+    };
+
+    // The last write of the old primary reaches the replica; then the primary is gone.
+    let mut primary = upstream.client("postgres");
+    primary
+        .execute("INSERT INTO t VALUES (101, 'last on the old primary')", &[])
+        .unwrap();
+    let flush_lsn: String = primary
+        .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+        .unwrap()
+        .get(0);
+    let mut replica = compute.admin();
+    poll(MINUTE, "the last write on the replica", || {
+        !replica
+            .query("SELECT 1 FROM t WHERE id = 101", &[])
+            .unwrap()
+            .is_empty()
+    });
+    drop(primary);
+    drop(upstream);
+
+    let started = Instant::now();
+    let (status, body, _) = compute.post(
+        "/promote",
+        Some(&json!({ "wal_flush_lsn": flush_lsn })),
+        &[],
+    );
+    let took = started.elapsed();
+    eprintln!("POST /promote answered {status} {body} after {took:?}");
+    assert_eq!(status, 200, "{body}\n{}", compute.log());
+    assert_eq!(body["status"], "completed", "{body}");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, errors) = reader.join().unwrap();
+    assert!(
+        errors.is_empty(),
+        "the reading client saw errors: {errors:?}"
+    );
+    assert!(reads > 0);
+    eprintln!("{reads} reads on one session during the failover");
+
+    // Read-write now, with the spec's roles and databases applied as for a primary.
+    let in_recovery: bool = replica
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .unwrap()
+        .get(0);
+    assert!(!in_recovery);
+    replica
+        .execute(
+            "INSERT INTO t VALUES (102, 'first on the new primary')",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(count(&mut replica, "t"), 102);
+    let mut app = compute
+        .connect("alice", Some("alice-secret"), "app")
+        .unwrap_or_else(|e| {
+            panic!(
+                "alice cannot log in to app: {e:?}\n{}",
+                finished(&compute, "promote_postgres", 1)
+            )
+        });
+    app.batch_execute("CREATE TABLE notes (id int)").unwrap();
+
+    // Journaled as a transition: running -> configuring (cause promote), the step, running.
+    let state = compute.state();
+    assert_eq!(state["phase"], "running", "{state}");
+    let records = compute.journal();
+    let promoting = records
+        .iter()
+        .find(|r| r["kind"] == "transition" && r["cause"]["event"] == "promote")
+        .unwrap_or_else(|| panic!("no promote transition"));
+    assert_eq!(promoting["from"], "running", "{promoting}");
+    assert_eq!(promoting["to"], "configuring", "{promoting}");
+    assert_eq!(promoting["cause"]["source"], "POST /promote", "{promoting}");
+    let step = finished(&compute, "promote_postgres", 1);
+    let detail = &step["output"]["detail"];
+    assert_eq!(detail["promotion"]["promoted_now"], true, "{step}");
+    assert_eq!(detail["promotion"]["wal_flush_lsn"], flush_lsn, "{step}");
+    assert!(
+        detail["apply"]["catalog"]["statements_sent"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{step}"
+    );
+
+    // A second promote finds a primary: completed, nothing done.
+    let (status, body, _) = compute.post("/promote", None, &[]);
+    assert_eq!(status, 200, "{body}");
+    let steps = compute
+        .journal()
+        .into_iter()
+        .filter(|r| r["kind"] == "step_finished" && r["step"] == "promote_postgres")
+        .count();
+    assert_eq!(steps, 2);
+}
+
+#[test]
+fn promote_is_refused_for_a_compute_that_is_not_a_replica() {
+    let mut compute = Compute::start(Launch {
+        spec: Some(embedded_spec(free_port())),
+        ..Launch::default()
+    });
+    compute.wait_running();
+    let (status, body, _) = compute.post("/promote", None, &[]);
+    assert_eq!(status, 412, "{body}");
+    assert_eq!(body["status"], "not_promoted", "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("only an upstream Replica can be promoted") && error.contains("embedded"),
+        "{error}"
+    );
+    let (status, body, _) = compute.post("/promote", Some(&json!({ "wal_flush_lsn": "x" })), &[]);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("wal_flush_lsn"), "{body}");
+    assert_eq!(compute.state()["phase"], "running");
+}
+
+#[test]
+fn a_promotion_waiting_for_an_lsn_never_replayed_fails_and_terminate_ends_it() {
+    let upstream = upstream(10);
+    let mut compute = Compute::start(Launch {
+        spec: Some(upstream_spec(
+            &replicator_connstr(&upstream, REPLICATOR_PASSWORD),
+            json!("Replica"),
+        )),
+        ..Launch::default()
+    });
+    compute.wait_running();
+    // An LSN far beyond anything the upstream wrote: promoting would lose writes, so the
+    // promotion waits for replay to reach it.
+    let url = compute.url("/promote");
+    let promote = std::thread::spawn(move || {
+        let answer = ureq::post(&url)
+            .set("Content-Type", "application/json")
+            .send_string(r#"{"wal_flush_lsn": "FF/0"}"#);
+        match answer {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("POST /promote: {e}"),
+        }
+    });
+    compute.wait_state(MINUTE, "the promotion under way", |s| {
+        s["phase"] == "configuring"
+    });
+    // Still a standby, still serving reads.
+    let in_recovery: bool = compute
+        .admin()
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .unwrap()
+        .get(0);
+    assert!(in_recovery);
+    let started = Instant::now();
+    let (status, body, _) = compute.post("/terminate", None, &[]);
+    assert_eq!(status, 200, "{body}");
+    let (status, answer) = promote.join().unwrap();
+    eprintln!(
+        "promote answered {status} {answer} {:?} after the terminate",
+        started.elapsed()
+    );
+    assert_eq!(status, 500, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["status"], "failed", "{answer}");
+    assert!(answer["error"].is_string(), "{answer}");
+    assert_eq!(compute.wait_exit(MINUTE).code(), Some(0));
+    let step = crate::support::compute::dump_journal(&compute.state_dir)
+        .into_iter()
+        .find(|r| r["kind"] == "step_finished" && r["step"] == "promote_postgres")
+        .unwrap_or_else(|| panic!("no step_finished for promote_postgres"));
+    assert_eq!(step["error"]["kind"], "cancelled", "{step}");
 }

@@ -69,6 +69,7 @@ impl Transition for ConfigurationPending {
                 ExitReason::Requested,
             )),
             Event::Recover => Err(self.reject(Rejection::NotFailed { phase: PHASE })),
+            Event::Promote { .. } => Err(self.reject(Rejection::NotRunning { phase: PHASE })),
         }
     }
 }

@@ -17,7 +17,7 @@ pub struct Configuring {
     /// The spec being applied; a newer one accepted meanwhile waits in `ctx.desired`.
     pub target: SpecRef,
     pub postmaster: u32,
-    /// The `apply_spec` step in flight.
+    /// The `apply_spec` (or, after `promote`, `promote_postgres`) step in flight.
     pub in_flight: StepId,
     /// Whether this is the first apply after `starting`.
     pub first_start: bool,
@@ -104,6 +104,7 @@ impl Transition for Configuring {
                 ExitReason::Requested,
             )),
             Event::Recover => Err(self.reject(Rejection::NotFailed { phase: PHASE })),
+            Event::Promote { .. } => Err(self.reject(Rejection::NotRunning { phase: PHASE })),
         }
     }
 }

@@ -159,6 +159,10 @@ impl Transition for Empty {
                 let phase = PhaseName::Empty;
                 Err(Rejected::new(self, Rejection::NotFailed { phase }))
             }
+            Event::Promote { .. } => {
+                let phase = PhaseName::Empty;
+                Err(Rejected::new(self, Rejection::NotRunning { phase }))
+            }
         }
     }
 }

@@ -105,6 +105,12 @@ impl Transition for Failed {
                 ExitReason::Requested,
             )),
             Event::Recover => self.retry(),
+            Event::Promote { .. } => Err(Rejected::new(
+                self,
+                Rejection::NotRunning {
+                    phase: PhaseName::Failed,
+                },
+            )),
         }
     }
 }

@@ -6,8 +6,8 @@ use crate::step::{ExitReason, Step};
 use crate::time::Now;
 
 use super::{
-    fail, postmaster_exited, reconfigure, take_offer, terminate, Ctx, Next, PhaseName, Rejected,
-    Transition,
+    fail, postmaster_exited, reconfigure, take_offer, terminate, Configuring, Ctx, Next, PhaseName,
+    Rejected, Transition,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +46,31 @@ impl Transition for Running {
                 ExitReason::Requested,
             )),
             Event::Recover => Err(self.reject(Rejection::NotFailed { phase: PHASE })),
+            // The applied spec again, as for a primary, after `pg_promote`: `configuring`
+            // until it is done, and `failed` (Postgres still serving) if it fails.
+            Event::Promote { wal_flush_lsn } => {
+                // Until the spec is applied as for a primary, it is not applied: a failed
+                // promotion leaves it to `recover` (or a new spec) to apply again.
+                let Some(target) = self.ctx.applied.take() else {
+                    return Err(self.reject(Rejection::NotRunning { phase: PHASE }));
+                };
+                let id = self.ctx.next_step_id();
+                let configuring = Configuring {
+                    ctx: self.ctx,
+                    target: target.clone(),
+                    postmaster: self.postmaster,
+                    in_flight: id,
+                    first_start: false,
+                };
+                Ok(Next::to(
+                    configuring,
+                    vec![Step::PromotePostgres {
+                        id,
+                        spec: target,
+                        wal_flush_lsn,
+                    }],
+                ))
+            }
         }
     }
 }

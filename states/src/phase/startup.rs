@@ -128,6 +128,10 @@ pub(crate) fn on_event<P: StartupPhase>(
             phase,
             Rejection::NotFailed { phase: P::NAME },
         )),
+        Event::Promote { .. } => Err(Rejected::new(
+            phase,
+            Rejection::NotRunning { phase: P::NAME },
+        )),
     }
 }
 

@@ -4,7 +4,8 @@
 //! A line is `EVENT => PHASE [STEP, STEP]`, `EVENT => PHASE (attempt N) [..]`, or
 //! `EVENT => rejected`. Events: `boot`, `boot fetch`, `spec gN`, `started`, `started #N`,
 //! `ok OUTPUT [ARG]`, `fail KIND`, `exit CODE`, `tick +MS`, `terminate fast|immediate`,
-//! `recover`. `ok`, `fail` and `started` without `#N` refer to the step in flight.
+//! `recover`, `promote [LSN]`. `ok`, `fail` and `started` without `#N` refer to the step in
+//! flight.
 
 use std::path::PathBuf;
 
@@ -119,6 +120,9 @@ fn run(name: &str, script: &str) {
                     },
                 },
                 "recover" => Event::Recover,
+                "promote" => Event::Promote {
+                    wal_flush_lsn: words.get(1).map(|lsn| lsn.parse::<Lsn>().unwrap()),
+                },
                 other => panic!("{at}: unknown event {other:?}"),
             };
             match current.on_event(event, now) {

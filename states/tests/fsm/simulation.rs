@@ -109,7 +109,7 @@ impl World {
                     self.next_pid += 1;
                     StepOutput::PostgresStarted { pid: self.next_pid }
                 }
-                Step::ApplySpec { .. } => StepOutput::SpecApplied,
+                Step::ApplySpec { .. } | Step::PromotePostgres { .. } => StepOutput::SpecApplied,
                 Step::StopPostgres { .. } => {
                     self.postmaster_alive = false;
                     StepOutput::PostgresStopped { lsn: None }
@@ -155,7 +155,10 @@ impl World {
                     ShutdownMode::Immediate
                 },
             },
-            88..=93 => Event::Recover,
+            88..=91 => Event::Recover,
+            92..=93 => Event::Promote {
+                wal_flush_lsn: None,
+            },
             94..=96 => Event::StepStarted {
                 id: StepId(self.rng.below(50)),
             },

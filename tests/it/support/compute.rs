@@ -39,6 +39,15 @@ pub fn embedded_spec(port: u16) -> Value {
     })
 }
 
+/// Sets `name` to `value` in a spec's `cluster.settings`, replacing an entry of that name.
+pub fn set_setting(spec: &mut Value, name: &str, value: &str) {
+    let settings = spec["cluster"]["settings"]
+        .as_array_mut()
+        .expect("cluster.settings is an array");
+    settings.retain(|s| s["name"] != name);
+    settings.push(json!({ "name": name, "value": value, "vartype": "string" }));
+}
+
 /// The md5 verifier as Neon's specs carry it: md5(password + role name), hex, without the
 /// `md5` prefix Postgres stores.
 pub fn md5_verifier(password: &str, role: &str) -> String {

@@ -3,6 +3,8 @@
 
 // Shared helpers: not every test module uses every one of them.
 #[allow(dead_code)]
+pub mod certs;
+#[allow(dead_code)]
 pub mod compute;
 #[allow(dead_code)]
 pub mod pageserver;
