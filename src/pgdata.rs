@@ -252,7 +252,11 @@ pub fn wipe_and_recreate(pgdata: &Path, owner: Option<&PgUser>) -> anyhow::Resul
                 } else {
                     std::fs::remove_file(&path)
                 };
-                removed.with_context(|| format!("cannot remove {}", path.display()))?;
+                match removed {
+                    // Gone already (something of an earlier run removed it): what we want.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    other => other.with_context(|| format!("cannot remove {}", path.display()))?,
+                }
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -100,6 +100,7 @@ fn init_pgdata(ctx: &StepCtx<'_>) -> StepResult {
         .map_err(|e| e.to_step_error(PHASE, STEP))?;
     let orphan = match kind {
         pgdata::PgdataKind::Own(_) => process::stop_orphan(&env.pgdata)
+            .and_then(|orphan| process::stop_strays(&env.binaries, &env.pgdata).map(|_| orphan))
             .map_err(|e| StepError::new(PHASE, STEP, ErrorKind::Postgres, format!("{e:#}")))?,
         // `check_wipeable` answered Foreign as an error already.
         pgdata::PgdataKind::Absent | pgdata::PgdataKind::Empty | pgdata::PgdataKind::Foreign(_) => {

@@ -479,6 +479,64 @@ pub fn stop_orphan(pgdata: &Path) -> anyhow::Result<Option<u32>> {
     Ok(Some(pid))
 }
 
+/// Kills every Postgres tool (a program of `binaries`' directory) still working in `pgdata`:
+/// what an earlier run left besides its postmaster (an initdb, a backend of a stopped
+/// postmaster). Waits until they are gone, so nothing writes into PGDATA while it is wiped.
+/// Returns their pids.
+pub fn stop_strays(binaries: &Binaries, pgdata: &Path) -> anyhow::Result<Vec<u32>> {
+    let Ok(dir) = std::fs::canonicalize(pgdata) else {
+        return Ok(Vec::new());
+    };
+    let bindir = binaries
+        .postgres
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let ours = |pid: u32| {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        exe.as_deref().and_then(Path::parent) == bindir.as_deref()
+    };
+    let working_in = |dir: &Path| -> Vec<u32> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+            .filter(|pid| *pid != std::process::id())
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/cwd"))
+                    .ok()
+                    .as_deref()
+                    == Some(dir)
+            })
+            .filter(|pid| ours(*pid) && process_alive(*pid))
+            .collect()
+    };
+    let strays = working_in(&dir);
+    for pid in &strays {
+        log::warn!(
+            "a process of an earlier run (pid {pid}) still works in {}: killing it",
+            dir.display()
+        );
+        if let Ok(raw) = i32::try_from(*pid) {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(raw, libc::SIGKILL) };
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !working_in(&dir).is_empty() {
+        if Instant::now() > deadline {
+            bail!(
+                "processes of an earlier run still work in {} after SIGKILL",
+                dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(strays)
+}
+
 /// Whether `pid` is a live process whose working directory is `pgdata` (a postmaster works in
 /// its data directory).
 fn is_postmaster_of(pid: u32, pgdata: &Path) -> bool {

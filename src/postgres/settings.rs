@@ -74,10 +74,17 @@ pub fn apply(
         )
     })?;
     let mut outcome = SettingsOutcome::default();
-    if previous != target.conf {
-        write_conf(&path, target.conf, target.user, phase)?;
+    // The file may hold the target already while Postgres runs another (a run that wrote it
+    // was killed before its reload): then the reload is still owed.
+    let running = current_hash(client, phase)?;
+    if previous != target.conf || running != target.spec_hash {
+        if previous != target.conf {
+            write_conf(&path, target.conf, target.user, phase)?;
+        }
         if let Err(refused) = refused_settings(client, target, phase) {
-            write_conf(&path, &previous, target.user, phase)?;
+            if previous != target.conf {
+                write_conf(&path, &previous, target.user, phase)?;
+            }
             return Err(refused);
         }
         client
@@ -204,13 +211,7 @@ fn confirm_hash(
 ) -> Result<(), StepError> {
     let started = Instant::now();
     let seen = loop {
-        let rows = client
-            .query("SELECT current_setting($1, true)", &[&SPEC_HASH_SETTING])
-            .map_err(|e| postgres_error(phase, "cannot read back the spec hash", &e))?;
-        let seen = rows
-            .first()
-            .and_then(|r| r.get::<_, Option<String>>(0))
-            .unwrap_or_default();
+        let seen = current_hash(client, phase)?;
         if seen == expected {
             return Ok(());
         }
@@ -230,6 +231,17 @@ fn confirm_hash(
         ErrorKind::Timeout,
         format!("postgres did not load the new configuration within {RELOAD_CONFIRM_TIMEOUT:?}: {SPEC_HASH_SETTING} reads {seen:?}, expected {expected:?}"),
     ))
+}
+
+/// The spec hash this session's Postgres runs with ("" if none).
+fn current_hash(client: &mut postgres::Client, phase: PhaseName) -> Result<String, StepError> {
+    let rows = client
+        .query("SELECT current_setting($1, true)", &[&SPEC_HASH_SETTING])
+        .map_err(|e| postgres_error(phase, "cannot read back the spec hash", &e))?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .unwrap_or_default())
 }
 
 /// Settings changed in the file that take effect only after a restart.

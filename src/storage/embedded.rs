@@ -53,6 +53,9 @@ impl StorageBackend for Embedded {
             .current_dir(&env.pgdata);
         clean_env(&mut command);
         run_as(env.pg_user.as_ref(), &mut command);
+        // A killed compute_ctl takes its initdb along: the next start wipes PGDATA, and an
+        // orphaned initdb would go on writing into it.
+        subprocess::die_with_parent(&mut command);
         let finished = subprocess::run(&mut command, ctx.cancel, |_| {}).map_err(|e| match e {
             RunError::Cancelled { .. } => {
                 StepError::new(PHASE, STEP, ErrorKind::Cancelled, e.to_string())

@@ -28,7 +28,6 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::mpsc;
@@ -725,41 +724,8 @@ fn basebackup_command(
         command.env("PGPASSWORD", OsStr::from_bytes(password));
     }
     run_as(env.pg_user.as_ref(), &mut command);
-    die_with_parent(&mut command);
+    subprocess::die_with_parent(&mut command);
     command
-}
-
-/// Has Linux send SIGTERM to the child when compute_ctl dies (also by SIGKILL), which the
-/// guard script turns into a kill of its process group.
-fn die_with_parent(command: &mut Command) {
-    let parent = std::process::id();
-    let arm = move || {
-        // SAFETY: PR_SET_PDEATHSIG takes a signal number; the other arguments are unused.
-        let rc = unsafe {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGTERM as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // compute_ctl may have died before the prctl: then nobody would signal the guard.
-        // SAFETY: getppid has no preconditions.
-        if i64::from(unsafe { libc::getppid() }) != i64::from(parent) {
-            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-        }
-        Ok(())
-    };
-    // SAFETY: `arm` runs in the child between fork and exec, after std has switched to the
-    // Postgres user (a switch that would clear the setting); it calls only the
-    // async-signal-safe prctl and getppid and allocates nothing.
-    unsafe {
-        command.pre_exec(arm);
-    }
 }
 
 /// The connection as libpq's `key='value'` pairs, without the password (it travels in

@@ -1095,8 +1095,8 @@ fn tls_to_the_upstream_require_verify_ca_verify_full_and_their_refusals() {
 
 #[test]
 fn the_pageservers_wire_client_speaks_tls_and_refuses_a_wrong_ca() {
-    use compute_ctl::sync::CancelToken;
     use compute_ctl::storage::wire::{self, ConnectOptions, WireError};
+    use compute_ctl::sync::CancelToken;
 
     let certs = crate::support::certs::TestCerts::make(&["DNS:localhost", "IP:127.0.0.1"]);
     let server = tls_upstream(&certs);
