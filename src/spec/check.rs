@@ -1,5 +1,6 @@
-//! `compute_ctl spec check FILE [-b POSTGRES]`: the form rules, and with a binary its setting
-//! names and preload libraries, without touching anything.
+//! `compute_ctl spec check FILE [-b POSTGRES] [-C URL]`: the form rules and the databases'
+//! owners, and with a binary the setting names, values and preload libraries, without touching
+//! anything.
 
 use std::io::Write;
 use std::path::Path;
@@ -9,18 +10,21 @@ use super::SettingCatalog;
 
 /// The spec is valid.
 pub const CHECK_OK: i32 = 0;
-/// `-b` names no usable Postgres binary (a bad command line, as the contract's code 2).
+/// A bad command line, as the contract's code 2: `-b` names no usable Postgres binary, or
+/// `-C` is not a connection string.
 pub const CHECK_BAD_BINARY: i32 = 2;
 /// The spec is invalid, or the file cannot be read (the contract's "bad spec file").
 pub const CHECK_INVALID: i32 = 3;
 
 /// Checks the spec in `path` and returns the process exit code: 0 after printing
 /// `ok: <hash> (<storage>)` on `out`; 3 after printing each error as `<path>: <reason>` (or
-/// why the file cannot be read) on `err`; 2 when `postgres_bin` cannot be described. With
-/// `postgres_bin`, setting names and `shared_preload_libraries` are checked against it too.
+/// why the file cannot be read) on `err`; 2 when `postgres_bin` cannot be described. Database
+/// owners are checked against the spec's roles and `admin_role`; with `postgres_bin`, setting
+/// names, values and `shared_preload_libraries` are checked against it too.
 pub fn check_file(
     path: &Path,
     postgres_bin: Option<&Path>,
+    admin_role: &str,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
@@ -41,26 +45,26 @@ pub fn check_file(
             return CHECK_INVALID;
         }
     };
-    if let Some(postgres_bin) = postgres_bin {
-        let catalog = match SettingCatalog::load(postgres_bin) {
-            Ok(catalog) => catalog,
+    let errors = match postgres_bin {
+        Some(postgres_bin) => match SettingCatalog::load(postgres_bin) {
+            Ok(catalog) => catalog.check_spec(&parsed, admin_role),
             Err(error) => {
                 let _ = writeln!(err, "{error:#}");
                 return CHECK_BAD_BINARY;
             }
-        };
-        let errors = catalog.check(&parsed.spec);
-        if !errors.is_empty() {
-            for error in errors {
-                let path = if envelope {
-                    under(super::parse::ENVELOPE_SPEC_KEY, &error.path)
-                } else {
-                    error.path
-                };
-                let _ = writeln!(err, "{path}: {}", error.message);
-            }
-            return CHECK_INVALID;
+        },
+        None => super::owners::check(&parsed, admin_role),
+    };
+    if !errors.is_empty() {
+        for error in errors {
+            let path = if envelope {
+                under(super::parse::ENVELOPE_SPEC_KEY, &error.path)
+            } else {
+                error.path
+            };
+            let _ = writeln!(err, "{path}: {}", error.message);
         }
+        return CHECK_INVALID;
     }
     let _ = writeln!(out, "ok: {} ({})", parsed.hash, parsed.storage);
     CHECK_OK
