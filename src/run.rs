@@ -97,6 +97,10 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
         Binaries::locate(args.pgbin.as_deref()).map_err(|e| refuse(2, format!("{e:#}")))?;
     let admin = AdminConnection::parse(&args.connstr).map_err(|e| refuse(2, format!("{e:#}")))?;
     let pg_user = PgUser::for_root(&args.pg_user).map_err(|e| refuse(2, format!("{e:#}")))?;
+    if let Some(user) = &pg_user {
+        pgdata::check_reachable(&pgdata, user, &binaries.postgres)
+            .map_err(|e| refuse(2, format!("{e:#}")))?;
+    }
     let control_plane = match (&args.compute_id, &args.control_plane_uri) {
         (Some(id), Some(uri)) => Some(crate::control_plane::ControlPlane {
             uri: uri.clone(),
@@ -131,7 +135,7 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
         Some(path) => {
             let spec = crate::spec::load_file(path)
                 .map_err(|errors| refuse(3, format!("-S {}: {errors}", path.display())))?;
-            let errors = catalog.check(&spec.spec);
+            let errors = catalog.check_spec(&spec, admin.role());
             if !errors.is_empty() {
                 let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 return Err(refuse(
@@ -144,6 +148,12 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
         None => None,
     };
 
+    // A spec file means a start: someone else's PGDATA is refused before the state directory
+    // (LOCK, journal/) is created beside it. Without -S, only the journal can say whether a
+    // start follows: checked below, once it is read.
+    if from_file.is_some() {
+        refuse_foreign_pgdata(&pgdata, &state_dir)?;
+    }
     crate::durable::create_dir_all_durable(&state_dir).map_err(|e| {
         refuse(
             1,
@@ -197,17 +207,7 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
 
     // A compute that will start must not wipe someone else's directory.
     if from_file.is_some() || replayed.is_some() {
-        let kind = pgdata::inspect(&pgdata, &state_dir).map_err(|e| refuse(1, format!("{e:#}")))?;
-        if let PgdataKind::Foreign(why) = kind {
-            return Err(refuse(
-                6,
-                format!(
-                    "PGDATA {} is not safe to wipe: {why}; compute_ctl wipes only a directory that is absent, empty, or carries its marker file {}",
-                    pgdata.display(),
-                    pgdata::MARKER_FILE
-                ),
-            ));
-        }
+        refuse_foreign_pgdata(&pgdata, &state_dir)?;
     }
 
     let (inbox_tx, inbox) = mpsc::sync_channel::<Input>(INBOX_CAPACITY);
@@ -218,8 +218,9 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
         args.monitor_interval,
     );
     let check_catalog = catalog.clone();
+    let admin_role = admin.role().to_string();
     let settings_check: SettingsCheck =
-        Arc::new(move |spec: &ParsedSpec| check_catalog.check(&spec.spec));
+        Arc::new(move |spec: &ParsedSpec| check_catalog.check_spec(spec, &admin_role));
     let api = Api::new(
         published.clone(),
         inbox_tx.clone(),
@@ -308,6 +309,22 @@ fn start(args: RunArgs) -> Result<i32, Refused> {
             format!("stopping: the journal cannot be written: {message}"),
         )),
     }
+}
+
+/// Exit 6 for a PGDATA that is not compute_ctl's to wipe.
+fn refuse_foreign_pgdata(pgdata: &Path, state_dir: &Path) -> Result<(), Refused> {
+    let kind = pgdata::inspect(pgdata, state_dir).map_err(|e| refuse(1, format!("{e:#}")))?;
+    if let PgdataKind::Foreign(why) = kind {
+        return Err(refuse(
+            6,
+            format!(
+                "PGDATA {} is not safe to wipe: {why}; compute_ctl wipes only a directory that is absent, empty, or carries its marker file {}",
+                pgdata.display(),
+                pgdata::MARKER_FILE
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn initial_view(journal: &FileJournal, start_time: &str) -> StateView {
