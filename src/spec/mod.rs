@@ -38,6 +38,7 @@ pub use catalog::SettingCatalog;
 pub use check::{check_file, CHECK_BAD_BINARY};
 pub use storage::Storage;
 pub use types::*;
+pub use values::{pg15_lists, Pg15Lists};
 
 /// The port Postgres listens on when the spec has no `port` setting.
 pub const DEFAULT_PORT: u16 = 5432;

@@ -289,6 +289,37 @@ const ENUMS: &[(&str, &[&str])] = &[
     ("xmloption", &["content", "document"]),
 ];
 
+/// The PostgreSQL 15 lists this module holds, for the test that compares them with a running
+/// server's `pg_settings`: (name, unit) of the settings with a unit, (name, values) of the
+/// enums, and the names of the numeric settings without a unit.
+pub type Pg15Lists = (
+    Vec<(String, String)>,
+    Vec<(String, Vec<String>)>,
+    Vec<String>,
+);
+
+pub fn pg15_lists() -> Pg15Lists {
+    (
+        UNITS
+            .iter()
+            .map(|(name, unit)| (name.to_string(), unit.name().to_string()))
+            .collect(),
+        ENUMS
+            .iter()
+            .map(|(name, values)| {
+                (
+                    name.to_string(),
+                    values.iter().map(|v| v.to_string()).collect(),
+                )
+            })
+            .collect(),
+        PG15_UNITLESS_NUMBERS
+            .iter()
+            .map(|n| n.to_string())
+            .collect(),
+    )
+}
+
 /// The values Postgres 15 accepts for an enum without listing them: the boolean spellings of
 /// enums that have `on` and `off`, `debug` for the message levels, and `wal_level`'s old names.
 fn hidden_enum_value(name: &str, values: &[&str], value: &str) -> bool {

@@ -343,8 +343,8 @@ fn foreign_pgdata_exits_6_and_stays_intact() {
         "15\n"
     );
     assert!(
-        crate::support::compute::dump_journal(&dir.path().join("pgdata.state")).is_empty(),
-        "records were journaled"
+        !dir.path().join("pgdata.state").exists(),
+        "the state directory was created"
     );
 }
 

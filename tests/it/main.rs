@@ -6,6 +6,7 @@ mod auth;
 mod control_plane;
 mod crash;
 mod durability;
+mod first_run;
 mod journal;
 mod lifecycle;
 mod neon;
