@@ -22,7 +22,7 @@ Exit codes:
   3   bad spec file (nothing was touched)
   4   the state directory is locked by another running compute_ctl (its pid is named)
   5   the journal is damaged beyond its tail (run: compute_ctl journal verify)
-  6   PGDATA is not safe to wipe: not empty and not compute_ctl's (nothing was written)
+  6   PGDATA is not safe to wipe: not empty and not compute_ctl's (it is left untouched)
   10  Postgres exited unexpectedly, after --failed-linger
   11  start-up or configuration failed (the failed step is in the journal), after --failed-linger
 

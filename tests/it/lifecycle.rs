@@ -404,7 +404,8 @@ fn a_value_postgres_refuses_at_start_fails_starting_with_its_message() {
     spec["cluster"]["settings"]
         .as_array_mut()
         .unwrap()
-        .push(json!({ "name": "work_mem", "value": "lots" }));
+        // A string whose check only Postgres knows (compute_ctl judges types, units, ranges).
+        .push(json!({ "name": "timezone", "value": "Mars/Olympus_Mons" }));
     let mut compute = Compute::start(Launch {
         spec: Some(spec),
         args: vec!["--failed-linger".into(), "60s".into()],
@@ -416,7 +417,7 @@ fn a_value_postgres_refuses_at_start_fails_starting_with_its_message() {
     assert_eq!(failed["error"]["kind"], "config_refused");
     let message = failed["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("work_mem") && message.contains("lots"),
+        message.contains("invalid value for parameter \"TimeZone\": \"Mars/Olympus_Mons\""),
         "{message}"
     );
     assert!(
