@@ -212,7 +212,7 @@ fn pgbin_as_a_directory_is_where_postgres_is() {
 
 // 5. A value Postgres would refuse at start.
 #[test]
-fn a_setting_value_of_the_wrong_type_is_refused_by_spec_check_and_at_start() {
+fn a_setting_value_of_the_wrong_type_is_refused_by_spec_check_at_start_and_by_post_spec() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = embedded_spec(free_port());
     spec["cluster"]["settings"][3] = json!({"name": "shared_buffers", "value": "banana"});
@@ -223,6 +223,22 @@ fn a_setting_value_of_the_wrong_type_is_refused_by_spec_check_and_at_start() {
                     as in '128MB'";
     assert_eq!(stderr(&output).trim(), expected);
     assert!(refused_at_start(&spec).contains(expected));
+    // POST /spec: 400 at the same path, nothing journaled.
+    let mut compute = Compute::start(Launch::default());
+    compute.wait_phase("empty", MINUTE);
+    let seq = compute.state()["seq"].clone();
+    let (status, body) = compute.post_spec(&spec);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["path"], "cluster.settings[3]", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("as in '128MB'"),
+        "{body}"
+    );
+    assert_eq!(
+        compute.state()["seq"],
+        seq,
+        "the refused spec was journaled"
+    );
 
     // A unit Postgres converts, out of the range it gives.
     spec["cluster"]["settings"][3] = json!({"name": "shared_buffers", "value": "64kB"});
