@@ -1,22 +1,52 @@
-//! The command line (CONTRACT.md, "Command line"): the run flags, and the read-only
-//! subcommands `journal dump|verify`, `fsm`, `spec check`.
+//! The command line (CONTRACT.md, "Command line"): the run flags, the read-only subcommands
+//! `journal dump|verify`, `fsm`, `spec check`, and `completions`, `man`, which print what is
+//! generated from these same definitions (shell completion scripts, the roff man page).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::logging::LogFormat;
 
 /// The seed's default admin connection; its port comes from the spec.
 pub const DEFAULT_CONNSTR: &str = "postgresql://cloud_admin@127.0.0.1/postgres";
 
+/// What `--help` and the man page show after the flags: what a person starting compute_ctl
+/// for the first time looks for (CONTRACT.md's exit codes, the variables, an example).
+const AFTER_HELP: &str = "\
+Exit codes:
+  0   terminated on request (SIGTERM, SIGINT, POST /terminate)
+  1   the journal cannot be written, or --http-addr cannot be bound
+  2   bad command line (also: -b not found, --pg-user unknown, PGDATA unreachable by it)
+  3   bad spec file (nothing was touched)
+  4   the state directory is locked by another running compute_ctl (its pid is named)
+  5   the journal is damaged beyond its tail (run: compute_ctl journal verify)
+  6   PGDATA is not safe to wipe: not empty and not compute_ctl's (it is left untouched)
+  10  Postgres exited unexpectedly, after --failed-linger
+  11  start-up or configuration failed (the failed step is in the journal), after --failed-linger
+
+Environment:
+  COMPUTE_CTL_LOG           log level: error, warn, info (default), debug, trace
+  NEON_CONTROL_PLANE_TOKEN  Bearer token for the control plane of -p/--control-plane-uri
+
+Example (the embedded default: a fresh initdb, Postgres on 127.0.0.1:55432):
+  compute_ctl -D /tmp/compute/pgdata -S fixtures/specs/embedded-default.json
+  curl -s localhost:3080/state
+  psql -h 127.0.0.1 -p 55432 -U cloud_admin postgres
+
+As root, Postgres runs as --pg-user (default postgres), which must be able to enter every
+directory above PGDATA.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "compute_ctl",
     version,
     about = "Runs one PostgreSQL compute node for a control plane, journaling every step",
-    args_conflicts_with_subcommands = true
+    args_conflicts_with_subcommands = true,
+    // -D is required to run, not to read a journal or print a completion script.
+    subcommand_negates_reqs = true,
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -28,8 +58,9 @@ pub struct Cli {
 /// Flags of the run (no subcommand).
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Postgres data directory (wiped and rebuilt on every start)
-    #[arg(short = 'D', long = "pgdata", value_name = "DIR")]
+    /// Postgres data directory (wiped and rebuilt on every start; only if absent, empty, or
+    /// compute_ctl's own)
+    #[arg(short = 'D', long = "pgdata", value_name = "DIR", required = true)]
     pub pgdata: Option<PathBuf>,
     /// Spec file: a bare compute spec, or Neon's {"spec": …, "compute_ctl_config": …}
     #[arg(
@@ -43,7 +74,8 @@ pub struct RunArgs {
     /// How compute_ctl connects to its Postgres as the admin (superuser) role
     #[arg(short = 'C', long = "connstr", value_name = "URL", default_value = DEFAULT_CONNSTR)]
     pub connstr: String,
-    /// The postgres binary; initdb, pg_basebackup etc. are looked up beside it
+    /// The postgres binary, or the directory that holds it; initdb, pg_basebackup etc. are
+    /// looked up beside it (default: postgres on PATH, else pg_config --bindir)
     #[arg(short = 'b', long = "pgbin", value_name = "PATH")]
     pub pgbin: Option<PathBuf>,
     /// Journal, stored specs, lock (default: <PGDATA>.state)
@@ -58,12 +90,13 @@ pub struct RunArgs {
     /// Fetch the spec from the control plane for this compute
     #[arg(short = 'i', long, value_name = "ID")]
     pub compute_id: Option<String>,
-    /// The control plane's base URL
+    /// The control plane's base URL (Bearer $NEON_CONTROL_PLANE_TOKEN when set)
     #[arg(short = 'p', long, value_name = "URL")]
     pub control_plane_uri: Option<String>,
     /// Ed25519 public key (PEM): mutating endpoints then need a JWT signed by it
     #[arg(long, value_name = "FILE")]
     pub auth_public_key: Option<PathBuf>,
+    /// Logs go to stderr; the level comes from $COMPUTE_CTL_LOG (default info)
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// The monitor tick
@@ -94,6 +127,37 @@ pub enum Command {
         #[command(subcommand)]
         command: SpecCommand,
     },
+    /// Print the shell completion script (e.g. compute_ctl completions bash >
+    /// /etc/bash_completion.d/compute_ctl)
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the man page, roff (e.g. compute_ctl man > /usr/share/man/man1/compute_ctl.1)
+    Man,
+}
+
+/// The shells `completions` writes a script for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Writes the completion script of `shell` for this command line.
+pub fn completions(shell: CompletionShell, out: &mut dyn std::io::Write) {
+    let shell = match shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        CompletionShell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut Cli::command(), "compute_ctl", out);
+}
+
+/// Writes the man page (roff) of this command line.
+pub fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(Cli::command()).render(out)
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,9 +184,13 @@ pub enum SpecCommand {
     /// Exit 0 for a valid spec; else print the JSON path and reason of each error
     Check {
         file: PathBuf,
-        /// Also check setting names and libraries against this postgres binary
+        /// Also check setting names, values and libraries against this postgres binary (or
+        /// the directory that holds it)
         #[arg(short = 'b', long = "pgbin", value_name = "PATH")]
         pgbin: Option<PathBuf>,
+        /// The admin connection the compute will use: its user may own databases
+        #[arg(short = 'C', long = "connstr", value_name = "URL", default_value = DEFAULT_CONNSTR)]
+        connstr: String,
     },
 }
 
@@ -161,6 +229,25 @@ mod tests {
         );
         assert_eq!(cli.run.failed_linger, Duration::from_secs(30));
         assert_eq!(cli.run.monitor_interval, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn the_definitions_hold_together() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn pgdata_is_required_to_run_only() {
+        let err = Cli::try_parse_from(["compute_ctl", "-S", "/s.json"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        assert!(err.to_string().contains("--pgdata <DIR>"), "{err}");
+        let cli = Cli::try_parse_from(["compute_ctl", "completions", "zsh"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Completions {
+                shell: CompletionShell::Zsh
+            })
+        ));
     }
 
     #[test]

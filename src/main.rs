@@ -2,6 +2,7 @@
 //! CONTRACT.md's.
 
 use std::io::Write;
+use std::path::Path;
 
 use clap::Parser;
 use compute_ctl::cli::{Cli, Command, FsmFormat, JournalCommand, SpecCommand};
@@ -21,15 +22,48 @@ fn main() {
             print(&text)
         }
         Some(Command::Spec {
-            command: SpecCommand::Check { file, pgbin },
-        }) => compute_ctl::spec::check_file(
-            &file,
-            pgbin.as_deref(),
-            &mut std::io::stdout(),
-            &mut std::io::stderr(),
-        ),
+            command:
+                SpecCommand::Check {
+                    file,
+                    pgbin,
+                    connstr,
+                },
+        }) => spec_check(&file, pgbin.as_deref(), &connstr),
+        Some(Command::Completions { shell }) => {
+            let mut text = Vec::new();
+            compute_ctl::cli::completions(shell, &mut text);
+            print(&String::from_utf8_lossy(&text))
+        }
+        Some(Command::Man) => {
+            let mut text = Vec::new();
+            match compute_ctl::cli::man_page(&mut text) {
+                Ok(()) => print(&String::from_utf8_lossy(&text)),
+                Err(e) => {
+                    eprintln!("error: cannot render the man page: {e}");
+                    1
+                }
+            }
+        }
     };
     std::process::exit(code);
+}
+
+/// `spec check`: `-C` names the admin role, which may own databases.
+fn spec_check(file: &Path, pgbin: Option<&Path>, connstr: &str) -> i32 {
+    let admin = match compute_ctl::postgres::connect::AdminConnection::parse(connstr) {
+        Ok(admin) => admin,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return compute_ctl::spec::CHECK_BAD_BINARY;
+        }
+    };
+    compute_ctl::spec::check_file(
+        file,
+        pgbin,
+        admin.role(),
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )
 }
 
 fn print(text: &str) -> i32 {

@@ -213,6 +213,63 @@ fn take_lock(pgdata: &Path) -> anyhow::Result<Result<(), String>> {
     Ok(Ok(()))
 }
 
+/// Refuses a PGDATA below a directory that `user` (who runs Postgres and its tools when
+/// compute_ctl runs as root) cannot enter: `initdb` would fail later with only "Permission
+/// denied". Each existing directory above PGDATA is tried by starting `program` (the postgres
+/// binary, with `--version`) in it as that user, which is exactly what the tools need.
+pub fn check_reachable(pgdata: &Path, user: &PgUser, program: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let can_start_in = |dir: &Path| -> std::io::Result<()> {
+        let mut command = std::process::Command::new(program);
+        command
+            .arg("--version")
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        user.apply(&mut command);
+        command.status().map(|_| ())
+    };
+    if let Err(e) = can_start_in(Path::new("/")) {
+        anyhow::bail!(
+            "OS user {} (--pg-user) cannot run {}: {e}; make it executable by that user (chmod o+rx) or name another --pg-user",
+            user.name,
+            program.display()
+        );
+    }
+    let pgdata = absolute(pgdata);
+    // Outermost first, so the message names the directory that locks the user out.
+    let mut above: Vec<&Path> = pgdata.ancestors().skip(1).collect();
+    above.reverse();
+    for dir in above {
+        let Ok(metadata) = std::fs::metadata(dir) else {
+            // Missing: compute_ctl creates it (as root, mode 0755), which the user can enter.
+            break;
+        };
+        if let Err(e) = can_start_in(dir) {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                anyhow::bail!(
+                    "PGDATA {}: OS user {} (--pg-user), who runs Postgres, cannot enter {} (mode {:o}, owner uid {}): let it in (chmod o+x {}), put PGDATA in a directory it can enter, or name another --pg-user",
+                    pgdata.display(),
+                    user.name,
+                    dir.display(),
+                    metadata.mode() & 0o7777,
+                    metadata.uid(),
+                    dir.display()
+                );
+            }
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot check that OS user {} can enter {}",
+                    user.name,
+                    dir.display()
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
 fn claim_path(state_dir: &Path) -> PathBuf {
     state_dir.join(CLAIM_FILE)
 }

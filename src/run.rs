@@ -82,6 +82,12 @@ fn start(args: RunArgs) -> Result<ExitCode, Stop> {
     let clock = Clock::start();
     let setup = check_command_line(&args)?;
     let from_file = admit_spec_file(&args, &setup.admission)?;
+    // A spec file means a start: someone else's PGDATA is refused before the state directory
+    // (LOCK, journal/) is created beside it. Without -S, only the journal can say whether a
+    // start follows: checked below, once it is read.
+    if from_file.is_some() {
+        refuse_foreign_pgdata(&setup.pgdata, &setup.state_dir)?;
+    }
     let opened = open_journal(&setup.state_dir)?;
     // One PGDATA, one compute_ctl, whatever its state directory; held until the exit.
     lock_pgdata(&setup.pgdata)?;
@@ -198,6 +204,9 @@ fn check_command_line(args: &RunArgs) -> Result<Setup, Stop> {
     let binaries = Binaries::locate(args.pgbin.as_deref()).map_err(bad)?;
     let admin = AdminConnection::parse(&args.connstr).map_err(bad)?;
     let pg_user = PgUser::for_root(&args.pg_user).map_err(bad)?;
+    if let Some(user) = &pg_user {
+        crate::pgdata::check_reachable(&pgdata, user, &binaries.postgres).map_err(bad)?;
+    }
     let control_plane = match (&args.compute_id, &args.control_plane_uri) {
         (Some(id), Some(uri)) => Some(crate::control_plane::ControlPlane {
             uri: uri.clone(),
@@ -225,6 +234,7 @@ fn check_command_line(args: &RunArgs) -> Result<Setup, Stop> {
         ));
     }
     let catalog = SettingCatalog::load(&binaries.postgres).map_err(bad)?;
+    let admission = SpecAdmission::new(Arc::new(catalog), admin.role());
     Ok(Setup {
         pgdata,
         state_dir,
@@ -233,7 +243,7 @@ fn check_command_line(args: &RunArgs) -> Result<Setup, Stop> {
         pg_user,
         control_plane,
         auth,
-        admission: SpecAdmission::new(Arc::new(catalog)),
+        admission,
     })
 }
 

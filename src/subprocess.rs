@@ -283,9 +283,12 @@ impl Finished {
 /// Why a helper program did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot start {program}: {source}")]
+    /// `in_dir`: the working directory it was to start in, when one was set: a directory the
+    /// user cannot enter fails the start with the same "Permission denied" as the program.
+    #[error("cannot start {program}{in_dir}: {source}")]
     Spawn {
         program: String,
+        in_dir: String,
         source: std::io::Error,
     },
     #[error("{program} was cancelled")]
@@ -308,6 +311,9 @@ pub fn run(
         .process_group(0);
     let mut child = command.spawn().map_err(|source| RunError::Spawn {
         program: program.clone(),
+        in_dir: command
+            .get_current_dir()
+            .map_or(String::new(), |dir| format!(" in {}", dir.display())),
         source,
     })?;
     let handle = ChildHandle::new(child.id());

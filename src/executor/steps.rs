@@ -344,18 +344,10 @@ fn apply_spec_parts(
     const STEP: StepName = StepName::ApplySpec;
     let env = ctx.env;
     let spec = ctx.spec(phase, STEP)?;
-    let postgres_error = |what: &str, e: postgres::Error| {
-        StepError::new(
-            phase,
-            STEP,
-            ErrorKind::Postgres,
-            format!("{what}: {}", crate::postgres::error::describe(&e)),
-        )
-    };
-    let mut client = env
-        .admin
-        .connect(spec.port(), None)
-        .map_err(|e| postgres_error("cannot connect as the admin role", e))?;
+    let mut client = env.admin.connect(spec.port(), None).map_err(|e| {
+        let message = env.admin.connect_error(spec.port(), &e);
+        StepError::new(phase, STEP, ErrorKind::Postgres, message)
+    })?;
     // A terminate interrupts the statement in flight (a CREATE DATABASE can take seconds); the
     // cancel request goes out from its own thread, since the hook runs on the driver's.
     let statement = client.cancel_token();

@@ -72,7 +72,47 @@ impl AdminConnection {
     ) -> Result<postgres::Client, postgres::Error> {
         self.config(port, dbname).connect(postgres::NoTls)
     }
+
+    /// A failed `connect(port, None)` in words that name where it went: "cannot connect to
+    /// 127.0.0.1:5432 as cloud_admin: error connecting to server: Connection refused".
+    pub fn connect_error(&self, port: u16, error: &postgres::Error) -> String {
+        format!(
+            "cannot connect to {}: {}",
+            describe(&self.config(port, None)),
+            super::error::describe(error)
+        )
+    }
 }
+
+/// Where a connection goes, for messages: `127.0.0.1:5432 as cloud_admin` (each host with its
+/// port; a Unix socket as its directory).
+pub fn describe(config: &postgres::Config) -> String {
+    let ports = config.get_ports();
+    let port_of = |i: usize| {
+        ports
+            .get(i)
+            .or(ports.first())
+            .copied()
+            .unwrap_or(crate::spec::DEFAULT_PORT)
+    };
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| match host {
+            postgres::config::Host::Tcp(name) if name.contains(':') => {
+                format!("[{name}]:{}", port_of(i))
+            }
+            postgres::config::Host::Tcp(name) => format!("{name}:{}", port_of(i)),
+            postgres::config::Host::Unix(dir) => {
+                format!("the socket in {} (port {})", dir.display(), port_of(i))
+            }
+        })
+        .collect();
+    let user = config.get_user().unwrap_or("(no user)");
+    format!("{} as {user}", hosts.join(", "))
+}
+
 
 /// `connstr` with `port` given to each of its hosts (URL) or as `port=` (key=value); a URL
 /// with no host gets 127.0.0.1.
@@ -145,6 +185,11 @@ mod tests {
             .contains("default_transaction_read_only"));
         let fixed = AdminConnection::parse("postgresql://a@127.0.0.1:6000/db").unwrap();
         assert_eq!(fixed.config(55432, Some("x")).get_ports(), &[6000]);
+        assert_eq!(
+            describe(&admin.config(55432, None)),
+            "localhost:55432 as cloud_admin"
+        );
+        assert_eq!(describe(&fixed.config(1, None)), "127.0.0.1:6000 as a");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use states::{ErrorKind, ExitStatus, Lsn, PhaseName, ShutdownMode, StepError, Ste
 
 use super::error;
 use crate::pg_user::{run_as, PgUser};
+use crate::postgres::connect::describe;
 use crate::subprocess::ChildHandle;
 use crate::sync::{lock, CancelToken};
 
@@ -38,7 +39,8 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// `-b/--pgbin`, else `postgres` on PATH, else `pg_config --bindir`.
+    /// `-b/--pgbin` (the binary, or the directory that holds it), else `postgres` on PATH,
+    /// else `pg_config --bindir`.
     pub fn locate(pgbin: Option<&Path>) -> anyhow::Result<Binaries> {
         let postgres = match pgbin {
             Some(path) => path.to_path_buf(),
@@ -56,8 +58,24 @@ impl Binaries {
                 }
             },
         };
+        // A directory names where `postgres` is (`-b /usr/lib/postgresql/15/bin`).
+        let postgres = if postgres.is_dir() {
+            let inside = postgres.join("postgres");
+            if !inside.is_file() {
+                bail!(
+                    "-b/--pgbin {}: a directory without a postgres binary in it; name the postgres binary (e.g. /usr/lib/postgresql/15/bin/postgres)",
+                    postgres.display()
+                );
+            }
+            inside
+        } else {
+            postgres
+        };
         if !postgres.is_file() {
-            bail!("-b/--pgbin {}: no such file", postgres.display());
+            bail!(
+                "-b/--pgbin {}: no such file; name the postgres binary (e.g. /usr/lib/postgresql/15/bin/postgres) or the directory that holds it",
+                postgres.display()
+            );
         }
         // A link on PATH (/usr/local/bin/postgres): the tools and libraries are beside the
         // file it points to.
@@ -261,7 +279,14 @@ pub fn start_with_args(
             if postmaster.exit_status().is_none() {
                 postmaster.stop(ShutdownMode::Immediate, Duration::from_secs(5));
             }
-            Err(error(kind, message))
+            let mut error = error(kind, message);
+            // A postmaster that ran for the whole deadline without accepting connections (the
+            // wrong port, a crash recovery longer than the deadline) does the same on a
+            // retry, after PGDATA is rebuilt again: it needs a person, not another attempt.
+            if kind == ErrorKind::Timeout {
+                error.retryable = false;
+            }
+            Err(error)
         }
     }
 }
@@ -324,6 +349,19 @@ fn wait_until_accepting(
         }
         if let (Some(since), Some(status)) = (up_since, status) {
             if matches!(status.as_deref(), Some("ready" | "standby")) {
+                // Ready on a port compute_ctl does not connect to would never be reached.
+                if let Some(port) = pid_file_port(&pid_file) {
+                    if !request.probe.get_ports().contains(&port) {
+                        return Err((
+                            ErrorKind::Postgres,
+                            format!(
+                                "postgres (pid {}) listens on port {port} (its postmaster.pid), but compute_ctl connects to {}: give -C/--connstr port {port} or no port (the spec's port is then used)",
+                                postmaster.pid(),
+                                describe(&request.probe)
+                            ),
+                        ));
+                    }
+                }
                 let mut probe = request.probe.clone();
                 probe.connect_timeout(Duration::from_secs(2));
                 match probe.connect(postgres::NoTls) {
@@ -338,8 +376,9 @@ fn wait_until_accepting(
                 return Err((
                     ErrorKind::Timeout,
                     format!(
-                        "postgres (pid {}) did not accept connections within {:?} (status {status:?}; last connection error: {last_connect_error})",
+                        "postgres (pid {}) did not accept connections on {} within {:?} (status {status:?}; last connection error: {last_connect_error}); check the spec's port setting, -C/--connstr and pg_hba.conf",
                         postmaster.pid(),
+                        describe(&request.probe),
                         request.deadlines.accepting
                     ),
                 ));
@@ -359,6 +398,9 @@ fn exited_during_start(
     // The stderr thread may still be draining the pipe.
     std::thread::sleep(Duration::from_millis(20));
     let mut tail = postmaster.stderr_tail(STDERR_TAIL_LINES);
+    // A taken port: the address and the reason are in a LOG line, the port in the HINT
+    // after it; the FATAL says only "could not create any TCP/IP sockets".
+    let taken_port = port_in_use(&tail.iter().map(String::as_str).collect::<Vec<_>>());
     let entries = error::parse_log(tail.iter().map(String::as_str));
     let quoted = error::around_the_fatal(&entries);
     let refused = quoted.iter().any(|entry| {
@@ -393,9 +435,15 @@ fn exited_during_start(
     } else {
         ErrorKind::Postgres
     };
+    let fix = match taken_port {
+        Some(port) => format!(
+            " (port {port} is taken by another process: stop it, or give the spec another port setting)"
+        ),
+        None => String::new(),
+    };
     (
         kind,
-        format!("postgres exited during start-up with {status}: {said}"),
+        format!("postgres exited during start-up with {status}: {said}{fix}"),
     )
 }
 
@@ -418,6 +466,19 @@ fn read_config_verbosely(request: &StartRequest<'_>) -> Option<Vec<String>> {
     Some(finished.stderr.lines().map(str::to_string).collect())
 }
 
+/// The port of "Address already in use", from the HINT Postgres gives with it ("Is another
+/// postmaster already running on port 5432?").
+fn port_in_use(lines: &[&str]) -> Option<u16> {
+    if !lines.iter().any(|l| l.contains("Address already in use")) {
+        return None;
+    }
+    lines.iter().find_map(|line| {
+        let after = line.split("running on port ").nth(1)?;
+        let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    })
+}
+
 fn forward_stderr(stderr: std::process::ChildStderr, tail: &Mutex<VecDeque<String>>) {
     for line in BufReader::new(stderr).lines() {
         let Ok(line) = line else { break };
@@ -428,6 +489,12 @@ fn forward_stderr(stderr: std::process::ChildStderr, tail: &Mutex<VecDeque<Strin
         }
         tail.push_back(line);
     }
+}
+
+/// The port from postmaster.pid (its fourth line), once written.
+fn pid_file_port(path: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().nth(3)?.trim().parse().ok()
 }
 
 /// `(pid, status)` from postmaster.pid: its first line and its eighth (`ready`, `standby`,
@@ -598,4 +665,16 @@ mod tests {
         std::fs::write(&path, "123\n/data\n").unwrap();
         assert_eq!(read_pid_file(&path), Some((123, None)));
     }
+
+    #[test]
+    fn finds_the_port_in_use() {
+        let lines = [
+            "LOG:  could not bind IPv4 address \"127.0.0.1\": Address already in use",
+            "HINT:  Is another postmaster already running on port 55432? If not, wait a few seconds and retry.",
+            "FATAL:  could not create any TCP/IP sockets",
+        ];
+        assert_eq!(port_in_use(&lines), Some(55432));
+        assert_eq!(port_in_use(&lines[2..]), None);
+    }
+
 }

@@ -1,6 +1,7 @@
 //! The one way a spec from outside gets in (`-S` at start, SIGHUP, `POST /spec`,
-//! `POST /configure`, the control plane, `spec check`): parse it, run the form rules, check it
-//! against the Postgres binary, and collect every error with its JSON path.
+//! `POST /configure`, the control plane, `spec check`): parse it, run the form rules, check its
+//! databases' owners and, with a catalog, its settings against the Postgres binary, and collect
+//! every error with its JSON path.
 
 use std::fmt;
 use std::path::Path;
@@ -9,11 +10,13 @@ use std::sync::Arc;
 use super::path::under;
 use super::{parse_received, ParsedSpec, SettingCatalog, SpecError};
 
-/// Admits specs: the form rules always, the binary's settings and libraries when it has a
-/// catalog (`spec check` without `-b` has none).
+/// Admits specs: the form rules and the owners always, the binary's settings and libraries
+/// when it has a catalog (`spec check` without `-b` has none).
 #[derive(Clone, Debug)]
 pub struct SpecAdmission {
     catalog: Option<Arc<SettingCatalog>>,
+    /// The admin role of `-C`: a database it owns needs no role in the spec.
+    admin_role: String,
 }
 
 /// A spec that passed admission, and whether it came in Neon's envelope.
@@ -82,35 +85,40 @@ impl fmt::Display for SpecFileError {
 impl std::error::Error for SpecFileError {}
 
 impl SpecAdmission {
-    /// Admission against the Postgres binary `catalog` describes.
-    pub fn new(catalog: Arc<SettingCatalog>) -> SpecAdmission {
+    /// Admission against the Postgres binary `catalog` describes, for the admin role of `-C`.
+    pub fn new(catalog: Arc<SettingCatalog>, admin_role: &str) -> SpecAdmission {
         SpecAdmission {
             catalog: Some(catalog),
+            admin_role: admin_role.to_string(),
         }
     }
 
-    /// The form rules only (`spec check` without `-b`).
-    pub fn form_only() -> SpecAdmission {
-        SpecAdmission { catalog: None }
+    /// The form rules and the owners only (`spec check` without `-b`).
+    pub fn form_only(admin_role: &str) -> SpecAdmission {
+        SpecAdmission {
+            catalog: None,
+            admin_role: admin_role.to_string(),
+        }
     }
 
     /// Parses and checks `bytes`: a bare spec or Neon's envelope.
     pub fn admit(&self, bytes: &[u8]) -> Result<Admitted, SpecErrors> {
         let (spec, envelope) = parse_received(bytes).map_err(SpecErrors)?;
-        if let Some(catalog) = &self.catalog {
-            let errors = catalog.check(&spec.spec);
-            if !errors.is_empty() {
-                let in_sender_terms = |error: SpecError| match envelope {
-                    true => SpecError {
-                        path: under(super::parse::ENVELOPE_SPEC_KEY, &error.path),
-                        message: error.message,
-                    },
-                    false => error,
-                };
-                return Err(SpecErrors(
-                    errors.into_iter().map(in_sender_terms).collect(),
-                ));
-            }
+        let errors = match &self.catalog {
+            Some(catalog) => catalog.check_spec(&spec, &self.admin_role),
+            None => super::owners::check(&spec, &self.admin_role),
+        };
+        if !errors.is_empty() {
+            let in_sender_terms = |error: SpecError| match envelope {
+                true => SpecError {
+                    path: under(super::parse::ENVELOPE_SPEC_KEY, &error.path),
+                    message: error.message,
+                },
+                false => error,
+            };
+            return Err(SpecErrors(
+                errors.into_iter().map(in_sender_terms).collect(),
+            ));
         }
         Ok(Admitted { spec, envelope })
     }

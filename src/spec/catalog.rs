@@ -1,6 +1,7 @@
-//! The Postgres binary's own list of settings and installed libraries, to reject a spec that
-//! names a setting or a preload library this Postgres does not have before anything is
-//! touched (Postgres would otherwise refuse to start, after PGDATA was already rebuilt).
+//! The Postgres binary's own list of settings (name, context, type, range) and installed
+//! libraries, to reject a spec that names a setting or a preload library this Postgres does
+//! not have, or gives a setting a value it would refuse, before anything is touched (Postgres
+//! would otherwise refuse to start, after PGDATA was already rebuilt).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-use super::{ComputeSpec, SpecError};
+use super::values::{Described, VarType};
+use super::{ComputeSpec, ParsedSpec, SpecError};
 
 /// Settings Postgres 15 knows but `--describe-config` does not print: it leaves out those
 /// flagged "not in sample" (developer and debugging options, `application_name`). They can be
@@ -59,8 +61,8 @@ const RESTART_CONTEXT: &str = "postmaster";
 #[derive(Clone, Debug)]
 pub struct SettingCatalog {
     postgres_bin: PathBuf,
-    /// Lower-case setting name → context (`postmaster`, `sighup`, `user`...).
-    contexts: BTreeMap<String, String>,
+    /// Lower-case setting name → what `--describe-config` says of it (context, type, range).
+    settings: BTreeMap<String, Described>,
     library_dir: PathBuf,
 }
 
@@ -85,7 +87,7 @@ impl SettingCatalog {
         let described = String::from_utf8_lossy(&output.stdout);
         let library_dir = library_dir(&postgres_bin);
         let catalog = SettingCatalog::from_describe_config(&postgres_bin, &described, &library_dir);
-        if catalog.contexts.len() <= UNLISTED_SETTINGS.len() {
+        if catalog.settings.len() <= UNLISTED_SETTINGS.len() {
             bail!(
                 "{} --describe-config listed no settings",
                 postgres_bin.display()
@@ -101,21 +103,40 @@ impl SettingCatalog {
         described: &str,
         library_dir: &Path,
     ) -> SettingCatalog {
-        let mut contexts: BTreeMap<String, String> = UNLISTED_SETTINGS
+        // Unlisted settings have no type here: their values are left to Postgres.
+        let mut settings: BTreeMap<String, Described> = UNLISTED_SETTINGS
             .iter()
-            .map(|(name, context)| (name.to_string(), context.to_string()))
+            .map(|(name, context)| {
+                let described = Described {
+                    context: context.to_string(),
+                    vartype: None,
+                    min: None,
+                    max: None,
+                };
+                (name.to_string(), described)
+            })
             .collect();
         for line in described.lines() {
-            let mut fields = line.split('\t');
-            if let (Some(name), Some(context)) = (fields.next(), fields.next()) {
-                if !name.is_empty() {
-                    contexts.insert(name.to_ascii_lowercase(), context.to_string());
-                }
+            // name, context, group, type, reset value, minimum, maximum, descriptions
+            let fields: Vec<&str> = line.split('\t').collect();
+            let (Some(name), Some(context)) = (fields.first(), fields.get(1)) else {
+                continue;
+            };
+            if name.is_empty() {
+                continue;
             }
+            let number = |i: usize| fields.get(i).and_then(|f| f.trim().parse::<f64>().ok());
+            let described = Described {
+                context: context.to_string(),
+                vartype: fields.get(3).and_then(|t| VarType::from_described(t)),
+                min: number(5),
+                max: number(6),
+            };
+            settings.insert(name.to_ascii_lowercase(), described);
         }
         SettingCatalog {
             postgres_bin: postgres_bin.to_path_buf(),
-            contexts,
+            settings,
             library_dir: library_dir.to_path_buf(),
         }
     }
@@ -132,15 +153,15 @@ impl SettingCatalog {
 
     /// Whether this Postgres has a setting of that name (names are case-insensitive).
     pub fn knows(&self, name: &str) -> bool {
-        self.contexts.contains_key(&name.to_ascii_lowercase())
+        self.settings.contains_key(&name.to_ascii_lowercase())
     }
 
     /// Whether changing the setting needs a restart (context `postmaster`): used to predict
     /// `pending_restart`.
     pub fn needs_restart(&self, name: &str) -> bool {
-        self.contexts
+        self.settings
             .get(&name.to_ascii_lowercase())
-            .is_some_and(|context| context == RESTART_CONTEXT)
+            .is_some_and(|described| described.context == RESTART_CONTEXT)
     }
 
     /// Whether `$libdir` has the library `name` (`x`, `x.so`, or `$libdir/x`), or, for an
@@ -157,38 +178,67 @@ impl SettingCatalog {
         PathBuf::from(with_suffix).is_file() || (name.ends_with(".so") && base.is_file())
     }
 
-    /// The spec's settings that this Postgres would refuse to start with: an unknown name
-    /// without a dot (dotted names are extension settings, known only once the extension
-    /// loads), and a `shared_preload_libraries` entry that is not installed. Paths are relative
-    /// to the bare spec: `cluster.settings[i]`.
+    /// Everything a spec is checked against beyond its form, before anything is touched: its
+    /// settings against this Postgres (`check`), and its databases' owners against the roles
+    /// the compute will have (`super::owners::check`, with `admin_role` the user of `-C`).
+    pub fn check_spec(&self, parsed: &ParsedSpec, admin_role: &str) -> Vec<SpecError> {
+        let mut errors = self.check(&parsed.spec);
+        errors.extend(super::owners::check(parsed, admin_role));
+        errors
+    }
+
+    /// The settings of `cluster.settings` and of `cluster.postgresql_conf` that this Postgres
+    /// would refuse to start with: an unknown name without a dot (dotted names are extension
+    /// settings, known only once the extension loads), a `shared_preload_libraries` entry that
+    /// is not installed, and a value that is not of the setting's type, unit or range. Paths
+    /// are relative to the bare spec: `cluster.settings[i]`, and `cluster.postgresql_conf`
+    /// with the line number first in the message.
     pub fn check(&self, spec: &ComputeSpec) -> Vec<SpecError> {
         let mut errors = Vec::new();
         for (i, setting) in spec.cluster.settings().iter().enumerate() {
             let path = format!("cluster.settings[{i}]");
-            if !setting.name.contains('.') && !self.knows(&setting.name) {
-                errors.push(SpecError::new(
-                    &path,
-                    format!(
-                        "unrecognized configuration parameter {:?}: {} does not have it",
-                        setting.name,
-                        self.postgres_bin.display()
-                    ),
-                ));
-                continue;
+            let value = setting.value.as_deref().unwrap_or("");
+            for message in self.check_setting(&setting.name, value) {
+                errors.push(SpecError::new(&path, message));
             }
-            if setting
-                .name
-                .eq_ignore_ascii_case("shared_preload_libraries")
-            {
-                let value = setting.value.as_deref().unwrap_or("");
-                for library in preload_libraries(value) {
-                    if !self.has_library(&library) {
-                        errors.push(SpecError::new(&path, self.missing_library(&library)));
-                    }
+        }
+        if let Some(text) = spec.cluster.postgresql_conf.as_deref() {
+            // Syntax errors are form errors (`validate`): only the lines read are judged here.
+            let (lines, _) = super::conf::parse(text);
+            for line in lines {
+                for message in self.check_setting(&line.name, &line.value) {
+                    errors.push(SpecError::new(
+                        "cluster.postgresql_conf",
+                        format!("line {}: {message}", line.line),
+                    ));
                 }
             }
         }
         errors
+    }
+
+    /// What this Postgres would refuse in `name = value`.
+    fn check_setting(&self, name: &str, value: &str) -> Vec<String> {
+        if name.contains('.') {
+            return Vec::new();
+        }
+        let Some(described) = self.settings.get(&name.to_ascii_lowercase()) else {
+            return vec![format!(
+                "unrecognized configuration parameter {name:?}: {} does not have it",
+                self.postgres_bin.display()
+            )];
+        };
+        if name.eq_ignore_ascii_case("shared_preload_libraries") {
+            return preload_libraries(value)
+                .iter()
+                .filter(|library| !self.has_library(library))
+                .map(|library| self.missing_library(library))
+                .collect();
+        }
+        match super::values::check(name, value, described) {
+            Ok(()) => Vec::new(),
+            Err(message) => vec![message],
+        }
     }
 
     fn missing_library(&self, library: &str) -> String {
@@ -221,12 +271,19 @@ pub(crate) fn preload_libraries(value: &str) -> Vec<String> {
         .collect()
 }
 
-/// The binary's path: as given when it names a file, else looked up on `PATH` (a bare
-/// `postgres`).
+/// The binary's path: as given when it names a file, `postgres` in it when it names a
+/// directory (`-b /usr/lib/postgresql/15/bin`), else looked up on `PATH` (a bare `postgres`).
 fn locate(postgres_bin: &Path) -> anyhow::Result<PathBuf> {
     if postgres_bin.components().count() > 1 {
         if postgres_bin.is_file() {
             return Ok(postgres_bin.to_path_buf());
+        }
+        if postgres_bin.is_dir() {
+            let inside = postgres_bin.join("postgres");
+            if inside.is_file() {
+                return Ok(inside);
+            }
+            bail!("it is a directory without a postgres binary in it; name the postgres binary");
         }
         bail!("no such file");
     }

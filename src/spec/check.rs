@@ -1,9 +1,9 @@
-//! `compute_ctl spec check FILE [-b POSTGRES]`: the form rules, and with a binary its setting
-//! names and preload libraries, without touching anything.
+//! `compute_ctl spec check FILE [-b POSTGRES] [-C URL]`: the form rules and the databases'
+//! owners, and with a binary the setting names, values and preload libraries, without touching
+//! anything.
 
 use std::io::Write;
 use std::path::Path;
-
 use std::sync::Arc;
 
 use super::{SettingCatalog, SpecAdmission, SpecFileError};
@@ -18,23 +18,25 @@ const CHECK_INVALID: ExitCode = ExitCode::BadSpecFile;
 
 /// Checks the spec in `path` and returns the process exit code: 0 after printing
 /// `ok: <hash> (<storage>)` on `out`; 3 after printing each error as `<path>: <reason>` (or
-/// why the file cannot be read) on `err`; 2 when `postgres_bin` cannot be described. With
-/// `postgres_bin`, setting names and `shared_preload_libraries` are checked against it too.
+/// why the file cannot be read) on `err`; 2 when `postgres_bin` cannot be described. Database
+/// owners are checked against the spec's roles and `admin_role`; with `postgres_bin`, setting
+/// names, values and `shared_preload_libraries` are checked against it too.
 pub fn check_file(
     path: &Path,
     postgres_bin: Option<&Path>,
+    admin_role: &str,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
     let admission = match postgres_bin {
         Some(postgres_bin) => match SettingCatalog::load(postgres_bin) {
-            Ok(catalog) => SpecAdmission::new(Arc::new(catalog)),
+            Ok(catalog) => SpecAdmission::new(Arc::new(catalog), admin_role),
             Err(error) => {
                 let _ = writeln!(err, "{error:#}");
                 return CHECK_BAD_BINARY.code();
             }
         },
-        None => SpecAdmission::form_only(),
+        None => SpecAdmission::form_only(admin_role),
     };
     // Output errors are not worth a different exit code: the code says it all.
     let parsed = match admission.admit_file(path) {

@@ -7,8 +7,11 @@
 //! - `validate`: the form rules, all errors collected, each with its JSON path;
 //! - `storage`: where the data comes from (Neon, an upstream server, or a fresh initdb);
 //! - `hash`: the canonical JSON a spec is stored and identified by;
+//! - `conf`: `cluster.postgresql_conf` read line by line, as Postgres reads the file;
 //! - `catalog`: the Postgres binary's own settings and libraries;
 //! - `admission`: the one door for a spec from outside: parse, form rules, catalog, every error;
+//! - `values`: setting values judged by type, unit and range, as Postgres parses them;
+//! - `owners`: database owners against the roles the compute will have;
 //! - `check`: `compute_ctl spec check FILE`.
 //!
 //! Paths in errors: `cluster.roles[2].name`; `.` is the document itself. When the spec came
@@ -19,12 +22,15 @@
 mod admission;
 mod catalog;
 mod check;
+mod conf;
 mod hash;
+mod owners;
 mod parse;
 mod path;
 mod storage;
 pub mod types;
 mod validate;
+mod values;
 
 use std::fmt;
 
@@ -32,9 +38,10 @@ use serde::Serialize;
 
 pub use admission::{Admitted, SpecAdmission, SpecErrors, SpecFileError};
 pub use catalog::SettingCatalog;
-pub use check::check_file;
+pub use check::{check_file, CHECK_BAD_BINARY};
 pub use storage::Storage;
 pub use types::*;
+pub use values::{pg15_lists, Pg15Lists};
 
 /// The port Postgres listens on when the spec has no `port` setting.
 pub const DEFAULT_PORT: u16 = 5432;
@@ -92,17 +99,26 @@ impl ParsedSpec {
             .unwrap_or(&self.hash)
     }
 
-    /// The `port` setting, or 5432.
+    /// The port Postgres will listen on: the `port` setting, else the last `port` line of
+    /// `cluster.postgresql_conf` (neon_local's specs put it there), else 5432. The settings win
+    /// because `postgresql.conf` has them after `postgresql_conf`, and Postgres takes the last.
     pub fn port(&self) -> u16 {
-        self.spec
-            .cluster
+        let cluster = &self.spec.cluster;
+        let from_settings = cluster
             .settings()
             .iter()
             .rev()
             .find(|setting| setting.name.eq_ignore_ascii_case("port"))
-            .and_then(|setting| setting.value.as_deref())
-            .and_then(validate::parse_port)
-            .unwrap_or(DEFAULT_PORT)
+            .and_then(|setting| setting.value.as_deref());
+        let from_conf = || {
+            let (lines, _) = conf::parse(cluster.postgresql_conf.as_deref()?);
+            conf::last_value(&lines, "port").map(str::to_string)
+        };
+        match from_settings {
+            Some(value) => validate::parse_port(value),
+            None => from_conf().as_deref().and_then(validate::parse_port),
+        }
+        .unwrap_or(DEFAULT_PORT)
     }
 }
 
@@ -200,6 +216,11 @@ mod tests {
         let parsed = parse(br#"{"format_version": 1.0, "cluster": {}}"#).unwrap();
         assert_eq!(parsed.storage, Storage::Embedded);
         assert_eq!(parsed.port(), DEFAULT_PORT);
+        let conf = parse(
+            br#"{"format_version": 1.0, "cluster": {"postgresql_conf": "port=55433\nport = 55434\n"}}"#,
+        )
+        .unwrap();
+        assert_eq!(conf.port(), 55434);
         assert_eq!(parsed.hash.len(), "sha256:".len() + 64);
         assert_eq!(parsed.hash_hex().len(), 64);
         assert!(parsed.ignored_fields.is_empty());

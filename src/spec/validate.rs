@@ -1,8 +1,9 @@
 //! The form rules of a spec: everything that can be judged from the spec alone, before
 //! anything is touched. Every problem is collected (not just the first), each with its path.
 //!
-//! Values are not judged here: whether `shared_buffers = 'lots'` is acceptable is Postgres's
-//! call, at start-up or through `pg_file_settings` (see `SettingCatalog` for the names).
+//! Values are not judged here, but against the Postgres binary (`SettingCatalog::check`: type,
+//! unit and range of each setting), and database owners against the admin role
+//! (`owners::check`): both need what the spec alone does not say.
 
 use std::collections::HashMap;
 
@@ -422,12 +423,49 @@ pub(crate) fn parse_port(value: &str) -> Option<u16> {
     value.parse::<u16>().ok().filter(|port| *port > 0)
 }
 
+/// `cluster.postgresql_conf` under the rules of `cluster.settings`: lines Postgres can read,
+/// no setting compute_ctl writes itself, a valid port.
 fn check_postgresql_conf(spec: &ComputeSpec, findings: &mut Findings) {
-    if let Some(text) = spec.cluster.postgresql_conf.as_deref() {
-        if text.contains('\0') {
+    const PATH: &str = "cluster.postgresql_conf";
+    let Some(text) = spec.cluster.postgresql_conf.as_deref() else {
+        return;
+    };
+    if text.contains('\0') {
+        findings.add(
+            PATH,
+            "contains a NUL byte, which cannot be written into postgresql.conf",
+        );
+        return;
+    }
+    let (lines, errors) = super::conf::parse(text);
+    for error in errors {
+        findings.add(
+            PATH,
+            format!(
+                "line {}: Postgres cannot read it ({}): write one `name = 'value'` a line",
+                error.line, error.message
+            ),
+        );
+    }
+    for line in lines {
+        let lower = line.name.to_ascii_lowercase();
+        if OWNED_SETTINGS.contains(&lower.as_str()) {
             findings.add(
-                "cluster.postgresql_conf",
-                "contains a NUL byte, which cannot be written into postgresql.conf",
+                PATH,
+                format!(
+                    "line {}: setting {} is written by compute_ctl and cannot be set in a spec",
+                    line.line,
+                    shown(&line.name)
+                ),
+            );
+        } else if lower == "port" && parse_port(&line.value).is_none() {
+            findings.add(
+                PATH,
+                format!(
+                    "line {}: port must be an integer from 1 to 65535, found {}",
+                    line.line,
+                    shown(&line.value)
+                ),
             );
         }
     }

@@ -343,8 +343,8 @@ fn foreign_pgdata_exits_6_and_stays_intact() {
         "15\n"
     );
     assert!(
-        crate::support::compute::dump_journal(&dir.path().join("pgdata.state")).is_empty(),
-        "records were journaled"
+        !dir.path().join("pgdata.state").exists(),
+        "the state directory was created"
     );
 }
 
@@ -371,7 +371,8 @@ fn a_value_postgres_refuses_at_start_fails_starting_with_its_message() {
     spec["cluster"]["settings"]
         .as_array_mut()
         .unwrap()
-        .push(json!({ "name": "work_mem", "value": "10lots" }));
+        // A string whose check only Postgres knows (compute_ctl judges types, units, ranges).
+        .push(json!({ "name": "timezone", "value": "Mars/Olympus_Mons" }));
     let mut compute = Compute::start(Launch {
         spec: Some(spec),
         args: vec!["--failed-linger".into(), "60s".into()],
@@ -383,16 +384,13 @@ fn a_value_postgres_refuses_at_start_fails_starting_with_its_message() {
     assert_eq!(failed["error"]["kind"], "config_refused");
     let message = failed["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("work_mem") && message.contains("lots"),
+        message.contains("invalid value for parameter \"TimeZone\": \"Mars/Olympus_Mons\""),
         "{message}"
     );
-    // Postgres's whole message: its SQLSTATE (invalid_parameter_value) and its HINT.
+    // Postgres's whole message: its SQLSTATE (invalid_parameter_value); a HINT is quoted
+    // too (a_port_in_use_fails_starting_with_postgres_hint_and_fatal).
     assert!(
         message.contains("22023: invalid value for parameter"),
-        "{message}"
-    );
-    assert!(
-        message.contains("HINT: Valid units for this parameter"),
         "{message}"
     );
     assert!(

@@ -8,6 +8,7 @@ mod control_plane;
 mod crash;
 mod driver;
 mod durability;
+mod first_run;
 mod journal;
 mod layers;
 mod lifecycle;

@@ -53,10 +53,14 @@ fn configure_answers_with_the_status_once_running() {
 
     // A spec that fails to apply: 500 with the error.
     let mut failing = embedded_spec(port);
-    failing["cluster"]["databases"] = json!([{ "name": "d", "owner": "ghost" }]);
+    failing["cluster"]["databases"] = json!([{ "name": "d", "owner": "cloud_admin",
+        "options": [{ "name": "TEMPLATE", "value": "no_such_template" }] }]);
     let (status, body, _) = compute.post("/configure", Some(&json!({ "spec": failing })), &[]);
     assert_eq!(status, 500, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("ghost"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("no_such_template"),
+        "{body}"
+    );
     let (_, status_body) = compute.get("/status").unwrap();
     assert_eq!(status_body["status"], "failed");
 
@@ -79,7 +83,9 @@ fn terminate_works_in_empty_and_in_failed() {
 
     let port = free_port();
     let mut spec = embedded_spec(port);
-    spec["cluster"]["databases"] = json!([{ "name": "d", "owner": "ghost" }]);
+    // A database Postgres cannot create: `configuring` fails with Postgres serving.
+    spec["cluster"]["databases"] = json!([{ "name": "d", "owner": "cloud_admin",
+        "options": [{ "name": "TEMPLATE", "value": "no_such_template" }] }]);
     let mut failed = Compute::start(Launch {
         spec: Some(spec),
         args: vec!["--failed-linger".into(), "10m".into()],

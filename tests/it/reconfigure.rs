@@ -216,25 +216,35 @@ fn failed_reconfiguration_keeps_serving_and_a_corrected_spec_recovers() {
     let (mut compute, state) = running(port);
     let pid = state["postmaster_pid"].clone();
 
-    // A database whose owner is not a role.
+    // A database whose owner is not a role: refused before it is accepted.
     let mut bad = embedded_spec(port);
     bad["cluster"]["databases"] = json!([{ "name": "orphan_db", "owner": "nobody_here" }]);
+    let (status, body) = compute.post_spec(&bad);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["path"], "cluster.databases[0].owner", "{body}");
+
+    // A database Postgres cannot create (its template does not exist): apply_spec fails.
+    let mut bad = embedded_spec(port);
+    bad["cluster"]["databases"] = json!([{ "name": "orphan_db", "owner": "cloud_admin",
+        "options": [{ "name": "TEMPLATE", "value": "no_such_template", "vartype": "string" }] }]);
     let (status, _) = compute.post_spec(&bad);
     assert_eq!(status, 202);
     let failed = compute.wait_phase("failed", MINUTE);
     assert_eq!(failed["error"]["step"], "apply_spec");
     let message = failed["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("orphan_db") && message.contains("nobody_here"),
+        message.contains("orphan_db") && message.contains("no_such_template"),
         "{message}"
     );
     assert_eq!(failed["postmaster_pid"], pid);
     compute.admin().query_one("SELECT 1", &[]).unwrap();
 
-    // A value Postgres refuses: the file is put back, Postgres keeps its configuration.
-    let work_mem_before = show(&compute, "work_mem");
+    // A value Postgres refuses (a time zone it does not have: compute_ctl judges types,
+    // units and ranges, the rest is Postgres's): the file is put back, Postgres keeps its
+    // configuration.
+    let timezone_before = show(&compute, "TimeZone");
     let mut refused = embedded_spec(port);
-    set_setting(&mut refused, "work_mem", "plenty");
+    set_setting(&mut refused, "timezone", "Mars/Olympus_Mons");
     let (status, _) = compute.post_spec(&refused);
     assert_eq!(status, 202);
     let failed = compute.wait_state(MINUTE, "config refused", |s| {
@@ -243,14 +253,17 @@ fn failed_reconfiguration_keeps_serving_and_a_corrected_spec_recovers() {
     assert_eq!(failed["error"]["kind"], "config_refused", "{failed}");
     let message = failed["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("work_mem") && message.contains("plenty"),
+        message.contains("invalid value for parameter \"TimeZone\": \"Mars/Olympus_Mons\""),
         "{message}"
     );
     // A refused setting too (invalid_parameter_value).
     assert!(message.contains("22023: invalid value"), "{message}");
-    assert_eq!(show(&compute, "work_mem"), work_mem_before);
+    assert_eq!(show(&compute, "TimeZone"), timezone_before);
     let conf = std::fs::read_to_string(compute.pgdata.join("postgresql.conf")).unwrap();
-    assert!(!conf.contains("plenty"), "the refused file stayed");
+    assert!(
+        !conf.contains("Mars/Olympus_Mons"),
+        "the refused file stayed"
+    );
     assert_eq!(failed["postmaster_pid"], pid);
 
     // POST /recover re-applies the desired (still refused) spec: failed again.

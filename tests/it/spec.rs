@@ -1360,7 +1360,13 @@ fn catalog_load_names_a_missing_binary() {
 
 fn run_check(path: &Path, postgres_bin: Option<&str>) -> (i32, String, String) {
     let (mut out, mut err) = (Vec::new(), Vec::new());
-    let code = spec::check_file(path, postgres_bin.map(Path::new), &mut out, &mut err);
+    let code = spec::check_file(
+        path,
+        postgres_bin.map(Path::new),
+        "cloud_admin",
+        &mut out,
+        &mut err,
+    );
     (
         code,
         String::from_utf8(out).unwrap(),
