@@ -54,7 +54,7 @@ fn spec_check(file: &Path, pgbin: Option<&Path>, connstr: &str) -> i32 {
         Ok(admin) => admin,
         Err(e) => {
             eprintln!("error: {e:#}");
-            return compute_ctl::spec::CHECK_BAD_BINARY;
+            return compute_ctl::exit::ExitCode::BadCommandLine.code();
         }
     };
     compute_ctl::spec::check_file(

@@ -113,7 +113,6 @@ pub fn describe(config: &postgres::Config) -> String {
     format!("{} as {user}", hosts.join(", "))
 }
 
-
 /// `connstr` with `port` given to each of its hosts (URL) or as `port=` (key=value); a URL
 /// with no host gets 127.0.0.1.
 fn with_port(connstr: &str, port: u16) -> String {

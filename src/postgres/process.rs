@@ -676,5 +676,4 @@ mod tests {
         assert_eq!(port_in_use(&lines), Some(55432));
         assert_eq!(port_in_use(&lines[2..]), None);
     }
-
 }

@@ -38,7 +38,7 @@ use serde::Serialize;
 
 pub use admission::{Admitted, SpecAdmission, SpecErrors, SpecFileError};
 pub use catalog::SettingCatalog;
-pub use check::{check_file, CHECK_BAD_BINARY};
+pub use check::check_file;
 pub use storage::Storage;
 pub use types::*;
 pub use values::{pg15_lists, Pg15Lists};

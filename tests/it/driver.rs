@@ -115,7 +115,7 @@ impl Bench {
             policy,
             fetch_spec: false,
             spec_file: None,
-            admission: SpecAdmission::form_only(),
+            admission: SpecAdmission::form_only("cloud_admin"),
             recalled: Default::default(),
             start_time: "start".into(),
             reexec: None,
