@@ -235,7 +235,9 @@ impl Driver {
             if let Some(deadline) = self.phase.deadline_ms() {
                 wake_ms = wake_ms.min(deadline);
             }
-            let timeout = Duration::from_millis(wake_ms.saturating_sub(now_ms));
+            // The systemd watchdog is fed here, by the loop itself, and bounds the wait.
+            let timeout = Duration::from_millis(wake_ms.saturating_sub(now_ms))
+                .min(crate::notify::watchdog());
             let input = match self.inbox.recv_timeout(timeout) {
                 Ok(input) => Some(input),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -344,30 +346,33 @@ impl Driver {
                 self.handle(event, origin, now, Facts::default())?.ok();
                 Ok(())
             }
-            SignalKind::Reload => {
-                let Some(path) = self.spec_file.clone() else {
-                    log::warn!("SIGHUP: no -S/--spec file to re-read");
-                    return Ok(());
-                };
-                let spec = match crate::spec::load_file(&path).and_then(|spec| self.check(spec)) {
-                    Ok(spec) => spec,
-                    Err(errors) => {
-                        log::error!("SIGHUP: {} is not accepted: {errors}", path.display());
-                        return Ok(());
-                    }
-                };
-                match self.accept_spec(Arc::new(spec), SpecSource::Reload, None, None, now) {
-                    Ok(reply) => {
-                        log::info!("SIGHUP: {} re-read: {}", path.display(), reply.body);
-                        Ok(())
-                    }
-                    Err(Refusal::Reply(reply)) => {
-                        log::error!("SIGHUP: {} not accepted: {}", path.display(), reply.body);
-                        Ok(())
-                    }
-                    Err(Refusal::Fatal(exit)) => Err(exit),
-                }
+            SignalKind::Reload => crate::notify::reload(|| self.reload(now)),
+        }
+    }
+
+    /// SIGHUP: re-reads the `-S` file and offers it as a new spec.
+    fn reload(&mut self, now: Now) -> Result<(), Exit> {
+        let Some(path) = self.spec_file.clone() else {
+            log::warn!("SIGHUP: no -S/--spec file to re-read");
+            return Ok(());
+        };
+        let spec = match crate::spec::load_file(&path).and_then(|spec| self.check(spec)) {
+            Ok(spec) => spec,
+            Err(errors) => {
+                log::error!("SIGHUP: {} is not accepted: {errors}", path.display());
+                return Ok(());
             }
+        };
+        match self.accept_spec(Arc::new(spec), SpecSource::Reload, None, None, now) {
+            Ok(reply) => {
+                log::info!("SIGHUP: {} re-read: {}", path.display(), reply.body);
+                Ok(())
+            }
+            Err(Refusal::Reply(reply)) => {
+                log::error!("SIGHUP: {} not accepted: {}", path.display(), reply.body);
+                Ok(())
+            }
+            Err(Refusal::Fatal(exit)) => Err(exit),
         }
     }
 
@@ -377,6 +382,7 @@ impl Driver {
             request,
             reply,
         } = call;
+        let _log = crate::logging::scope(None, Some(&request_id));
         let answer = match request {
             ApiRequest::PostSpec { spec, if_match } => {
                 match self.accept_spec(spec, SpecSource::Http, Some(request_id), if_match, now) {
@@ -567,6 +573,7 @@ impl Driver {
             detail,
             extra,
         } = report;
+        let _log = crate::logging::scope(Some(step.as_str()), None);
         match &result {
             Ok(_) => log::info!("step {step} {id} finished in {duration_ms} ms"),
             Err(e) => log::warn!("step {step} {id} failed after {duration_ms} ms: {e}"),
@@ -777,7 +784,7 @@ impl Driver {
         }
         self.journal
             .append(records, now.mono_ms, Clock::wall_time(now))
-            .map(|_| ())
+            .map(|records| crate::metrics::journaled(&records))
             .map_err(|e| {
                 log::error!("the journal cannot be written: {e}; nothing more is acknowledged");
                 Exit::JournalFailed(e.to_string())
@@ -802,7 +809,6 @@ impl Driver {
             PhaseName::Failed if phase.postmaster().is_none() => self.monitor.watch(None),
             _ => {}
         }
-        crate::notify::phase(phase.name());
     }
 
     /// Keeps only the specs the phase may still need: desired, applied, and the one being
@@ -915,7 +921,10 @@ impl Driver {
     }
 
     fn publish(&self) {
-        self.published.publish(self.view());
+        let view = self.view();
+        crate::notify::published(&view);
+        crate::logging::published(&view);
+        self.published.publish(view);
     }
 }
 

@@ -131,6 +131,8 @@ fn handle(api: &Api, mut request: Request) {
                 && id.bytes().all(|b| b.is_ascii_graphic())
         })
         .unwrap_or_else(|| api.new_request_id());
+    let _log = crate::logging::scope(None, Some(&request_id));
+    let started = std::time::Instant::now();
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
     let method = request.method().clone();
@@ -139,6 +141,7 @@ fn handle(api: &Api, mut request: Request) {
     } else {
         route(api, &mut request, &method, path, query, &request_id)
     };
+    crate::metrics::http_request(method.as_str(), path, reply.status, started.elapsed());
     respond(request, reply, &request_id);
 }
 
@@ -169,7 +172,9 @@ fn route(
             });
             Reply::json(if view.ready() { 200 } else { 503 }, &body)
         }
-        (Method::Get, "/metrics") => Reply::text(200, metrics(&api.published.view())),
+        (Method::Get, "/metrics") => {
+            Reply::text(200, crate::metrics::render(&api.published.view()))
+        }
         (Method::Get, "/fsm") => Reply::raw_json(200, api.fsm_json.clone()),
         (Method::Get, "/journal") => journal(api, query),
         (Method::Post, "/spec") => match read_spec(request) {
@@ -393,87 +398,6 @@ fn journal(api: &Api, query: &str) -> Reply {
         }
         Err(e) => Reply::error(500, format!("cannot read the journal: {e}")),
     }
-}
-
-fn metrics(view: &crate::view::StateView) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP compute_ctl_phase 1 for the compute's current phase."
-    );
-    let _ = writeln!(out, "# TYPE compute_ctl_phase gauge");
-    for phase in states::PhaseName::ALL {
-        let _ = writeln!(
-            out,
-            "compute_ctl_phase{{phase=\"{phase}\"}} {}",
-            u8::from(phase == view.phase)
-        );
-    }
-    let gauges: [(&str, &str, u64); 11] = [
-        (
-            "compute_ctl_desired_generation",
-            "The generation of the desired spec.",
-            view.desired_generation.unwrap_or(0),
-        ),
-        (
-            "compute_ctl_applied_generation",
-            "The generation applied to the running Postgres.",
-            view.applied_generation.unwrap_or(0),
-        ),
-        (
-            "compute_ctl_journal_seq",
-            "The seq of the last journal record.",
-            view.seq,
-        ),
-        (
-            "compute_ctl_epoch",
-            "The journal epoch of this process run.",
-            view.epoch,
-        ),
-        (
-            "compute_ctl_attempt",
-            "The attempt of the current phase's step.",
-            u64::from(view.attempt),
-        ),
-        (
-            "compute_ctl_postgres_up",
-            "1 while a postmaster runs.",
-            u64::from(view.postmaster_pid.is_some()),
-        ),
-        (
-            "compute_ctl_ready",
-            "1 when running with the desired spec applied.",
-            u64::from(view.ready()),
-        ),
-        (
-            "compute_ctl_pending_restart_settings",
-            "Settings waiting for a restart.",
-            view.pending_restart.len() as u64,
-        ),
-        (
-            "compute_ctl_startup_basebackup_ms",
-            "The basebackup phase of the last start-up.",
-            view.startup.basebackup_ms,
-        ),
-        (
-            "compute_ctl_startup_start_postgres_ms",
-            "Starting Postgres in the last start-up.",
-            view.startup.start_postgres_ms,
-        ),
-        (
-            "compute_ctl_startup_total_ms",
-            "The whole last start-up.",
-            view.startup.total_ms,
-        ),
-    ];
-    for (name, help, value) in gauges {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    }
-    out
 }
 
 /// A response: status, body, content type.
