@@ -10,6 +10,7 @@ mod journal;
 mod lifecycle;
 mod neon;
 mod neon_api;
+mod operations;
 mod postgres_config;
 mod reconcile;
 mod reconfigure;
