@@ -22,6 +22,10 @@ use crate::input::{ApiCall, ApiReply, ApiRequest, Input};
 use crate::spec::{ParsedSpec, SettingsCheck, SpecError};
 use crate::view::Published;
 
+/// The OpenAPI 3.1 document of this API (`GET /openapi.json`); a test keeps it equal to what
+/// is served and checks the server against it with schemathesis.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
 /// The largest request body accepted (413 beyond).
 pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Threads that serve requests.
@@ -176,6 +180,7 @@ fn route(
             Reply::text(200, crate::metrics::render(&api.published.view()))
         }
         (Method::Get, "/fsm") => Reply::raw_json(200, api.fsm_json.clone()),
+        (Method::Get, "/openapi.json") => Reply::raw_json(200, OPENAPI_JSON.to_string()),
         (Method::Get, "/journal") => journal(api, query),
         (Method::Post, "/spec") => match read_spec(request) {
             Ok(spec) => match check(api, spec) {
@@ -221,7 +226,8 @@ fn route(
         (
             _,
             "/state" | "/healthz" | "/readyz" | "/metrics" | "/fsm" | "/journal" | "/status"
-            | "/metrics.json" | "/spec" | "/terminate" | "/recover" | "/configure",
+            | "/metrics.json" | "/spec" | "/terminate" | "/recover" | "/configure"
+            | "/openapi.json",
         ) => Reply::error(405, format!("{method} is not allowed on {path}")),
         _ => Reply::error(404, format!("no endpoint {path}")),
     }
