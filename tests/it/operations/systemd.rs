@@ -336,3 +336,38 @@ fn the_readme_unit_passes_systemd_analyze_verify() {
         .collect();
     assert!(ours.is_empty(), "{stderr}");
 }
+
+/// A start-up that fails: `STATUS=` says `failed` with the error's first line (Postgres's own
+/// words), and no `READY=1` is ever sent.
+#[test]
+fn a_failed_start_says_why_in_status_and_never_ready() {
+    let notify = NotifySocket::bind();
+    let mut spec = embedded_spec(free_port());
+    spec["cluster"]["settings"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": "work_mem", "value": "lots", "vartype": "string"}));
+    let mut compute = Compute::start(Launch {
+        spec: Some(spec),
+        env: vec![("NOTIFY_SOCKET".into(), notify.address.clone())],
+        ..Launch::default()
+    });
+    compute.wait_phase("failed", MINUTE);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let failed = notify
+            .messages()
+            .into_iter()
+            .filter_map(|m| m.value("STATUS"))
+            .find(|s| s.starts_with("phase failed"));
+        if let Some(status) = failed {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{:#?}", notify.messages());
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.contains("failed in starting"), "{status}");
+    assert!(status.contains("work_mem"), "{status}");
+    assert!(status.len() <= 400 && !status.contains('\n'), "{status}");
+    assert!(notify.messages().iter().all(|m| !m.has("READY=1")));
+}
