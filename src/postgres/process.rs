@@ -18,9 +18,12 @@ use crate::pg_user::{run_as, PgUser};
 use crate::subprocess::ChildHandle;
 
 /// Environment variables that are ours, not Postgres's: `NOTIFY_SOCKET` would let Postgres
-/// talk to systemd in our name; the tokens are secrets Postgres has no use for.
-const ENV_NOT_FOR_POSTGRES: [&str; 4] = [
+/// talk to systemd in our name (and the watchdog's are systemd's word to us alone); the tokens
+/// are secrets Postgres has no use for.
+const ENV_NOT_FOR_POSTGRES: [&str; 6] = [
     "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
     "NEON_CONTROL_PLANE_TOKEN",
     "NEON_AUTH_TOKEN",
     "COMPUTE_CTL_LOG",

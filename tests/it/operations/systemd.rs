@@ -68,6 +68,16 @@ fn ready_status_watchdog_at_half_watchdog_usec_reload_and_stopping() {
         "{statuses:?}"
     );
 
+    // Postgres is not told where systemd listens, nor of our watchdog.
+    let postmaster = compute.state()["postmaster_pid"].as_u64().unwrap();
+    let environ = std::fs::read(format!("/proc/{postmaster}/environ")).unwrap();
+    for name in ["NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID="] {
+        assert!(
+            !environ.split(|b| *b == 0).any(|v| v.starts_with(name.as_bytes())),
+            "postgres has {name}"
+        );
+    }
+
     // The watchdog: every 500 ms (half of WATCHDOG_USEC=1000000), from the driver loop.
     let from = Instant::now();
     std::thread::sleep(Duration::from_millis(3200));
