@@ -99,7 +99,36 @@ impl Api {
 /// Binds `addr` (connections wait in the backlog until `serve`): a busy address is refused
 /// before compute_ctl writes anything.
 pub fn bind(addr: &str) -> anyhow::Result<Server> {
-    Server::http(addr).map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {addr}: {e}"))
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {addr}: {e}"))?;
+    no_delay(&listener);
+    Server::from_listener(listener, None)
+        .map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {addr}: {e}"))
+}
+
+/// `TCP_NODELAY` on the listener, which Linux hands down to every accepted connection:
+/// tiny_http writes the headers and the body of an answer separately, and with Nagle's
+/// algorithm a body over one segment (`/metrics`, `/openapi.json`, a page of the journal)
+/// then waits for the client's delayed ACK, 40 ms an answer.
+fn no_delay(listener: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket, and a pointer to an int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            std::ptr::from_ref(&on).cast(),
+            libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
+        )
+    };
+    if rc != 0 {
+        log::warn!(
+            "cannot set TCP_NODELAY on the HTTP listener: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Serves on `THREADS` threads; called once the view to publish is true.

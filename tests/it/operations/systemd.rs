@@ -73,7 +73,9 @@ fn ready_status_watchdog_at_half_watchdog_usec_reload_and_stopping() {
     let environ = std::fs::read(format!("/proc/{postmaster}/environ")).unwrap();
     for name in ["NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID="] {
         assert!(
-            !environ.split(|b| *b == 0).any(|v| v.starts_with(name.as_bytes())),
+            !environ
+                .split(|b| *b == 0)
+                .any(|v| v.starts_with(name.as_bytes())),
             "postgres has {name}"
         );
     }
