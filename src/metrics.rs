@@ -287,6 +287,10 @@ pub fn render(view: &StateView) -> String {
         "How long worker steps took.",
     );
     for (step, histogram) in REGISTRY.step_duration.iter().enumerate() {
+        // A step that never ran has no series (as a route that was never asked).
+        if histogram.count.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
         histogram.render(
             &mut out,
             "compute_ctl_step_duration_seconds",
