@@ -15,6 +15,7 @@ pub mod http;
 pub mod input;
 pub mod journal;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod pg_user;
 pub mod pgdata;

@@ -9,7 +9,8 @@ use states::{ExitReason, Phase, PhaseName, Step, StepId};
 use super::world::Effect;
 use crate::spec::ParsedSpec;
 
-/// The effects of entering `phase` (the phase changed); `port` is the desired spec's.
+/// The effects of entering `phase` (the phase changed); `port` is the desired spec's. systemd
+/// hears of it with the view (`Effect::Published`).
 pub fn on_entering(phase: &Phase, port: Option<u16>) -> Vec<Effect> {
     let watch = match phase.name() {
         PhaseName::Running => Some(Effect::WatchActivity { port }),
@@ -29,11 +30,7 @@ pub fn on_entering(phase: &Phase, port: Option<u16>) -> Vec<Effect> {
         | PhaseName::ConfigurationPending
         | PhaseName::Failed => None,
     };
-    let mut effects: Vec<Effect> = watch.into_iter().collect();
-    effects.push(Effect::Notify {
-        phase: phase.name(),
-    });
-    effects
+    watch.into_iter().collect()
 }
 
 /// The core's steps as effects, in order, with the spec each worker step needs; and the exit
@@ -96,7 +93,7 @@ mod tests {
             .phase
             .on_event(states::Event::SpecAccepted { spec }, states::Now::ZERO)
             .unwrap();
-        assert_eq!(labels(&on_entering(&phase, Some(5432))), ["notify init"]);
+        assert!(on_entering(&phase, Some(5432)).is_empty());
         let terminating = phase
             .on_event(
                 states::Event::Terminate {
@@ -108,7 +105,7 @@ mod tests {
             .phase;
         assert_eq!(
             labels(&on_entering(&terminating, Some(5432))),
-            ["watch_activity none", "notify terminating"]
+            ["watch_activity none"]
         );
     }
 

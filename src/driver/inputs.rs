@@ -75,7 +75,7 @@ impl Driver {
         let name = match signal {
             SignalKind::Terminate => "SIGTERM",
             SignalKind::Interrupt => "SIGINT",
-            SignalKind::Reload => return self.reload(now),
+            SignalKind::Reload => return crate::notify::reload(|| self.reload(now)),
             SignalKind::Upgrade => return self.upgrade(now),
         };
         log::info!("{name}: terminating");
@@ -155,6 +155,7 @@ impl Driver {
             request,
             reply,
         } = call;
+        let _log = crate::logging::scope(None, Some(&request_id));
         let (handled, answer) = match request {
             ApiRequest::PostSpec { spec, if_match } => {
                 let handled = self.offer(spec, SpecSource::Http, Some(request_id), if_match, now);
@@ -245,6 +246,7 @@ impl Driver {
             detail,
             extra,
         } = report;
+        let _log = crate::logging::scope(Some(step.as_str()), None);
         match &result {
             Ok(_) => log::info!("step {step} {id} finished in {duration_ms} ms"),
             Err(e) => log::warn!("step {step} {id} failed after {duration_ms} ms: {e}"),

@@ -42,7 +42,7 @@ use crate::view::{Published, StartupTimes, StateView};
 
 use records::{From, Origin};
 use waiters::Waiters;
-use world::World;
+use world::{Effect, World};
 
 /// Why the driver loop ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -254,8 +254,9 @@ impl Driver {
             if let Some(exit) = self.exit.take() {
                 return exit;
             }
-            let timeout =
-                Duration::from_millis(self.wake_ms().saturating_sub(self.clock.mono_ms()));
+            // The systemd watchdog is fed here, by the loop itself, and bounds the wait.
+            let timeout = Duration::from_millis(self.wake_ms().saturating_sub(self.clock.mono_ms()))
+                .min(crate::notify::watchdog());
             let input = match self.inbox.recv_timeout(timeout) {
                 Ok(input) => Some(input),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -453,7 +454,7 @@ impl Driver {
         }
         self.journal
             .append(records, now.mono_ms, Clock::wall_time(now))
-            .map(|_| ())
+            .map(|records| crate::metrics::journaled(&records))
             .map_err(|e| {
                 log::error!("the journal cannot be written: {e}; nothing more is acknowledged");
                 Exit::JournalFailed(e.to_string())
@@ -546,7 +547,11 @@ impl Driver {
         self.waiters.len()
     }
 
-    fn publish(&self) {
-        self.published.publish(self.view());
+    /// Publishes the view, and tells the world it changed (systemd's `STATUS=`, the log
+    /// context).
+    fn publish(&mut self) {
+        let view = Arc::new(self.view());
+        self.published.publish((*view).clone());
+        self.world.perform(Effect::Published { view });
     }
 }

@@ -11,6 +11,7 @@ use states::{PhaseName, ShutdownMode, Step};
 use crate::executor::Executor;
 use crate::postgres::monitor::Monitor;
 use crate::spec::ParsedSpec;
+use crate::view::StateView;
 
 /// One thing the driver wants done, decided before it is done.
 #[derive(Clone, Debug)]
@@ -45,7 +46,7 @@ impl Effect {
             Effect::StopSidecar => "stop_sidecar".into(),
             Effect::WatchActivity { port: Some(port) } => format!("watch_activity {port}"),
             Effect::WatchActivity { port: None } => "watch_activity none".into(),
-            Effect::Notify { phase } => format!("notify {phase}"),
+            Effect::Published { view } => format!("published {}", view.phase),
         }
     }
 }
@@ -93,7 +94,10 @@ impl World for Shell {
                 self.monitor
                     .watch(port.map(|port| admin.config(port, None)));
             }
-            Effect::Notify { phase } => crate::notify::phase(phase),
+            Effect::Published { view } => {
+                crate::notify::published(&view);
+                crate::logging::published(&view);
+            }
         }
     }
 

@@ -140,6 +140,8 @@ impl Worker {
         for job in jobs {
             let started = Instant::now();
             let name = job.step.name();
+            let _log = crate::logging::scope(Some(name.as_str()), None);
+            let _log = crate::logging::scope(Some(name.as_str()), None);
             let outcome = if job.cancel.is_cancelled() {
                 steps::Outcome::failed(StepError::new(
                     job.phase,

@@ -22,6 +22,10 @@ use crate::input::{ApiAnswer, ApiCall, ApiRequest, Input};
 use crate::spec::{SpecAdmission, SpecErrors};
 use crate::view::Published;
 
+/// The OpenAPI 3.1 document of this API (`GET /openapi.json`); a test keeps it equal to what
+/// is served and checks the server against it with schemathesis.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
 /// The largest request body accepted (413 beyond).
 pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Threads that serve requests.
@@ -95,7 +99,36 @@ impl Api {
 /// Binds `addr` (connections wait in the backlog until `serve`): a busy address is refused
 /// before compute_ctl writes anything.
 pub fn bind(addr: &str) -> anyhow::Result<Server> {
-    Server::http(addr).map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {addr}: {e}"))
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {addr}: {e}"))?;
+    no_delay(&listener);
+    Server::from_listener(listener, None)
+        .map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {addr}: {e}"))
+}
+
+/// `TCP_NODELAY` on the listener, which Linux hands down to every accepted connection:
+/// tiny_http writes the headers and the body of an answer separately, and with Nagle's
+/// algorithm a body over one segment (`/metrics`, `/openapi.json`, a page of the journal)
+/// then waits for the client's delayed ACK, 40 ms an answer.
+fn no_delay(listener: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket, and a pointer to an int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            std::ptr::from_ref(&on).cast(),
+            libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
+        )
+    };
+    if rc != 0 {
+        log::warn!(
+            "cannot set TCP_NODELAY on the HTTP listener: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Serves on `THREADS` threads; called once the view to publish is true.
@@ -131,6 +164,8 @@ fn handle(api: &Api, mut request: Request) {
                 && id.bytes().all(|b| b.is_ascii_graphic())
         })
         .unwrap_or_else(|| api.new_request_id());
+    let _log = crate::logging::scope(None, Some(&request_id));
+    let started = std::time::Instant::now();
     let url = request.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
     let method = request.method().clone();
@@ -139,6 +174,7 @@ fn handle(api: &Api, mut request: Request) {
     } else {
         route(api, &mut request, &method, path, query, &request_id)
     };
+    crate::metrics::http_request(method.as_str(), path, reply.status, started.elapsed());
     respond(request, reply, &request_id);
 }
 
@@ -169,8 +205,11 @@ fn route(
             });
             Reply::json(if view.ready() { 200 } else { 503 }, &body)
         }
-        (Method::Get, "/metrics") => Reply::text(200, metrics(&api.published.view())),
+        (Method::Get, "/metrics") => {
+            Reply::text(200, crate::metrics::render(&api.published.view()))
+        }
         (Method::Get, "/fsm") => Reply::raw_json(200, api.fsm_json.clone()),
+        (Method::Get, "/openapi.json") => Reply::raw_json(200, OPENAPI_JSON.to_string()),
         (Method::Get, "/journal") => journal(api, query),
         (Method::Post, "/spec") => post_spec(api, request, request_id),
         (Method::Post, "/terminate") => match terminate_mode(query) {
@@ -209,7 +248,8 @@ fn route(
         (
             _,
             "/state" | "/healthz" | "/readyz" | "/metrics" | "/fsm" | "/journal" | "/status"
-            | "/metrics.json" | "/spec" | "/terminate" | "/recover" | "/configure" | "/promote",
+            | "/metrics.json" | "/spec" | "/terminate" | "/recover" | "/configure" | "/promote"
+            | "/openapi.json",
         ) => Reply::error(405, format!("{method} is not allowed on {path}")),
         _ => Reply::error(404, format!("no endpoint {path}")),
     }
@@ -468,87 +508,6 @@ fn journal(api: &Api, query: &str) -> Reply {
         }
         Err(e) => Reply::error(500, format!("cannot read the journal: {e}")),
     }
-}
-
-fn metrics(view: &crate::view::StateView) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP compute_ctl_phase 1 for the compute's current phase."
-    );
-    let _ = writeln!(out, "# TYPE compute_ctl_phase gauge");
-    for phase in states::PhaseName::ALL {
-        let _ = writeln!(
-            out,
-            "compute_ctl_phase{{phase=\"{phase}\"}} {}",
-            u8::from(phase == view.phase)
-        );
-    }
-    let gauges: [(&str, &str, u64); 11] = [
-        (
-            "compute_ctl_desired_generation",
-            "The generation of the desired spec.",
-            view.desired_generation.unwrap_or(0),
-        ),
-        (
-            "compute_ctl_applied_generation",
-            "The generation applied to the running Postgres.",
-            view.applied_generation.unwrap_or(0),
-        ),
-        (
-            "compute_ctl_journal_seq",
-            "The seq of the last journal record.",
-            view.seq,
-        ),
-        (
-            "compute_ctl_epoch",
-            "The journal epoch of this process run.",
-            view.epoch,
-        ),
-        (
-            "compute_ctl_attempt",
-            "The attempt of the current phase's step.",
-            u64::from(view.attempt),
-        ),
-        (
-            "compute_ctl_postgres_up",
-            "1 while a postmaster runs.",
-            u64::from(view.postmaster_pid.is_some()),
-        ),
-        (
-            "compute_ctl_ready",
-            "1 when running with the desired spec applied.",
-            u64::from(view.ready()),
-        ),
-        (
-            "compute_ctl_pending_restart_settings",
-            "Settings waiting for a restart.",
-            view.pending_restart.len() as u64,
-        ),
-        (
-            "compute_ctl_startup_basebackup_ms",
-            "The basebackup phase of the last start-up.",
-            view.startup.basebackup_ms,
-        ),
-        (
-            "compute_ctl_startup_start_postgres_ms",
-            "Starting Postgres in the last start-up.",
-            view.startup.start_postgres_ms,
-        ),
-        (
-            "compute_ctl_startup_total_ms",
-            "The whole last start-up.",
-            view.startup.total_ms,
-        ),
-    ];
-    for (name, help, value) in gauges {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    }
-    out
 }
 
 /// A response: status, body, content type.

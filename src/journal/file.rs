@@ -245,6 +245,8 @@ impl JournalStore for FileJournal {
         if bodies.is_empty() {
             return Ok(Vec::new());
         }
+        let started = std::time::Instant::now();
+        let fsyncs_before = self.stats.fsyncs();
         let batch = batch::build(self.tip, bodies, mono_ms, wall, &self.config)?;
         let first_seq = self.tip.last_seq + 1;
         if let Err(e) = self.write(first_seq, &batch.lines) {
@@ -262,6 +264,11 @@ impl JournalStore for FileJournal {
         self.tip = self.tip.after(&batch);
         self.stats.appends += 1;
         self.stats.records += batch.records.len() as u64;
+        crate::metrics::journal_appended(
+            batch.records.len(),
+            self.stats.fsyncs() - fsyncs_before,
+            started.elapsed(),
+        );
         self.stats.bytes += batch.lines.len() as u64;
         if let Some(accepted) = batch
             .records

@@ -3,7 +3,7 @@
 //! an earlier, killed compute_ctl left running on PGDATA.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,9 +20,12 @@ use crate::subprocess::ChildHandle;
 use crate::sync::{lock, CancelToken};
 
 /// Environment variables that are ours, not Postgres's: `NOTIFY_SOCKET` would let Postgres
-/// talk to systemd in our name; the tokens are secrets Postgres has no use for.
-const ENV_NOT_FOR_POSTGRES: [&str; 4] = [
+/// talk to systemd in our name (and the watchdog's are systemd's word to us alone); the tokens
+/// are secrets Postgres has no use for.
+const ENV_NOT_FOR_POSTGRES: [&str; 6] = [
     "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
     "NEON_CONTROL_PLANE_TOKEN",
     "NEON_AUTH_TOKEN",
     "COMPUTE_CTL_LOG",
@@ -479,9 +482,35 @@ fn port_in_use(lines: &[&str]) -> Option<u16> {
     })
 }
 
+/// The longest line of Postgres's stderr forwarded whole; the rest of a longer one is dropped.
+const STDERR_LINE_BYTES_MAX: usize = 64 * 1024;
+
+/// Forwards Postgres's stderr, a log line per line it writes (bytes that are not UTF-8 are
+/// replaced, not a reason to stop forwarding).
 fn forward_stderr(stderr: std::process::ChildStderr, tail: &Mutex<VecDeque<String>>) {
-    for line in BufReader::new(stderr).lines() {
-        let Ok(line) = line else { break };
+    let mut reader = BufReader::new(stderr);
+    let mut bytes = Vec::new();
+    loop {
+        bytes.clear();
+        let limit = u64::try_from(STDERR_LINE_BYTES_MAX).unwrap_or(u64::MAX);
+        match (&mut reader).take(limit).read_until(b'\n', &mut bytes) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if !bytes.ends_with(b"\n") && bytes.len() == STDERR_LINE_BYTES_MAX {
+            // Drop the rest of an overlong line, a bounded piece at a time.
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                match (&mut reader).take(limit).read_until(b'\n', &mut rest) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if rest.ends_with(b"\n") => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let line = text.trim_end_matches(['\n', '\r']).to_string();
         log::info!(target: "postgres", "{line}");
         let mut tail = lock(tail);
         if tail.len() == STDERR_TAIL_LINES {

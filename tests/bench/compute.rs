@@ -44,7 +44,7 @@
 #[path = "machine.rs"]
 mod machine;
 
-use machine::{describe_disk, env_count, free_port, ms, spec_port, status_field};
+use machine::{describe_disk, env_count, free_port, ms, spec_port, status_field, WrkReport};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -680,65 +680,6 @@ struct HealthSample {
     answered: Instant,
     latency: Duration,
     status: Result<u16, String>,
-}
-
-/// What `wrk --latency` printed.
-#[derive(Default)]
-struct WrkReport {
-    requests_per_sec: f64,
-    requests: u64,
-    p50_ms: f64,
-    p75_ms: f64,
-    p90_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-    socket_errors: u64,
-    non_2xx: u64,
-}
-
-impl WrkReport {
-    fn parse(text: &str) -> WrkReport {
-        let mut report = WrkReport::default();
-        for line in text.lines() {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                ["Requests/sec:", value] => report.requests_per_sec = value.parse().unwrap_or(0.0),
-                [n, "requests", "in", ..] => report.requests = n.parse().unwrap_or(0),
-                ["50%", v] => report.p50_ms = duration_ms(v),
-                ["75%", v] => report.p75_ms = duration_ms(v),
-                ["90%", v] => report.p90_ms = duration_ms(v),
-                ["99%", v] => report.p99_ms = duration_ms(v),
-                ["Latency", _avg, _stdev, max, ..] => report.max_ms = duration_ms(max),
-                ["Socket", "errors:", rest @ ..] => {
-                    report.socket_errors = rest
-                        .iter()
-                        .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
-                        .sum();
-                }
-                ["Non-2xx", "or", "3xx", "responses:", n] => {
-                    report.non_2xx = n.parse().unwrap_or(0)
-                }
-                _ => {}
-            }
-        }
-        report
-    }
-}
-
-/// `192.00us`, `4.89ms`, `1.02s`, `2.00m` as milliseconds.
-fn duration_ms(text: &str) -> f64 {
-    let split = text
-        .find(|c: char| c.is_ascii_alphabetic())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().unwrap_or(f64::NAN);
-    match unit {
-        "us" => number / 1e3,
-        "ms" => number,
-        "s" => number * 1e3,
-        "m" => number * 60e3,
-        _ => f64::NAN,
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -90,3 +90,62 @@ pub fn describe_disk(path: &Path) -> String {
     }
     best.map_or_else(|| "unknown".to_owned(), |(_, d)| d)
 }
+
+/// What `wrk --latency` printed.
+#[derive(Debug, Default)]
+pub struct WrkReport {
+    pub requests_per_sec: f64,
+    pub requests: u64,
+    pub p50_ms: f64,
+    pub p75_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub socket_errors: u64,
+    pub non_2xx: u64,
+}
+
+impl WrkReport {
+    pub fn parse(text: &str) -> WrkReport {
+        let mut report = WrkReport::default();
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["Requests/sec:", value] => report.requests_per_sec = value.parse().unwrap_or(0.0),
+                [n, "requests", "in", ..] => report.requests = n.parse().unwrap_or(0),
+                ["50%", v] => report.p50_ms = duration_ms(v),
+                ["75%", v] => report.p75_ms = duration_ms(v),
+                ["90%", v] => report.p90_ms = duration_ms(v),
+                ["99%", v] => report.p99_ms = duration_ms(v),
+                ["Latency", _avg, _stdev, max, ..] => report.max_ms = duration_ms(max),
+                ["Socket", "errors:", rest @ ..] => {
+                    report.socket_errors = rest
+                        .iter()
+                        .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                        .sum();
+                }
+                ["Non-2xx", "or", "3xx", "responses:", n] => {
+                    report.non_2xx = n.parse().unwrap_or(0)
+                }
+                _ => {}
+            }
+        }
+        report
+    }
+}
+
+/// `192.00us`, `4.89ms`, `1.02s`, `2.00m` as milliseconds.
+pub fn duration_ms(text: &str) -> f64 {
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => number / 1e3,
+        "ms" => number,
+        "s" => number * 1e3,
+        "m" => number * 60e3,
+        _ => f64::NAN,
+    }
+}

@@ -14,6 +14,7 @@ mod layers;
 mod lifecycle;
 mod neon;
 mod neon_api;
+mod operations;
 mod postgres_config;
 mod reconcile;
 mod reconfigure;

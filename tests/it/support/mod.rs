@@ -7,6 +7,10 @@ pub mod certs;
 #[allow(dead_code)]
 pub mod compute;
 #[allow(dead_code)]
+pub mod notify;
+#[allow(dead_code)]
 pub mod pageserver;
 #[allow(dead_code)]
 pub mod postgres;
+#[allow(dead_code)]
+pub mod tools;
