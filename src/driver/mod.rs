@@ -255,8 +255,9 @@ impl Driver {
                 return exit;
             }
             // The systemd watchdog is fed here, by the loop itself, and bounds the wait.
-            let timeout = Duration::from_millis(self.wake_ms().saturating_sub(self.clock.mono_ms()))
-                .min(crate::notify::watchdog());
+            let timeout =
+                Duration::from_millis(self.wake_ms().saturating_sub(self.clock.mono_ms()))
+                    .min(crate::notify::watchdog());
             let input = match self.inbox.recv_timeout(timeout) {
                 Ok(input) => Some(input),
                 Err(RecvTimeoutError::Timeout) => None,

@@ -30,9 +30,10 @@ pub enum Effect {
     WatchActivity {
         port: Option<u16>,
     },
-    /// Tell systemd about the phase.
-    Notify {
-        phase: PhaseName,
+    /// The published view changed: systemd's `STATUS=` (and `READY=1`, `STOPPING=1` as the
+    /// phase says), the log context.
+    Published {
+        view: Arc<StateView>,
     },
 }
 
