@@ -107,6 +107,21 @@ fn init_pgdata(ctx: &StepCtx<'_>) -> StepResult {
             None
         }
     };
+    // A Replica restarts on its own data when it can; the reason is journaled either way.
+    let mut reuse = serde_json::Value::Null;
+    if matches!(kind, pgdata::PgdataKind::Own(_)) {
+        if let Some(spec) = ctx.spec {
+            match storage::backend(spec).reusable(ctx, spec) {
+                Ok(kept) => {
+                    return Ok((
+                        StepOutput::PgdataReady,
+                        json!({ "pgdata": env.pgdata, "found": kind.to_string(), "orphan_postmaster_stopped": orphan, "reuse": kept }),
+                    ))
+                }
+                Err(why) => reuse = json!({ "kept": false, "reason": why }),
+            }
+        }
+    }
     // Locked before anything in it is touched: an absent PGDATA is created empty first.
     std::fs::create_dir_all(&env.pgdata).map_err(|e| {
         let why = anyhow::anyhow!("cannot create PGDATA {}: {e}", env.pgdata.display());
@@ -119,7 +134,7 @@ fn init_pgdata(ctx: &StepCtx<'_>) -> StepResult {
         .map_err(|e| io_error(PHASE, STEP, &e))?;
     Ok((
         StepOutput::PgdataReady,
-        json!({ "pgdata": env.pgdata, "found": kind.to_string(), "orphan_postmaster_stopped": orphan }),
+        json!({ "pgdata": env.pgdata, "found": kind.to_string(), "orphan_postmaster_stopped": orphan, "reuse": reuse }),
     ))
 }
 

@@ -225,6 +225,7 @@ pub fn start_with_args(
     // A stale postmaster.pid would fool the readiness check below.
     let pid_file = request.pgdata.join("postmaster.pid");
     let _ = std::fs::remove_file(&pid_file);
+    remove_stale_socket_locks(request.pgdata);
 
     let mut command = Command::new(&request.binaries.postgres);
     command
@@ -290,6 +291,33 @@ pub fn start_with_args(
                 error.retryable = false;
             }
             Err(error)
+        }
+    }
+}
+
+/// A PGDATA kept from an earlier run (a replica restarting on its data) may hold the socket
+/// lock files of a postmaster that was killed: Postgres takes a lock naming a pid that still
+/// exists (a zombie not yet reaped) for a live postmaster and refuses to start. Removes the
+/// lock files (and their sockets) whose pid does not run.
+fn remove_stale_socket_locks(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(socket) = name
+            .strip_suffix(".lock")
+            .filter(|s| s.starts_with(".s.PGSQL."))
+        else {
+            continue;
+        };
+        let pid = std::fs::read_to_string(entry.path())
+            .ok()
+            .and_then(|text| text.lines().next()?.trim().parse::<u32>().ok());
+        if pid.is_some_and(|pid| !process_alive(pid)) {
+            log::info!("removing the stale socket lock {name} of a postmaster that is gone");
+            let _ = std::fs::remove_file(entry.path());
+            let _ = std::fs::remove_file(dir.join(socket));
         }
     }
 }

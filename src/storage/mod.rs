@@ -5,6 +5,7 @@
 mod branch;
 mod embedded;
 mod neon;
+mod reuse;
 mod standby;
 mod upstream;
 pub mod wire;
@@ -40,6 +41,17 @@ pub trait StorageBackend {
 
     /// Files to place in PGDATA before Postgres starts (`standby.signal`).
     fn prepare_start(&self, env: &StepEnv, spec: &ParsedSpec) -> anyhow::Result<()>;
+
+    /// Whether the PGDATA an earlier run left may be started again instead of filled anew:
+    /// `Ok` with the reason for the journal, `Err` with why not. Only an upstream `Replica`
+    /// keeps its data; every other storage starts fresh.
+    fn reusable(
+        &self,
+        _ctx: &StepCtx<'_>,
+        _spec: &ParsedSpec,
+    ) -> Result<serde_json::Value, String> {
+        Err("this storage starts every compute from a fresh copy".into())
+    }
 }
 
 /// Writes a file into PGDATA (a signal file, a password file): mode 0600, owned by the

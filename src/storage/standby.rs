@@ -107,7 +107,11 @@ pub fn settings(pgdata: &Path) -> Vec<(String, String)> {
 }
 
 /// `pg_controldata`'s output for `pgdata`.
-fn controldata(binaries: &Binaries, pgdata: &Path, cancel: &CancelToken) -> anyhow::Result<String> {
+pub(super) fn controldata(
+    binaries: &Binaries,
+    pgdata: &Path,
+    cancel: &CancelToken,
+) -> anyhow::Result<String> {
     let tool = binaries.tool("pg_controldata");
     let mut command = Command::new(&tool);
     command.arg(pgdata).env("LC_ALL", "C");

@@ -83,20 +83,20 @@ pub struct Upstream;
 
 /// The upstream a spec names, parsed.
 #[derive(Debug)]
-struct Source<'a> {
+pub(super) struct Source<'a> {
     /// With a user (libpq's default, the OS user's name, made explicit so that the probe,
     /// pg_basebackup and the WAL receiver all log in as the same role) and a connect timeout.
     config: postgres::Config,
     /// `sslmode` and `sslrootcert`, which the `postgres` crate's parser does not take.
     tls: Tls,
-    mode: ComputeMode,
-    slot: Option<&'a str>,
+    pub(super) mode: ComputeMode,
+    pub(super) slot: Option<&'a str>,
     /// `host:port`, for messages.
     address: String,
 }
 
 impl<'a> Source<'a> {
-    fn of(
+    pub(super) fn of(
         spec: &'a ParsedSpec,
         env: &StepEnv,
         phase: PhaseName,
@@ -146,7 +146,7 @@ impl<'a> Source<'a> {
     }
 
     /// `upstream 127.0.0.1:5432 as replicator`, for messages.
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         format!("upstream {} as {}", self.address, self.user())
     }
 }
@@ -275,6 +275,10 @@ impl StorageBackend for Upstream {
         })
     }
 
+    fn reusable(&self, ctx: &StepCtx<'_>, spec: &ParsedSpec) -> Result<serde_json::Value, String> {
+        super::reuse::replica_reusable(ctx, spec)
+    }
+
     fn fetch_basebackup(
         &self,
         ctx: &StepCtx<'_>,
@@ -284,6 +288,16 @@ impl StorageBackend for Upstream {
         const PHASE: PhaseName = PhaseName::Basebackup;
         const STEP: StepName = StepName::FetchBasebackup;
         let env = ctx.env;
+        // A Replica whose PGDATA init_pgdata kept restarts from it, if it still may.
+        if env.pgdata.join("PG_VERSION").is_file() {
+            match self.reusable(ctx, spec) {
+                Ok(mut kept) => {
+                    kept["reused"] = json!(true);
+                    return Ok(kept);
+                }
+                Err(why) => log::info!("a fresh base backup: {why}"),
+            }
+        }
         let io_error =
             |e: anyhow::Error| StepError::new(PHASE, STEP, ErrorKind::Io, format!("{e:#}"));
         let source = Source::of(spec, env, PHASE, STEP)?;
@@ -537,7 +551,7 @@ fn slot_exists(source: &Source<'_>, name: &str, cancel: &CancelToken) -> Result<
 
 /// Why a query on the upstream gave no answer.
 #[derive(Debug)]
-enum UpstreamFailure {
+pub(super) enum UpstreamFailure {
     Connect(postgres::Error),
     Query(postgres::Error),
     Cancelled,
@@ -548,7 +562,12 @@ enum UpstreamFailure {
 }
 
 impl UpstreamFailure {
-    fn into_step_error(self, phase: PhaseName, step: StepName, source: &Source<'_>) -> StepError {
+    pub(super) fn into_step_error(
+        self,
+        phase: PhaseName,
+        step: StepName,
+        source: &Source<'_>,
+    ) -> StepError {
         match self {
             UpstreamFailure::Connect(e) => {
                 let message = pg_message(&e);
@@ -612,7 +631,7 @@ fn pg_message(e: &postgres::Error) -> String {
 /// Runs `work` on a connection to the upstream, on a thread of its own so that a cancel
 /// (terminate) does not wait for a connect that hangs: the thread is left to end on its
 /// connect timeout.
-fn on_upstream<T: Send + 'static>(
+pub(super) fn on_upstream<T: Send + 'static>(
     source: &Source<'_>,
     cancel: &CancelToken,
     work: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,

@@ -1351,3 +1351,105 @@ fn a_promotion_waiting_for_an_lsn_never_replayed_fails_and_terminate_ends_it() {
         .unwrap_or_else(|| panic!("no step_finished for promote_postgres"));
     assert_eq!(step["error"]["kind"], "cancelled", "{step}");
 }
+
+/// Kills compute_ctl and its postmaster: a compute whose Postgres is gone, PGDATA left.
+fn kill_compute_and_postgres(compute: &mut Compute) {
+    compute.kill9();
+    crate::support::compute::kill_processes_in(&compute.pgdata);
+}
+
+#[test]
+fn a_replica_whose_postgres_is_gone_restarts_from_its_data_else_copies_afresh() {
+    let upstream = upstream(1000);
+    // Without a slot, the upstream's oldest WAL is read with pg_monitor's rights.
+    upstream
+        .client("postgres")
+        .batch_execute("GRANT pg_monitor TO replicator")
+        .unwrap();
+    let spec = upstream_spec(
+        &replicator_connstr(&upstream, REPLICATOR_PASSWORD),
+        json!("Replica"),
+    );
+    let mut compute = Compute::start(Launch {
+        spec: Some(spec),
+        ..Launch::default()
+    });
+    compute.wait_running();
+    let mut primary = upstream.client("postgres");
+    primary
+        .execute("INSERT INTO t VALUES (2001, 'before the crash')", &[])
+        .unwrap();
+    poll(Duration::from_secs(30), "row 2001 on the replica", || {
+        count_where(&mut compute.admin(), "t", "id = 2001") == 1
+    });
+
+    // Postgres gone, PGDATA intact: a restart streams on from it, no new base backup.
+    kill_compute_and_postgres(&mut compute);
+    primary
+        .execute("INSERT INTO t VALUES (2002, 'while it was down')", &[])
+        .unwrap();
+    compute.restart(None, vec![]);
+    compute.wait_running();
+    let records = compute.journal();
+    let in_epoch_2 = |step: &str| {
+        records
+            .iter()
+            .find(|r| r["epoch"] == 2 && r["kind"] == "step_finished" && r["step"] == step)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {step} in epoch 2"))
+    };
+    let init = in_epoch_2("init_pgdata");
+    assert_eq!(init["output"]["detail"]["reuse"]["kept"], true, "{init}");
+    let backup = in_epoch_2("fetch_basebackup");
+    assert_eq!(backup["output"]["detail"]["reused"], true, "{backup}");
+    poll(
+        Duration::from_secs(30),
+        "row 2002 streamed after the restart",
+        || count_where(&mut compute.admin(), "t", "id = 2002") == 1,
+    );
+    assert_eq!(count_where(&mut compute.admin(), "t", "id = 2001"), 1);
+
+    // Down again while the upstream moves on and recycles its WAL: a fresh base backup.
+    kill_compute_and_postgres(&mut compute);
+    for _ in 0..4 {
+        primary
+            .batch_execute("INSERT INTO t SELECT g, 'churn' FROM generate_series(3000, 3999) g ON CONFLICT DO NOTHING; SELECT pg_switch_wal();")
+            .unwrap();
+    }
+    primary.batch_execute("CHECKPOINT").unwrap();
+    compute.restart(None, vec![]);
+    compute.wait_running();
+    let records = compute.journal();
+    let init = records
+        .iter()
+        .find(|r| r["epoch"] == 3 && r["kind"] == "step_finished" && r["step"] == "init_pgdata")
+        .unwrap();
+    let reuse = &init["output"]["detail"]["reuse"];
+    assert_eq!(reuse["kept"], false, "{init}");
+    assert!(
+        reuse["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no longer has the WAL"),
+        "{init}"
+    );
+    let backup = records
+        .iter()
+        .find(|r| {
+            r["epoch"] == 3 && r["kind"] == "step_finished" && r["step"] == "fetch_basebackup"
+        })
+        .unwrap();
+    assert!(backup["output"]["detail"]["reused"].is_null(), "{backup}");
+    assert_eq!(count_where(&mut compute.admin(), "t", "id = 3999"), 1);
+}
+
+/// Rows of `table` matching `condition`.
+fn count_where(client: &mut postgres::Client, table: &str, condition: &str) -> i64 {
+    client
+        .query_one(
+            &format!("SELECT count(*) FROM {table} WHERE {condition}"),
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
