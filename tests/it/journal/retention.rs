@@ -111,9 +111,18 @@ fn a_lost_first_segment_is_damage_but_an_interrupted_retirement_is_finished() {
     // Without RETIRED, a missing first segment is damage.
     std::fs::remove_file(journal_dir.join("RETIRED")).unwrap();
     let before = super::snapshot(&journal_dir);
-    match compute_ctl::journal::FileJournal::open(dir.path(), retaining(0), |_| {}) {
-        Err(JournalError::Damaged { .. }) => {}
-        other => panic!("expected damage, got {other:?}"),
+    // A child another test forks holds a copy of the LOCK descriptor until its exec: wait
+    // that window out rather than mistake it for a second writer.
+    let mut tries = 0;
+    loop {
+        match compute_ctl::journal::FileJournal::open(dir.path(), retaining(0), |_| {}) {
+            Err(JournalError::Damaged { .. }) => break,
+            Err(JournalError::Locked { .. }) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => panic!("expected damage, got {other:?}"),
+        }
     }
     assert!(verify(dir.path()).is_err());
     assert!(
