@@ -128,8 +128,10 @@ pub enum Rejection {
         expected: u64,
         desired: u64,
     },
-    /// `recover` is only for `failed`.
+    /// `recover` is only for `failed` and `running`.
     NotFailed { phase: PhaseName },
+    /// A drift check's result outside `running` (a check that ended as a step began).
+    NotRunning { phase: PhaseName },
     /// A step started or finished that is not the one this phase waits for (a cancelled
     /// or superseded step reporting late).
     StaleStep { phase: PhaseName, id: StepId },
@@ -152,7 +154,13 @@ impl fmt::Display for Rejection {
                 "If-Match names generation {expected}, but the desired generation is {desired}"
             ),
             Rejection::NotFailed { phase } => {
-                write!(f, "recover applies only in phase failed, not in {phase}")
+                write!(
+                    f,
+                    "recover applies only in phases failed and running, not in {phase}"
+                )
+            }
+            Rejection::NotRunning { phase } => {
+                write!(f, "drift is checked only in phase running, not in {phase}")
             }
             Rejection::StaleStep { phase, id } => {
                 write!(f, "step {id} is not the step phase {phase} waits for")

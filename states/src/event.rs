@@ -34,8 +34,14 @@ pub enum Event {
     Tick,
     /// Stop Postgres and exit (SIGTERM, SIGINT, `POST /terminate`).
     Terminate { mode: ShutdownMode },
-    /// Apply the desired spec again after a failure (`POST /recover`).
+    /// Apply the desired spec again: after a failure, or in `running` to repair a drift on
+    /// demand (`POST /recover`).
     Recover,
+    /// The drift check compared Postgres with the applied spec: `found` is the fingerprint of
+    /// the differences seen, `None` when there are none. With `--drift repair`, `running`
+    /// applies the desired spec again (at most once per interval, never twice for the same
+    /// drift).
+    Drift { found: Option<u64> },
 }
 
 impl Event {
@@ -50,6 +56,7 @@ impl Event {
             Event::Tick => EventName::Tick,
             Event::Terminate { .. } => EventName::Terminate,
             Event::Recover => EventName::Recover,
+            Event::Drift { .. } => EventName::Drift,
         }
     }
 }
@@ -68,10 +75,11 @@ pub enum EventName {
     Tick,
     Terminate,
     Recover,
+    Drift,
 }
 
 impl EventName {
-    pub const ALL: [EventName; 9] = [
+    pub const ALL: [EventName; 10] = [
         EventName::SpecOffered,
         EventName::SpecAccepted,
         EventName::StepStarted,
@@ -81,6 +89,7 @@ impl EventName {
         EventName::Tick,
         EventName::Terminate,
         EventName::Recover,
+        EventName::Drift,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +103,7 @@ impl EventName {
             EventName::Tick => "tick",
             EventName::Terminate => "terminate",
             EventName::Recover => "recover",
+            EventName::Drift => "drift",
         }
     }
 }

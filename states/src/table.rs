@@ -67,7 +67,12 @@ fn step_error(phase: PhaseName, step: StepName, kind: ErrorKind) -> StepError {
 
 /// Drives the machine from boot through `events`, each of which must be accepted.
 fn drive(fetch_spec: bool, events: Vec<Event>) -> Phase {
-    let mut phase = Phase::boot(Policy::default(), fetch_spec, Default::default()).phase;
+    drive_with(Policy::default(), fetch_spec, events)
+}
+
+/// `drive` under `policy`.
+fn drive_with(policy: Policy, fetch_spec: bool, events: Vec<Event>) -> Phase {
+    let mut phase = Phase::boot(policy, fetch_spec, Default::default()).phase;
     for event in events {
         let in_flight = phase.in_flight();
         let event = match event {
@@ -115,6 +120,23 @@ fn to_running() -> Vec<Event> {
 fn then(mut events: Vec<Event>, more: Vec<Event>) -> Vec<Event> {
     events.extend(more);
     events
+}
+
+/// A drift check that found differences (fingerprint 7).
+fn drift_found() -> Event {
+    Event::Drift { found: Some(7) }
+}
+
+/// A sample under `--drift repair`: running, then `events`.
+fn repairing(label: &str, events: Vec<Event>) -> PhaseSample {
+    let policy = Policy {
+        drift_repair: true,
+        ..Policy::default()
+    };
+    PhaseSample {
+        label: label.to_string(),
+        phase: drive_with(policy, false, then(to_running(), events)),
+    }
 }
 
 /// The samples of one phase: every variant that reacts differently to some event.
@@ -169,12 +191,26 @@ pub fn samples_of(name: PhaseName) -> Vec<PhaseSample> {
                 ),
             ),
         ],
-        PhaseName::ConfigurationPending => vec![sample(
-            "configuration_pending",
-            false,
-            then(running.clone(), vec![Event::SpecAccepted { spec: spec(2) }]),
-        )],
-        PhaseName::Running => vec![sample("running", false, running.clone())],
+        PhaseName::ConfigurationPending => vec![
+            sample(
+                "configuration_pending",
+                false,
+                then(running.clone(), vec![Event::SpecAccepted { spec: spec(2) }]),
+            ),
+            repairing("configuration_pending (drift repair)", vec![drift_found()]),
+        ],
+        PhaseName::Running => vec![
+            sample("running", false, running.clone()),
+            repairing("running (--drift repair)", vec![]),
+            repairing(
+                "running (--drift repair, repaired drift 7)",
+                vec![
+                    drift_found(),
+                    Event::StepStarted { id: StepId(0) },
+                    ok(StepOutput::SpecApplied),
+                ],
+            ),
+        ],
         PhaseName::Failed => vec![
             sample(
                 "failed (postgres serving)",
@@ -343,6 +379,11 @@ pub fn events_for(phase: &Phase) -> Vec<EventSample> {
                 add("terminate", Event::Terminate { mode: fast }, T0);
             }
             EventName::Recover => add("recover", Event::Recover, T0),
+            EventName::Drift => {
+                add("drift (none)", Event::Drift { found: None }, T0);
+                add("drift (found)", drift_found(), T0);
+                add("drift (found, a day later)", drift_found(), later);
+            }
         }
     }
     samples

@@ -102,6 +102,7 @@ impl Transition for Configuring {
                 ExitReason::Requested,
             )),
             Event::Recover => Err(self.reject(Rejection::NotFailed { phase: PHASE })),
+            Event::Drift { .. } => Err(self.reject(Rejection::NotRunning { phase: PHASE })),
         }
     }
 }

@@ -148,6 +148,10 @@ impl Transition for Empty {
                 let phase = PhaseName::Empty;
                 Err(Rejected::new(self, Rejection::NotFailed { phase }))
             }
+            Event::Drift { .. } => {
+                let phase = PhaseName::Empty;
+                Err(Rejected::new(self, Rejection::NotRunning { phase }))
+            }
         }
     }
 }

@@ -126,6 +126,10 @@ pub(crate) fn on_event<P: StartupPhase>(
             phase,
             Rejection::NotFailed { phase: P::NAME },
         )),
+        Event::Drift { .. } => Err(Rejected::new(
+            phase,
+            Rejection::NotRunning { phase: P::NAME },
+        )),
     }
 }
 

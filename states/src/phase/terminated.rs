@@ -26,7 +26,8 @@ impl Transition for Terminated {
             | Event::PostmasterExited { .. }
             | Event::Tick
             | Event::Terminate { .. }
-            | Event::Recover => Err(Rejected::new(self, Rejection::Terminated)),
+            | Event::Recover
+            | Event::Drift { .. } => Err(Rejected::new(self, Rejection::Terminated)),
         }
     }
 }

@@ -75,6 +75,7 @@ impl Transition for Terminating {
             // Already on the way out; the caller waits for the same end.
             Event::Terminate { .. } => Ok(Next::stay(self)),
             Event::Recover => Err(self.reject(Rejection::NotFailed { phase: PHASE })),
+            Event::Drift { .. } => Err(self.reject(Rejection::NotRunning { phase: PHASE })),
         }
     }
 }
