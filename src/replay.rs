@@ -76,7 +76,8 @@ impl Replay {
             RecordBody::StepFinished(finished) => {
                 self.started.remove(&(record.epoch, finished.id));
             }
-            RecordBody::Start(_) | RecordBody::Transition(_) => {}
+            // A drift is seen again by the next run's checks, not replayed.
+            RecordBody::Start(_) | RecordBody::Transition(_) | RecordBody::Drift(_) => {}
         }
     }
 

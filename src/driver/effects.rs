@@ -6,27 +6,32 @@ use std::sync::Arc;
 
 use states::{ExitReason, Phase, PhaseName, Step, StepId};
 
-use super::world::Effect;
+use super::world::{DriftTarget, Effect};
 use crate::spec::ParsedSpec;
 
-/// The effects of entering `phase` (the phase changed); `port` is the desired spec's.
-pub fn on_entering(phase: &Phase, port: Option<u16>) -> Vec<Effect> {
+/// The effects of entering `phase` (the phase changed); `port` is the desired spec's, `drift`
+/// the check to run in `running`.
+pub fn on_entering(phase: &Phase, port: Option<u16>, drift: Option<DriftTarget>) -> Vec<Effect> {
     let watch = match phase.name() {
-        PhaseName::Running => Some(Effect::WatchActivity { port }),
+        PhaseName::Running => Some(Effect::WatchActivity { port, drift }),
+        // Leaving `running` for a step: the drift check stops (and a check in flight ends)
+        // before the step is handed over.
+        PhaseName::ConfigurationPending => Some(Effect::WatchActivity { port, drift: None }),
         // Asking a Postgres that shuts down only fills its log with refusals.
-        PhaseName::Terminating | PhaseName::Terminated => {
-            Some(Effect::WatchActivity { port: None })
-        }
-        PhaseName::Failed if phase.postmaster().is_none() => {
-            Some(Effect::WatchActivity { port: None })
-        }
+        PhaseName::Terminating | PhaseName::Terminated => Some(Effect::WatchActivity {
+            port: None,
+            drift: None,
+        }),
+        PhaseName::Failed if phase.postmaster().is_none() => Some(Effect::WatchActivity {
+            port: None,
+            drift: None,
+        }),
         PhaseName::Empty
         | PhaseName::Init
         | PhaseName::SyncSafekeepers
         | PhaseName::Basebackup
         | PhaseName::Starting
         | PhaseName::Configuring
-        | PhaseName::ConfigurationPending
         | PhaseName::Failed => None,
     };
     let mut effects: Vec<Effect> = watch.into_iter().collect();
@@ -83,7 +88,7 @@ mod tests {
     fn entering_a_phase_watches_and_notifies() {
         let boot = Phase::boot(Policy::default(), false, Default::default());
         assert_eq!(
-            labels(&on_entering(&boot.phase, Some(5432))),
+            labels(&on_entering(&boot.phase, Some(5432), None)),
             ["notify empty"]
         );
         let spec = SpecRef {
@@ -94,7 +99,10 @@ mod tests {
             .phase
             .on_event(states::Event::SpecAccepted { spec }, states::Now::ZERO)
             .unwrap();
-        assert_eq!(labels(&on_entering(&phase, Some(5432))), ["notify init"]);
+        assert_eq!(
+            labels(&on_entering(&phase, Some(5432), None)),
+            ["notify init"]
+        );
         let terminating = phase
             .on_event(
                 states::Event::Terminate {
@@ -105,7 +113,7 @@ mod tests {
             .unwrap()
             .phase;
         assert_eq!(
-            labels(&on_entering(&terminating, Some(5432))),
+            labels(&on_entering(&terminating, Some(5432), None)),
             ["watch_activity none", "notify terminating"]
         );
     }

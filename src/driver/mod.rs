@@ -25,16 +25,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use states::{
-    Event, Next, Now, Phase, PhaseName, Policy, Recalled, Rejection, ShutdownMode, SpecAnswer,
-    SpecOffer, SpecRef, StepName, Transition,
+    DriftVerdict, Event, Next, Now, Phase, PhaseName, Policy, Recalled, Rejection, ShutdownMode,
+    SpecAnswer, SpecOffer, SpecRef, StepName, Transition,
 };
 
 use crate::clock::{rfc3339_ms, Clock};
 use crate::exit::ExitCode;
 use crate::input::{ApiAnswer, ApiCall, ApiRequest, Input, SignalKind, StepExtra, StepReport};
 use crate::journal::{
-    JournalStore, RecordBody, SpecAcceptedRecord, SpecSource, StepFinishedRecord,
+    DriftRecord, JournalStore, RecordBody, SpecAcceptedRecord, SpecSource, StepFinishedRecord,
 };
+use crate::postgres::drift::Difference;
+use crate::postgres::monitor::DriftReport;
 use crate::postgres::settings::PendingRestart;
 use crate::sidecar::SidecarView;
 use crate::spec::{ParsedSpec, SpecAdmission};
@@ -43,7 +45,7 @@ use crate::view::{Published, StartupTimes, StateView};
 
 use records::{From, Origin};
 use waiters::{Waiters, Waiting};
-use world::World;
+use world::{DriftTarget, World};
 
 /// Why the driver loop ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -86,6 +88,10 @@ struct Shown {
     progress: Option<Progress>,
     sidecar: Option<SidecarView>,
     terminate_mode: Option<ShutdownMode>,
+    /// The drift check's last list, each item with the time it was first seen.
+    drift: Vec<Difference>,
+    drift_repair: Option<String>,
+    drift_check_us: Option<u64>,
 }
 
 pub struct Driver {
@@ -107,6 +113,8 @@ pub struct Driver {
     waiters: Waiters,
     start_time: String,
     exit: Option<Exit>,
+    /// The id of the last drift watch handed to the monitor; its reports only are current.
+    drift_watch: u64,
 }
 
 impl std::fmt::Debug for Driver {
@@ -158,6 +166,7 @@ impl Driver {
             waiters: Waiters::default(),
             start_time: parts.start_time,
             exit: None,
+            drift_watch: 0,
         };
         let (effects, _) = effects::steps_to_effects(boot.steps, &HashMap::new(), PhaseName::Empty);
         for effect in effects {
@@ -301,6 +310,7 @@ impl Driver {
                 self.publish();
                 Ok(())
             }
+            Input::Drift(report) => self.on_drift(report, now),
         };
         self.check_invariants();
         result
@@ -448,6 +458,78 @@ impl Driver {
                     log::error!("the control plane's spec is refused: {why}")
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// A drift check's result: the list kept with each item's `since`, a `drift` record when
+    /// it changed (or a repair did not remove it), then the core's decision (a repair).
+    fn on_drift(&mut self, report: DriftReport, now: Now) -> Result<(), Exit> {
+        if report.watch != self.drift_watch || self.phase.name() != PhaseName::Running {
+            log::debug!("a drift check of watch #{} reported late", report.watch);
+            return Ok(());
+        }
+        self.shown.drift_check_us = Some(report.duration_us);
+        let found = match report.found {
+            Ok(found) => found,
+            Err(why) => {
+                log::warn!("the drift check failed: {why}");
+                return Ok(());
+            }
+        };
+        let fingerprint = found.fingerprint();
+        let verdict = self.phase.ctx().drift_verdict(fingerprint, now);
+        let since = rfc3339_ms(now.wall_ms);
+        let items: Vec<Difference> = found
+            .items
+            .into_iter()
+            .map(|mut item| {
+                let seen = self.shown.drift.iter().find(|d| d.key() == item.key());
+                item.since = Some(seen.and_then(|d| d.since.clone()).unwrap_or(since.clone()));
+                item
+            })
+            .collect();
+        let changed = items.len() != self.shown.drift.len()
+            || items.iter().zip(&self.shown.drift).any(|(a, b)| !a.same(b));
+        let repair = match verdict {
+            DriftVerdict::Clear => None,
+            DriftVerdict::Report => self.shown.drift_repair.clone().filter(|_| !changed),
+            DriftVerdict::Repair => Some("repairing".to_owned()),
+            DriftVerdict::NotRemoved | DriftVerdict::StillNotRemoved => {
+                Some("not_removed".to_owned())
+            }
+        };
+        let mut records = Vec::new();
+        if changed || matches!(verdict, DriftVerdict::NotRemoved | DriftVerdict::Repair) {
+            match verdict {
+                DriftVerdict::Clear => log::info!("drift: none any more"),
+                DriftVerdict::NotRemoved => log::warn!(
+                    "drift: a repair did not remove {} differences; not repaired again",
+                    items.len() + found.more
+                ),
+                _ => log::warn!(
+                    "drift: {} differences from the applied spec",
+                    items.len() + found.more
+                ),
+            }
+            records.push(RecordBody::Drift(DriftRecord {
+                drift: items.clone(),
+                more: found.more,
+                generation: self.phase.ctx().applied.as_ref().map(|s| s.generation),
+                repair: repair.clone(),
+            }));
+        }
+        self.shown.drift = items;
+        self.shown.drift_repair = repair;
+        let facts = Facts {
+            records,
+            offered: None,
+        };
+        let event = Event::Drift { found: fingerprint };
+        if let Handled::Refused(why) =
+            self.handle(event, Origin::source("drift check"), now, facts)?
+        {
+            log::debug!("the drift check's result was refused: {why}");
         }
         Ok(())
     }
@@ -611,8 +693,12 @@ impl Driver {
                 self.shown.startup = StartupTimes::default();
                 self.shown.startup_began_ms = Some(now.mono_ms);
                 self.shown.pending_restart.clear();
+                self.shown.drift.clear();
+                self.shown.drift_repair = None;
             }
-            effects = effects::on_entering(&self.phase, self.desired_spec().map(|s| s.port()));
+            let drift = self.drift_target();
+            effects =
+                effects::on_entering(&self.phase, self.desired_spec().map(|s| s.port()), drift);
         }
         self.prune_specs();
         self.publish();
@@ -642,6 +728,22 @@ impl Driver {
                 log::error!("the journal cannot be written: {e}; nothing more is acknowledged");
                 Exit::JournalFailed(e.to_string())
             })
+    }
+
+    /// In `running`: a new drift watch, against the applied spec.
+    fn drift_target(&mut self) -> Option<DriftTarget> {
+        if self.phase.name() != PhaseName::Running {
+            return None;
+        }
+        let ctx = self.phase.ctx();
+        let spec = self.specs.get(&ctx.applied.as_ref()?.hash)?.clone();
+        let interval = Duration::from_millis(ctx.policy.drift_interval_ms.max(1));
+        self.drift_watch += 1;
+        Some(DriftTarget {
+            id: self.drift_watch,
+            spec,
+            interval,
+        })
     }
 
     fn desired_spec(&self) -> Option<&Arc<ParsedSpec>> {
@@ -708,6 +810,9 @@ impl Driver {
             storage: desired_spec.map(|s| s.storage.kind().to_string()),
             sidecar: shown.sidecar.clone(),
             start_time: self.start_time.clone(),
+            drift: shown.drift.clone(),
+            drift_repair: shown.drift_repair.clone(),
+            drift_check_us: shown.drift_check_us,
             tenant: desired_spec.and_then(|s| s.storage.tenant_id().map(str::to_string)),
             timeline: desired_spec.and_then(|s| s.storage.timeline_id().map(str::to_string)),
             terminate_mode: shown.terminate_mode,

@@ -436,7 +436,7 @@ fn metrics(view: &crate::view::StateView) -> String {
             u8::from(phase == view.phase)
         );
     }
-    let gauges: [(&str, &str, u64); 11] = [
+    let gauges: [(&str, &str, u64); 13] = [
         (
             "compute_ctl_desired_generation",
             "The generation of the desired spec.",
@@ -491,6 +491,16 @@ fn metrics(view: &crate::view::StateView) -> String {
             "compute_ctl_startup_total_ms",
             "The whole last start-up.",
             view.startup.total_ms,
+        ),
+        (
+            "compute_ctl_drift_items",
+            "Differences between Postgres and the applied spec the last drift check found.",
+            view.drift.len() as u64,
+        ),
+        (
+            "compute_ctl_drift_check_us",
+            "How long the last drift check took, microseconds.",
+            view.drift_check_us.unwrap_or(0),
         ),
     ];
     for (name, help, value) in gauges {

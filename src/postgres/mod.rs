@@ -3,7 +3,8 @@
 //! - [`process`]: the postmaster, spawned as a direct child, watched and stopped;
 //! - [`connect`]: the admin connection of `-C`, completed with the spec's port;
 //! - [`settings`]: settings applied live, checked by Postgres and confirmed by a hash read-back;
-//! - [`monitor`]: activity, for `last_active`;
+//! - [`monitor`]: activity, for `last_active`, and the drift check, on its own thread;
+//! - [`drift`]: Postgres compared with the applied spec (one catalog read), as data;
 //! - [`quote`]: the one place where names and values become SQL or configuration text;
 //! - [`config`]: `postgresql.conf` and `pg_hba.conf`, rendered and written atomically;
 //! - [`catalog`]: one read of `pg_authid`, `pg_database` and `pg_shdepend`;
@@ -17,6 +18,7 @@
 pub mod catalog;
 pub mod config;
 pub mod connect;
+pub mod drift;
 pub mod monitor;
 pub mod options;
 pub mod plan;

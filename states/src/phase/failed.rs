@@ -7,8 +7,8 @@ use crate::step::{ExitReason, ShutdownMode, Step};
 use crate::time::Now;
 
 use super::{
-    postmaster_exited, reconfigure, repair, start_over, take_offer, terminate, Ctx, Next, PhaseName,
-    Rejected, Transition,
+    postmaster_exited, reconfigure, repair, start_over, take_offer, terminate, Ctx, Next,
+    PhaseName, Rejected, Transition,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,10 +107,7 @@ impl Transition for Failed {
                 ExitReason::Requested,
             )),
             Event::Recover => self.retry(),
-            Event::Drift { .. } => Err(Rejected::new(
-                self,
-                Rejection::NotRunning { phase: PHASE },
-            )),
+            Event::Drift { .. } => Err(Rejected::new(self, Rejection::NotRunning { phase: PHASE })),
         }
     }
 }

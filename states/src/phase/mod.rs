@@ -193,9 +193,10 @@ impl Ctx {
         if self.drift.repaired == Some(found) {
             return DriftVerdict::NotRemoved;
         }
-        let due = self.drift.last_repair_ms.is_none_or(|at| {
-            now.mono_ms >= at.saturating_add(self.policy.drift_interval_ms)
-        });
+        let due = self
+            .drift
+            .last_repair_ms
+            .is_none_or(|at| now.mono_ms >= at.saturating_add(self.policy.drift_interval_ms));
         if due {
             DriftVerdict::Repair
         } else {

@@ -79,11 +79,7 @@ fn run(name: &str, script: &str) {
                 },
                 _ => Policy::default(),
             };
-            let next = Phase::boot(
-                policy,
-                words.get(1) == Some(&"fetch"),
-                Default::default(),
-            );
+            let next = Phase::boot(policy, words.get(1) == Some(&"fetch"), Default::default());
             let text = describe(&next.phase, &next.steps);
             phase = Some(next.phase);
             text
