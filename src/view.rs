@@ -58,6 +58,9 @@ pub struct StateView {
     /// How long the last drift check took, microseconds.
     #[serde(skip)]
     pub drift_check_us: Option<u64>,
+    /// Drift checks reported in this process run.
+    #[serde(skip)]
+    pub drift_checks: u64,
     /// Neon's tenant and timeline ids, for `/status`.
     #[serde(skip)]
     pub tenant: Option<String>,
@@ -92,6 +95,7 @@ impl StateView {
             drift: Vec::new(),
             drift_repair: None,
             drift_check_us: None,
+            drift_checks: 0,
             tenant: None,
             timeline: None,
             terminate_mode: None,

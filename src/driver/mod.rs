@@ -92,6 +92,7 @@ struct Shown {
     drift: Vec<Difference>,
     drift_repair: Option<String>,
     drift_check_us: Option<u64>,
+    drift_checks: u64,
 }
 
 pub struct Driver {
@@ -470,6 +471,7 @@ impl Driver {
             return Ok(());
         }
         self.shown.drift_check_us = Some(report.duration_us);
+        self.shown.drift_checks += 1;
         let found = match report.found {
             Ok(found) => found,
             Err(why) => {
@@ -813,6 +815,7 @@ impl Driver {
             drift: shown.drift.clone(),
             drift_repair: shown.drift_repair.clone(),
             drift_check_us: shown.drift_check_us,
+            drift_checks: shown.drift_checks,
             tenant: desired_spec.and_then(|s| s.storage.tenant_id().map(str::to_string)),
             timeline: desired_spec.and_then(|s| s.storage.timeline_id().map(str::to_string)),
             terminate_mode: shown.terminate_mode,

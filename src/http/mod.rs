@@ -509,6 +509,12 @@ fn metrics(view: &crate::view::StateView) -> String {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP compute_ctl_drift_checks_total Drift checks made in this process run.\n\
+         # TYPE compute_ctl_drift_checks_total counter\ncompute_ctl_drift_checks_total {}",
+        view.drift_checks
+    );
     out
 }
 

@@ -5,6 +5,7 @@
 mod auth;
 mod control_plane;
 mod crash;
+mod drift;
 mod driver;
 mod durability;
 mod journal;

@@ -73,9 +73,9 @@ impl Transition for Running {
                     self.ctx.drift.unrepaired = found;
                     Ok(Next::stay(self))
                 }
+                // A drift a repair left stays known while it is part of what is seen.
                 DriftVerdict::Repair => {
                     self.ctx.drift.repaired = found;
-                    self.ctx.drift.unrepaired = None;
                     self.repair(now)
                 }
             },
