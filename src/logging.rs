@@ -1,7 +1,8 @@
 //! Logs to stderr (journald picks them up), as text or one JSON object a line.
 //!
 //! The level comes from `COMPUTE_CTL_LOG` (`error`, `warn`, `info`, `debug`, `trace`; default
-//! `info`). Postgres's own stderr is forwarded here with the target `postgres`.
+//! `info`). Postgres's own stderr is forwarded here with the target `postgres`. The Postgres
+//! client's own debug lines (statements with password verifiers) are never written.
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -22,6 +23,11 @@ struct StderrLog {
 
 impl Log for StderrLog {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        // The Postgres client logs every statement batch at debug, password verifiers and
+        // all: never below info.
+        if metadata.target().starts_with("tokio_postgres") && metadata.level() > Level::Info {
+            return false;
+        }
         metadata.level() <= self.level
     }
 

@@ -533,6 +533,8 @@ impl Driver {
         {
             log::debug!("the drift check's result was refused: {why}");
         }
+        // The check's count and duration are news even when nothing else changed.
+        self.publish();
         Ok(())
     }
 
