@@ -219,7 +219,7 @@ fn simulate(seed: u64, events: usize) -> Result<Vec<PhaseName>, String> {
     let mut world = new_world(seed);
     // Half the seeds repair drift, with an interval shorter than the clock's steps.
     let policy = Policy {
-        drift_repair: seed % 2 == 0,
+        drift_repair: seed.is_multiple_of(2),
         drift_interval_ms: 100,
         ..Policy::default()
     };
