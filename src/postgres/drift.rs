@@ -28,14 +28,14 @@ pub const FIRST_NORMAL_OID: u32 = 16_384;
 /// The most differences one check reports; the rest are counted (`more`).
 pub const DRIFT_ITEMS_MAX: usize = 256;
 
-/// How long the drift check's read may take on the server.
+/// How long a statement of the monitor's session may take on the server (its
+/// `statement_timeout`): a check never holds the driver's next watch longer.
 pub const CHECK_TIMEOUT_MS: u32 = 5_000;
 
 /// The settings selects sent after the catalog's: the entries of the configuration files
 /// (which file: compute_ctl's `conf`, `auto` for `postgresql.auto.conf`, or `other`), the
 /// running values that come from a configuration file, and `ALTER DATABASE/ROLE … SET`.
 const SETTINGS_SELECTS: &str = "\
-SET LOCAL statement_timeout = 5000;
 SELECT f.name, f.setting, CASE \
 WHEN f.sourcefile = pg_catalog.current_setting('config_file') THEN 'conf' \
 WHEN f.sourcefile = pg_catalog.current_setting('data_directory') || '/postgresql.auto.conf' \
@@ -49,8 +49,8 @@ LEFT JOIN pg_catalog.pg_database d ON d.oid = s.setdatabase \
 LEFT JOIN pg_catalog.pg_authid r ON r.oid = s.setrole \
 CROSS JOIN LATERAL pg_catalog.unnest(s.setconfig) AS c(setting);";
 
-/// How many result sets `SETTINGS_SELECTS` gives (the `SET` counts).
-const SETTINGS_RESULTS: usize = 4;
+/// How many result sets `SETTINGS_SELECTS` gives.
+const SETTINGS_RESULTS: usize = 3;
 
 /// What kind of object differs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -198,7 +198,7 @@ pub fn check(
 }
 
 fn settings_from(results: &[Vec<SimpleQueryRow>]) -> Result<SettingsSnapshot, ApplyError> {
-    let [_, files, running, objects] = results else {
+    let [files, running, objects] = results else {
         return Err(catalog_error(format!(
             "expected {SETTINGS_RESULTS} settings results, got {}",
             results.len()

@@ -181,7 +181,11 @@ fn connected<'a>(
     if connection.as_ref().is_none_or(|c| c.config != wanted) {
         let mut quick = config.clone();
         quick.connect_timeout(CONNECT_TIMEOUT);
-        *connection = match quick.connect(postgres::NoTls) {
+        let limit = format!("SET statement_timeout = {}", drift::CHECK_TIMEOUT_MS);
+        let opened = quick
+            .connect(postgres::NoTls)
+            .and_then(|mut client| client.batch_execute(&limit).map(|()| client));
+        *connection = match opened {
             Ok(client) => Some(Connection {
                 client,
                 config: wanted,
