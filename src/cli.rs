@@ -108,6 +108,22 @@ pub struct RunArgs {
     /// How long to keep serving in `failed` before exiting
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub failed_linger: Duration,
+    /// In `running`, compare Postgres with the applied spec every --drift-interval: report
+    /// what differs, or also repair it by applying the spec again
+    #[arg(long, value_enum, default_value = "report")]
+    pub drift: DriftMode,
+    /// How often the drift check runs (and the least time between two repairs)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drift_interval: Duration,
+}
+
+/// What `running` does with a drift (`--drift`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DriftMode {
+    /// Show it in `/state.drift` and the journal.
+    Report,
+    /// Also apply the desired spec again (cause `drift`), at most once per interval.
+    Repair,
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +245,8 @@ mod tests {
         );
         assert_eq!(cli.run.failed_linger, Duration::from_secs(30));
         assert_eq!(cli.run.monitor_interval, Duration::from_millis(500));
+        assert_eq!(cli.run.drift, DriftMode::Report);
+        assert_eq!(cli.run.drift_interval, Duration::from_secs(30));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use states::{ExitStatus, Lsn, PhaseName, Rejection, ShutdownMode, StepError, StepId, StepName};
 use states::{SpecAnswer, StepOutput};
 
+use crate::postgres::monitor::DriftReport;
 use crate::postgres::settings::PendingRestart;
 use crate::sidecar::SidecarView;
 use crate::spec::ParsedSpec;
@@ -38,6 +39,8 @@ pub enum Input {
     },
     Progress(Progress),
     Sidecar(SidecarView),
+    /// The monitor's drift check ended.
+    Drift(DriftReport),
 }
 
 /// A worker step's end, as the worker reports it.

@@ -1,7 +1,8 @@
 //! Logs to stderr (journald picks them up), as text or one JSON object a line.
 //!
 //! The level comes from `COMPUTE_CTL_LOG` (`error`, `warn`, `info`, `debug`, `trace`; default
-//! `info`). Postgres's own stderr is forwarded here with the target `postgres`, a line each.
+//! `info`). Postgres's own stderr is forwarded here with the target `postgres`, a line each. The Postgres
+//! client's own debug lines (statements with password verifiers) are never written.
 //!
 //! A JSON line carries `ts`, `level`, `target`, `msg`, and where known `phase` and `seq` (of
 //! the view the driver last published), `step` (the step the logging thread runs or reports)
@@ -126,6 +127,11 @@ pub fn json_line(ts: &str, level: Level, target: &str, msg: &str) -> String {
 
 impl Log for StderrLog {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        // The Postgres client logs every statement batch at debug, password verifiers and
+        // all: never below info.
+        if metadata.target().starts_with("tokio_postgres") && metadata.level() > Level::Info {
+            return false;
+        }
         metadata.level() <= self.level
     }
 

@@ -383,7 +383,7 @@ fn gauges(out: &mut String, view: &StateView) {
     }
     let seconds = |ms: u64| ms as f64 / 1000.0;
     let startup = &view.startup;
-    let gauges: [(&str, &str, f64); 13] = [
+    let gauges: [(&str, &str, f64); 15] = [
         (
             "compute_ctl_desired_generation",
             "The generation of the desired spec.",
@@ -449,11 +449,24 @@ fn gauges(out: &mut String, view: &StateView) {
             "The whole last start-up.",
             seconds(startup.total_ms),
         ),
+        (
+            "compute_ctl_drift_items",
+            "Differences between Postgres and the applied spec the last drift check found.",
+            view.drift.len() as f64,
+        ),
+        (
+            "compute_ctl_drift_check_seconds",
+            "How long the last drift check took.",
+            view.drift_check_us.unwrap_or(0) as f64 / 1e6,
+        ),
     ];
     for (name, help, value) in gauges {
         header(out, name, "gauge", help);
         let _ = writeln!(out, "{name} {value}");
     }
+    let name = "compute_ctl_drift_checks_total";
+    header(out, name, "counter", "Drift checks made in this process run.");
+    let _ = writeln!(out, "{name} {}", view.drift_checks);
 }
 
 /// What `/proc/self/stat` and the system constants give, as client libraries report it.

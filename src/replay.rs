@@ -110,7 +110,8 @@ impl Replay {
                         .map(|(generation, hash)| SpecRef { generation, hash });
                 }
             }
-            RecordBody::Start(_) => {}
+            // A drift is seen again by the next run's checks, not replayed.
+            RecordBody::Start(_) | RecordBody::Drift(_) => {}
         }
     }
 

@@ -22,7 +22,7 @@ use crate::journal::{
 };
 use crate::pg_user::PgUser;
 use crate::postgres::connect::AdminConnection;
-use crate::postgres::monitor::Monitor;
+use crate::postgres::monitor::{Monitor, Reports};
 use crate::postgres::process::{Binaries, StartDeadlines};
 use crate::replay::Replay;
 use crate::spec::{ParsedSpec, SettingCatalog, SpecAdmission};
@@ -147,6 +147,8 @@ fn start(args: RunArgs) -> Result<ExitCode, Stop> {
         monitor_interval: args.monitor_interval,
         policy: Policy {
             failed_linger_ms: u64::try_from(args.failed_linger.as_millis()).unwrap_or(u64::MAX),
+            drift_repair: args.drift == crate::cli::DriftMode::Repair,
+            drift_interval_ms: u64::try_from(args.drift_interval.as_millis()).unwrap_or(u64::MAX),
             ..Policy::default()
         },
         fetch_spec,
@@ -231,6 +233,12 @@ fn check_command_line(args: &RunArgs) -> Result<Setup, Stop> {
         return Err(refuse(
             ExitCode::BadCommandLine,
             "--monitor-interval must be longer than 0",
+        ));
+    }
+    if args.drift_interval.is_zero() {
+        return Err(refuse(
+            ExitCode::BadCommandLine,
+            "--drift-interval must be longer than 0",
         ));
     }
     let catalog = SettingCatalog::load(&binaries.postgres).map_err(bad)?;
@@ -421,7 +429,18 @@ fn start_workers(
             log::debug!("the driver's inbox is full; activity not reported");
         }
     };
-    let monitor = Monitor::start(args.monitor_interval, on_active, clock).map_err(fatal)?;
+    let drift = inbox.clone();
+    let on_drift = move |report| {
+        // The next interval's check reports again.
+        if drift.try_send(Input::Drift(report)).is_err() {
+            log::debug!("the driver's inbox is full; a drift check not reported");
+        }
+    };
+    let reports = Reports {
+        on_active: Box::new(on_active),
+        on_drift: Box::new(on_drift),
+    };
+    let monitor = Monitor::start(args.monitor_interval, reports, clock).map_err(fatal)?;
     forward_signals(inbox.clone())
         .map_err(|e| refuse(ExitCode::Fatal, format!("cannot handle signals: {e}")))?;
     if std::process::id() == 1 {

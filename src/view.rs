@@ -48,6 +48,19 @@ pub struct StateView {
     pub sidecar: Option<SidecarView>,
     /// When compute_ctl started (RFC 3339), for Neon's `/status`.
     pub start_time: String,
+    /// What the last drift check found differing from the applied spec (CONTRACT.md,
+    /// "Drift"); empty when nothing, or before the first check.
+    pub drift: Vec<crate::postgres::drift::Difference>,
+    /// `repairing` while `--drift repair` applies the spec again for the drift shown,
+    /// `not_removed` when a repair left it; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift_repair: Option<String>,
+    /// How long the last drift check took, microseconds.
+    #[serde(skip)]
+    pub drift_check_us: Option<u64>,
+    /// Drift checks reported in this process run.
+    #[serde(skip)]
+    pub drift_checks: u64,
     /// Neon's tenant and timeline ids, for `/status`.
     #[serde(skip)]
     pub tenant: Option<String>,
@@ -79,6 +92,10 @@ impl StateView {
             storage: None,
             sidecar: None,
             start_time: start_time.to_string(),
+            drift: Vec::new(),
+            drift_repair: None,
+            drift_check_us: None,
+            drift_checks: 0,
             tenant: None,
             timeline: None,
             terminate_mode: None,

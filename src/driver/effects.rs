@@ -6,28 +6,32 @@ use std::sync::Arc;
 
 use states::{ExitReason, Phase, PhaseName, Step, StepId};
 
-use super::world::Effect;
+use super::world::{DriftTarget, Effect};
 use crate::spec::ParsedSpec;
 
-/// The effects of entering `phase` (the phase changed); `port` is the desired spec's. systemd
-/// hears of it with the view (`Effect::Published`).
-pub fn on_entering(phase: &Phase, port: Option<u16>) -> Vec<Effect> {
+/// The effects of entering `phase` (the phase changed); `port` is the desired spec's, `drift`
+/// the check to run in `running`. systemd hears of it with the view (`Effect::Published`).
+pub fn on_entering(phase: &Phase, port: Option<u16>, drift: Option<DriftTarget>) -> Vec<Effect> {
     let watch = match phase.name() {
-        PhaseName::Running => Some(Effect::WatchActivity { port }),
+        PhaseName::Running => Some(Effect::WatchActivity { port, drift }),
+        // Leaving `running` for a step: the drift check stops (and a check in flight ends)
+        // before the step is handed over.
+        PhaseName::ConfigurationPending => Some(Effect::WatchActivity { port, drift: None }),
         // Asking a Postgres that shuts down only fills its log with refusals.
-        PhaseName::Terminating | PhaseName::Terminated => {
-            Some(Effect::WatchActivity { port: None })
-        }
-        PhaseName::Failed if phase.postmaster().is_none() => {
-            Some(Effect::WatchActivity { port: None })
-        }
+        PhaseName::Terminating | PhaseName::Terminated => Some(Effect::WatchActivity {
+            port: None,
+            drift: None,
+        }),
+        PhaseName::Failed if phase.postmaster().is_none() => Some(Effect::WatchActivity {
+            port: None,
+            drift: None,
+        }),
         PhaseName::Empty
         | PhaseName::Init
         | PhaseName::SyncSafekeepers
         | PhaseName::Basebackup
         | PhaseName::Starting
         | PhaseName::Configuring
-        | PhaseName::ConfigurationPending
         | PhaseName::Failed => None,
     };
     watch.into_iter().collect()
@@ -81,7 +85,7 @@ mod tests {
     #[test]
     fn entering_a_phase_starts_or_stops_watching_activity() {
         let boot = Phase::boot(Policy::default(), false, Default::default());
-        assert!(on_entering(&boot.phase, Some(5432)).is_empty());
+        assert!(on_entering(&boot.phase, Some(5432), None).is_empty());
         let spec = SpecRef {
             generation: 1,
             hash: "sha256:1".into(),
@@ -90,7 +94,7 @@ mod tests {
             .phase
             .on_event(states::Event::SpecAccepted { spec }, states::Now::ZERO)
             .unwrap();
-        assert!(on_entering(&phase, Some(5432)).is_empty());
+        assert!(on_entering(&phase, Some(5432), None).is_empty());
         let terminating = phase
             .on_event(
                 states::Event::Terminate {
@@ -101,7 +105,7 @@ mod tests {
             .unwrap()
             .phase;
         assert_eq!(
-            labels(&on_entering(&terminating, Some(5432))),
+            labels(&on_entering(&terminating, Some(5432), None)),
             ["watch_activity none"]
         );
     }

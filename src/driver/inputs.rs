@@ -3,13 +3,16 @@
 
 use std::sync::Arc;
 
-use states::{Event, Now, PhaseName, ShutdownMode, StepName};
+use states::{DriftVerdict, Event, Now, PhaseName, ShutdownMode, StepName};
 
 use super::records::{self, Origin};
 use super::waiters::Waiting;
 use super::{Driver, Exit, Facts, Handled};
 use crate::input::{ApiAnswer, ApiCall, ApiRequest, Input, SignalKind, StepExtra, StepReport};
-use crate::journal::{RecordBody, SpecSource, StepFinishedRecord};
+use crate::clock::rfc3339_ms;
+use crate::journal::{DriftRecord, RecordBody, SpecSource, StepFinishedRecord};
+use crate::postgres::drift::Difference;
+use crate::postgres::monitor::DriftReport;
 use crate::spec::{ComputeMode, ParsedSpec, Storage};
 use states::SpecOffer;
 
@@ -66,6 +69,7 @@ impl Driver {
                 self.publish();
                 Ok(())
             }
+            Input::Drift(report) => self.on_drift(report, now),
         };
         self.check_invariants();
         result
@@ -297,6 +301,81 @@ impl Driver {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// A drift check's result: the list kept with each item's `since`, a `drift` record when
+    /// it changed (or a repair did not remove it), then the core's decision (a repair).
+    fn on_drift(&mut self, report: DriftReport, now: Now) -> Result<(), Exit> {
+        if report.watch != self.drift_watch || self.phase.name() != PhaseName::Running {
+            log::debug!("a drift check of watch #{} reported late", report.watch);
+            return Ok(());
+        }
+        self.shown.drift_check_us = Some(report.duration_us);
+        self.shown.drift_checks += 1;
+        let found = match report.found {
+            Ok(found) => found,
+            Err(why) => {
+                log::warn!("the drift check failed: {why}");
+                return Ok(());
+            }
+        };
+        let fingerprint = found.fingerprint();
+        let verdict = self.phase.ctx().drift_verdict(fingerprint, now);
+        let since = rfc3339_ms(now.wall_ms);
+        let items: Vec<Difference> = found
+            .items
+            .into_iter()
+            .map(|mut item| {
+                let seen = self.shown.drift.iter().find(|d| d.key() == item.key());
+                item.since = Some(seen.and_then(|d| d.since.clone()).unwrap_or(since.clone()));
+                item
+            })
+            .collect();
+        let changed = items.len() != self.shown.drift.len()
+            || items.iter().zip(&self.shown.drift).any(|(a, b)| !a.same(b));
+        let repair = match verdict {
+            DriftVerdict::Clear => None,
+            DriftVerdict::Report => self.shown.drift_repair.clone().filter(|_| !changed),
+            DriftVerdict::Repair => Some("repairing".to_owned()),
+            DriftVerdict::NotRemoved | DriftVerdict::StillNotRemoved => {
+                Some("not_removed".to_owned())
+            }
+        };
+        let mut records = Vec::new();
+        if changed || matches!(verdict, DriftVerdict::NotRemoved | DriftVerdict::Repair) {
+            match verdict {
+                DriftVerdict::Clear => log::info!("drift: none any more"),
+                DriftVerdict::NotRemoved => log::warn!(
+                    "drift: a repair did not remove {} differences; not repaired again",
+                    items.len() + found.more
+                ),
+                _ => log::warn!(
+                    "drift: {} differences from the applied spec",
+                    items.len() + found.more
+                ),
+            }
+            records.push(RecordBody::Drift(DriftRecord {
+                drift: items.clone(),
+                more: found.more,
+                generation: self.phase.ctx().applied.as_ref().map(|s| s.generation),
+                repair: repair.clone(),
+            }));
+        }
+        self.shown.drift = items;
+        self.shown.drift_repair = repair;
+        let facts = Facts {
+            records,
+            offered: None,
+        };
+        let event = Event::Drift { found: fingerprint };
+        if let Handled::Refused(why) =
+            self.handle(event, Origin::source("drift check"), now, facts)?
+        {
+            log::debug!("the drift check's result was refused: {why}");
+        }
+        // The check's count and duration are news even when nothing else changed.
+        self.publish();
         Ok(())
     }
 

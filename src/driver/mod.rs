@@ -26,14 +26,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use states::{
-    Event, Next, Now, Phase, PhaseName, Policy, Recalled, Rejection, ShutdownMode, SpecAnswer,
-    SpecRef, Step, StepId, Transition,
+    DriftVerdict, Event, Next, Now, Phase, PhaseName, Policy, Recalled, Rejection, ShutdownMode,
+    SpecAnswer, SpecRef, Step, StepId, Transition,
 };
 
 use crate::clock::{rfc3339_ms, Clock};
 use crate::exit::ExitCode;
 use crate::input::Input;
 use crate::journal::{JournalStore, RecordBody, SpecAcceptedRecord, SpecSource};
+use crate::postgres::drift::Difference;
 use crate::postgres::settings::PendingRestart;
 use crate::sidecar::SidecarView;
 use crate::spec::{ParsedSpec, SpecAdmission};
@@ -42,7 +43,7 @@ use crate::view::{Published, StartupTimes, StateView};
 
 use records::{From, Origin};
 use waiters::Waiters;
-use world::{Effect, World};
+use world::{DriftTarget, Effect, World};
 
 /// Why the driver loop ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -90,6 +91,11 @@ struct Shown {
     /// Why the last promotion failed, until the next one is asked for: a newer spec may be
     /// applied after it, and `POST /promote` still failed.
     promotion_failed: Option<String>,
+    /// The drift check's last list, each item with the time it was first seen.
+    drift: Vec<Difference>,
+    drift_repair: Option<String>,
+    drift_check_us: Option<u64>,
+    drift_checks: u64,
 }
 
 pub struct Driver {
@@ -112,6 +118,8 @@ pub struct Driver {
     start_time: String,
     reexec: Option<(PathBuf, Vec<std::ffi::OsString>)>,
     exit: Option<Exit>,
+    /// The id of the last drift watch handed to the monitor; its reports only are current.
+    drift_watch: u64,
 }
 
 impl std::fmt::Debug for Driver {
@@ -193,6 +201,7 @@ impl Driver {
             start_time: parts.start_time,
             reexec: parts.reexec,
             exit: None,
+            drift_watch: 0,
         };
         let (effects, _) = effects::steps_to_effects(boot.steps, &HashMap::new(), PhaseName::Empty);
         for effect in effects {
@@ -429,8 +438,12 @@ impl Driver {
                 self.shown.startup = StartupTimes::default();
                 self.shown.startup_began_ms = Some(now.mono_ms);
                 self.shown.pending_restart.clear();
+                self.shown.drift.clear();
+                self.shown.drift_repair = None;
             }
-            effects = effects::on_entering(&self.phase, self.desired_spec().map(|s| s.port()));
+            let drift = self.drift_target();
+            effects =
+                effects::on_entering(&self.phase, self.desired_spec().map(|s| s.port()), drift);
         }
         self.prune_specs();
         self.publish();
@@ -460,6 +473,22 @@ impl Driver {
                 log::error!("the journal cannot be written: {e}; nothing more is acknowledged");
                 Exit::JournalFailed(e.to_string())
             })
+    }
+
+    /// In `running`: a new drift watch, against the applied spec.
+    fn drift_target(&mut self) -> Option<DriftTarget> {
+        if self.phase.name() != PhaseName::Running {
+            return None;
+        }
+        let ctx = self.phase.ctx();
+        let spec = self.specs.get(&ctx.applied.as_ref()?.hash)?.clone();
+        let interval = Duration::from_millis(ctx.policy.drift_interval_ms.max(1));
+        self.drift_watch += 1;
+        Some(DriftTarget {
+            id: self.drift_watch,
+            spec,
+            interval,
+        })
     }
 
     fn desired_spec(&self) -> Option<&Arc<ParsedSpec>> {
@@ -527,6 +556,10 @@ impl Driver {
             storage: desired_spec.map(|s| s.storage.kind().to_string()),
             sidecar: shown.sidecar.clone(),
             start_time: self.start_time.clone(),
+            drift: shown.drift.clone(),
+            drift_repair: shown.drift_repair.clone(),
+            drift_check_us: shown.drift_check_us,
+            drift_checks: shown.drift_checks,
             tenant: desired_spec.and_then(|s| s.storage.tenant_id().map(str::to_string)),
             timeline: desired_spec.and_then(|s| s.storage.timeline_id().map(str::to_string)),
             terminate_mode: shown.terminate_mode,

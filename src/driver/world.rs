@@ -9,9 +9,17 @@ use std::time::Duration;
 use states::{PhaseName, ShutdownMode, Step};
 
 use crate::executor::Executor;
-use crate::postgres::monitor::Monitor;
+use crate::postgres::monitor::{DriftWatch, Monitor, Watch};
 use crate::spec::ParsedSpec;
 use crate::view::StateView;
+
+/// The drift check the monitor is to run: against the applied spec, named by `id`.
+#[derive(Clone, Debug)]
+pub struct DriftTarget {
+    pub id: u64,
+    pub spec: Arc<ParsedSpec>,
+    pub interval: Duration,
+}
 
 /// One thing the driver wants done, decided before it is done.
 #[derive(Clone, Debug)]
@@ -26,9 +34,11 @@ pub enum Effect {
     CancelSteps,
     StartSidecar,
     StopSidecar,
-    /// Watch the Postgres on this port for activity, or none.
+    /// Watch the Postgres on this port for activity, or none; and check it for drift from
+    /// `drift`'s spec (only in `running`).
     WatchActivity {
         port: Option<u16>,
+        drift: Option<DriftTarget>,
     },
     /// The published view changed: systemd's `STATUS=` (and `READY=1`, `STOPPING=1` as the
     /// phase says), the log context.
@@ -45,8 +55,19 @@ impl Effect {
             Effect::CancelSteps => "cancel_steps".into(),
             Effect::StartSidecar => "start_sidecar".into(),
             Effect::StopSidecar => "stop_sidecar".into(),
-            Effect::WatchActivity { port: Some(port) } => format!("watch_activity {port}"),
-            Effect::WatchActivity { port: None } => "watch_activity none".into(),
+            Effect::WatchActivity {
+                port: Some(port),
+                drift: None,
+            } => format!("watch_activity {port}"),
+            Effect::WatchActivity {
+                port: Some(port),
+                drift: Some(drift),
+            } => format!(
+                "watch_activity {port}, drift check #{} every {} ms",
+                drift.id,
+                drift.interval.as_millis()
+            ),
+            Effect::WatchActivity { port: None, .. } => "watch_activity none".into(),
             Effect::Published { view } => format!("published {}", view.phase),
         }
     }
@@ -90,10 +111,19 @@ impl World for Shell {
             Effect::CancelSteps => self.executor.cancel_all(),
             Effect::StartSidecar => self.executor.start_sidecar(),
             Effect::StopSidecar => self.executor.stop_sidecar(),
-            Effect::WatchActivity { port } => {
-                let admin = &self.executor.env().admin;
-                self.monitor
-                    .watch(port.map(|port| admin.config(port, None)));
+            Effect::WatchActivity { port, drift } => {
+                let env = self.executor.env();
+                let watch = port.map(|port| Watch {
+                    config: env.admin.config(port, None),
+                    drift: drift.map(|target| DriftWatch {
+                        id: target.id,
+                        expected_settings: crate::storage::expected_settings(env, &target.spec),
+                        spec: target.spec,
+                        admin_role: env.admin.role().to_owned(),
+                        interval: target.interval,
+                    }),
+                });
+                self.monitor.watch(watch);
             }
             Effect::Published { view } => {
                 crate::notify::published(&view);

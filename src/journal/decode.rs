@@ -19,8 +19,8 @@ use serde::de::{self, DeserializeSeed, Deserializer, Error as _, IgnoredAny, Map
 use serde::Deserialize;
 
 use super::record::{
-    Record, RecordBody, SpecAcceptedRecord, StartRecord, StepFinishedRecord, StepStartedRecord,
-    TransitionRecord,
+    DriftRecord, Record, RecordBody, SpecAcceptedRecord, StartRecord, StepFinishedRecord,
+    StepStartedRecord, TransitionRecord,
 };
 
 /// Decodes one record's JSON (the bytes after the checksum and space).
@@ -135,6 +135,7 @@ enum Kind {
     Transition,
     StepStarted,
     StepFinished,
+    Drift,
 }
 
 struct RecordVisitor;
@@ -183,6 +184,9 @@ impl<'de> Visitor<'de> for RecordVisitor {
                 Kind::StepFinished => RecordBody::StepFinished(StepFinishedRecord::deserialize(
                     BodyDeserializer(&mut rest),
                 )?),
+                Kind::Drift => {
+                    RecordBody::Drift(DriftRecord::deserialize(BodyDeserializer(&mut rest))?)
+                }
             };
             // A derived struct reads to the end of the map; this only guards that assumption.
             while rest.next_key::<IgnoredAny>()?.is_some() {

@@ -143,6 +143,25 @@ fn summary(body: &RecordBody, out: &mut String) {
                 let _ = write!(out, " {detail}");
             }
         }
+        RecordBody::Drift(drift) => {
+            let _ = write!(out, "{} differences", drift.drift.len() + drift.more);
+            if let Some(generation) = drift.generation {
+                let _ = write!(out, " from g{generation}");
+            }
+            for item in &drift.drift {
+                let _ = write!(
+                    out,
+                    ", {} {}: expected {}, actual {}",
+                    serde_name(&item.kind),
+                    item.name,
+                    item.expected.as_deref().unwrap_or("none"),
+                    item.actual.as_deref().unwrap_or("none")
+                );
+            }
+            if let Some(repair) = &drift.repair {
+                let _ = write!(out, " (repair: {repair})");
+            }
+        }
         RecordBody::StepFinished(step) => {
             let outcome = if step.ok { "ok" } else { "failed" };
             let _ = write!(

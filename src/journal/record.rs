@@ -28,6 +28,7 @@ pub enum RecordBody {
     Transition(TransitionRecord),
     StepStarted(StepStartedRecord),
     StepFinished(StepFinishedRecord),
+    Drift(DriftRecord),
 }
 
 impl RecordBody {
@@ -38,6 +39,7 @@ impl RecordBody {
             RecordBody::Transition(_) => "transition",
             RecordBody::StepStarted(_) => "step_started",
             RecordBody::StepFinished(_) => "step_finished",
+            RecordBody::Drift(_) => "drift",
         }
     }
 }
@@ -167,4 +169,24 @@ pub struct StepFinishedRecord {
     pub output: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<StepError>,
+}
+
+/// What the drift check found changed (appeared, changed, cleared), or a repair did not remove
+/// it: the whole list, as `/state.drift` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DriftRecord {
+    pub drift: Vec<crate::postgres::drift::Difference>,
+    /// How many more differences were found than the list holds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more: usize,
+    /// The applied generation it was compared with.
+    pub generation: Option<u64>,
+    /// `repairing`: the desired spec is applied again (`--drift repair`); `not_removed`: a
+    /// repair was made for this drift and it remains (not repaired again until it changes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

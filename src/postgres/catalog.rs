@@ -11,10 +11,10 @@ use postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 use crate::postgres::reconcile::ApplyError;
 
 /// The catalog read: the session's identity, then roles, databases, and which roles own or
-/// are granted objects in which database. `BEGIN … COMMIT` makes the four selects see one
-/// snapshot; the text protocol (one round trip) is enough for these column types.
-const CATALOG_QUERY: &str = "\
-BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+/// are granted objects in which database. `BEGIN … COMMIT` makes the selects see one
+/// snapshot; the text protocol (one round trip) is enough for these column types. The drift
+/// check sends the same selects with its own after them (`read_with`).
+const CATALOG_SELECTS: &str = "\
 SELECT session_user AS who, pg_catalog.current_database() AS db;
 SELECT oid, rolname, rolpassword, rolsuper, rolcanlogin, rolinherit, rolcreaterole, \
 rolcreatedb, rolreplication, rolbypassrls, rolconnlimit, \
@@ -22,8 +22,10 @@ extract(epoch FROM rolvaliduntil) AS valid_until FROM pg_catalog.pg_authid;
 SELECT oid, datname, pg_catalog.pg_get_userbyid(datdba) AS owner, datconnlimit, \
 datistemplate, datallowconn FROM pg_catalog.pg_database;
 SELECT DISTINCT refobjid AS role_oid, dbid FROM pg_catalog.pg_shdepend \
-WHERE refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass;
-COMMIT;";
+WHERE refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass;";
+
+/// How many result sets `CATALOG_SELECTS` gives.
+const CATALOG_RESULTS: usize = 4;
 
 /// `datconnlimit` of a database whose `DROP DATABASE` was interrupted: it cannot be
 /// connected to and must be dropped (Postgres 15.4 and later mark it so).
@@ -200,8 +202,22 @@ pub struct CatalogSnapshot {
 impl CatalogSnapshot {
     /// Reads the snapshot over `client` in one round trip.
     pub fn read(client: &mut Client) -> Result<CatalogSnapshot, ApplyError> {
+        let (snapshot, _) = CatalogSnapshot::read_with(client, "", 0)?;
+        Ok(snapshot)
+    }
+
+    /// Reads the snapshot and the result sets of `more` (`more_results` selects, each ending
+    /// with `;`) in the same snapshot and round trip.
+    pub fn read_with(
+        client: &mut Client,
+        more: &str,
+        more_results: usize,
+    ) -> Result<(CatalogSnapshot, Vec<Vec<SimpleQueryRow>>), ApplyError> {
+        let query = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n{CATALOG_SELECTS}\n{more}\nCOMMIT;"
+        );
         let messages = client
-            .simple_query(CATALOG_QUERY)
+            .simple_query(&query)
             .map_err(|e| ApplyError::from_postgres("catalog", "read the catalog", &e, None))?;
         let mut results: Vec<Vec<SimpleQueryRow>> = vec![Vec::new()];
         for message in messages {
@@ -217,10 +233,11 @@ impl CatalogSnapshot {
                 _ => {}
             }
         }
-        // BEGIN, four selects, COMMIT, and the empty set opened after the last completion.
-        if results.len() != 7 {
+        // BEGIN, the selects, COMMIT, and the empty set opened after the last completion.
+        let expected = CATALOG_RESULTS + more_results + 2;
+        if results.len() != expected + 1 {
             return Err(catalog_error(format!(
-                "expected 6 results from the catalog query, got {}",
+                "expected {expected} results from the catalog query, got {}",
                 results.len() - 1
             )));
         }
@@ -269,7 +286,8 @@ impl CatalogSnapshot {
                 database_oid: number(row, "dbid")?,
             });
         }
-        Ok(snapshot)
+        let rest = results.drain(1 + CATALOG_RESULTS..1 + CATALOG_RESULTS + more_results);
+        Ok((snapshot, rest.collect()))
     }
 
     pub fn role(&self, name: &str) -> Option<&CatalogRole> {
@@ -281,7 +299,7 @@ impl CatalogSnapshot {
     }
 }
 
-fn catalog_error(message: String) -> ApplyError {
+pub(crate) fn catalog_error(message: String) -> ApplyError {
     ApplyError {
         object: "catalog".into(),
         statement: "read the catalog".into(),
@@ -289,16 +307,19 @@ fn catalog_error(message: String) -> ApplyError {
     }
 }
 
-fn field<'a>(row: &'a SimpleQueryRow, column: &str) -> Result<Option<&'a str>, ApplyError> {
+pub(crate) fn field<'a>(
+    row: &'a SimpleQueryRow,
+    column: &str,
+) -> Result<Option<&'a str>, ApplyError> {
     row.try_get(column)
         .map_err(|e| catalog_error(format!("column {column}: {e}")))
 }
 
-fn text<'a>(row: &'a SimpleQueryRow, column: &str) -> Result<&'a str, ApplyError> {
+pub(crate) fn text<'a>(row: &'a SimpleQueryRow, column: &str) -> Result<&'a str, ApplyError> {
     field(row, column)?.ok_or_else(|| catalog_error(format!("column {column} is null")))
 }
 
-fn boolean(row: &SimpleQueryRow, column: &str) -> Result<bool, ApplyError> {
+pub(crate) fn boolean(row: &SimpleQueryRow, column: &str) -> Result<bool, ApplyError> {
     match text(row, column)? {
         "t" => Ok(true),
         "f" => Ok(false),

@@ -5,7 +5,8 @@
 //! - [`connect`]: the admin connection of `-C`, completed with the spec's port;
 //! - [`error`]: Postgres's own words, whole (SQLSTATE, message, DETAIL, HINT);
 //! - [`settings`]: settings applied live, checked by Postgres and confirmed by a hash read-back;
-//! - [`monitor`]: activity, for `last_active`;
+//! - [`monitor`]: activity, for `last_active`, and the drift check, on its own thread;
+//! - [`drift`]: Postgres compared with the applied spec (one catalog read), as data;
 //! - [`promote`]: a standby promoted to a read-write primary (`POST /promote`);
 //! - [`tls`]: libpq's `sslmode` and `sslrootcert` for the servers compute_ctl reads from;
 //! - [`quote`]: the one place where names and values become SQL or configuration text;
@@ -22,6 +23,7 @@ pub mod adopt;
 pub mod catalog;
 pub mod config;
 pub mod connect;
+pub mod drift;
 pub mod error;
 pub mod monitor;
 pub mod options;

@@ -71,6 +71,31 @@ pub fn postgresql_conf(
     env: &StepEnv,
     spec: &ParsedSpec,
 ) -> Result<String, crate::postgres::ConfigError> {
+    let extra = own_settings(env, spec);
+    let extra: Vec<(&str, String)> = extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    crate::postgres::config::render_postgresql_conf(&spec.spec, &extra)
+}
+
+/// The settings `postgresql.conf` gives `spec` on its storage, `(name, value)`, the last of a
+/// name winning as in Postgres: what the drift check expects to find. The raw
+/// `cluster.postgresql_conf` text is not among them (Postgres parses it; it is not compared).
+pub fn expected_settings(env: &StepEnv, spec: &ParsedSpec) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let spec_settings = spec.spec.cluster.settings().iter().filter_map(|s| {
+        s.value
+            .as_ref()
+            .map(|value| (s.name.clone(), value.clone()))
+    });
+    for (name, value) in spec_settings.chain(own_settings(env, spec)) {
+        out.retain(|(n, _)| !n.eq_ignore_ascii_case(&name));
+        out.push((name, value));
+    }
+    out
+}
+
+/// compute_ctl's own settings, after the spec's: the socket directory, the storage's, the
+/// spec hash.
+fn own_settings(env: &StepEnv, spec: &ParsedSpec) -> Vec<(String, String)> {
     let mut extra: Vec<(String, String)> = Vec::new();
     if spec
         .spec
@@ -89,8 +114,7 @@ pub fn postgresql_conf(
         crate::postgres::settings::SPEC_HASH_SETTING.into(),
         spec.hash.clone(),
     ));
-    let extra: Vec<(&str, String)> = extra.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-    crate::postgres::config::render_postgresql_conf(&spec.spec, &extra)
+    extra
 }
 
 /// Writes `postgresql.conf` and `pg_hba.conf` for `spec` into PGDATA.

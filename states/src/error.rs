@@ -128,8 +128,11 @@ pub enum Rejection {
         expected: u64,
         desired: u64,
     },
-    /// `recover` is only for `failed`.
+    /// `recover` is only for `failed` and `running`.
     NotFailed { phase: PhaseName },
+    /// `promote`, and a drift check's result, are only for `running` (a drift check may end
+    /// as a step began).
+    NotRunning { phase: PhaseName },
     /// A step started or finished that is not the one this phase waits for (a cancelled
     /// or superseded step reporting late).
     StaleStep { phase: PhaseName, id: StepId },
@@ -137,8 +140,6 @@ pub enum Rejection {
     UnexpectedOutput { phase: PhaseName, id: StepId },
     /// A postmaster exit was reported while no postmaster is supposed to run.
     NoPostmaster { phase: PhaseName },
-    /// `promote` is only for a `running` compute.
-    NotRunning { phase: PhaseName },
     /// `terminated` is final.
     Terminated,
 }
@@ -154,8 +155,15 @@ impl fmt::Display for Rejection {
                 "If-Match names generation {expected}, but the desired generation is {desired}"
             ),
             Rejection::NotFailed { phase } => {
-                write!(f, "recover applies only in phase failed, not in {phase}")
+                write!(
+                    f,
+                    "recover applies only in phases failed and running, not in {phase}"
+                )
             }
+            Rejection::NotRunning { phase } => write!(
+                f,
+                "promote and drift checks apply only in phase running, not in {phase}"
+            ),
             Rejection::StaleStep { phase, id } => {
                 write!(f, "step {id} is not the step phase {phase} waits for")
             }
@@ -167,9 +175,6 @@ impl fmt::Display for Rejection {
                     f,
                     "a postmaster exit was reported in phase {phase}, which runs none"
                 )
-            }
-            Rejection::NotRunning { phase } => {
-                write!(f, "promote applies only in phase running, not in {phase}")
             }
             Rejection::Terminated => write!(f, "the compute is terminated"),
         }

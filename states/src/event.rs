@@ -35,12 +35,18 @@ pub enum Event {
     Tick,
     /// Stop Postgres and exit (SIGTERM, SIGINT, `POST /terminate`).
     Terminate { mode: ShutdownMode },
-    /// Apply the desired spec again after a failure (`POST /recover`).
+    /// Apply the desired spec again: after a failure, or in `running` to repair a drift on
+    /// demand (`POST /recover`).
     Recover,
     /// Promote the running standby to a read-write primary and apply the spec as for one
     /// (`POST /promote`; the driver lets only an upstream `Replica` ask), once it has
     /// replayed up to `wal_flush_lsn` (the old primary's last flush LSN) when given.
     Promote { wal_flush_lsn: Option<Lsn> },
+    /// The drift check compared Postgres with the applied spec: `found` is the fingerprint of
+    /// the differences seen, `None` when there are none. With `--drift repair`, `running`
+    /// applies the desired spec again (at most once per interval, never twice for the same
+    /// drift).
+    Drift { found: Option<u64> },
 }
 
 impl Event {
@@ -56,6 +62,7 @@ impl Event {
             Event::Terminate { .. } => EventName::Terminate,
             Event::Recover => EventName::Recover,
             Event::Promote { .. } => EventName::Promote,
+            Event::Drift { .. } => EventName::Drift,
         }
     }
 }
@@ -75,10 +82,11 @@ pub enum EventName {
     Terminate,
     Recover,
     Promote,
+    Drift,
 }
 
 impl EventName {
-    pub const ALL: [EventName; 10] = [
+    pub const ALL: [EventName; 11] = [
         EventName::SpecOffered,
         EventName::SpecAccepted,
         EventName::StepStarted,
@@ -89,6 +97,7 @@ impl EventName {
         EventName::Terminate,
         EventName::Recover,
         EventName::Promote,
+        EventName::Drift,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +112,7 @@ impl EventName {
             EventName::Terminate => "terminate",
             EventName::Recover => "recover",
             EventName::Promote => "promote",
+            EventName::Drift => "drift",
         }
     }
 }

@@ -67,12 +67,22 @@ fn step_error(phase: PhaseName, step: StepName, kind: ErrorKind) -> StepError {
 
 /// Drives the machine from boot through `events`, each of which must be accepted.
 fn drive(fetch_spec: bool, events: Vec<Event>) -> Phase {
-    drive_from(fetch_spec, Recalled::default(), events)
+    drive_full(Policy::default(), fetch_spec, Recalled::default(), events)
 }
 
 /// `drive`, for a run whose journal recalls `recalled`.
 fn drive_from(fetch_spec: bool, recalled: Recalled, events: Vec<Event>) -> Phase {
-    let mut phase = Phase::boot(Policy::default(), fetch_spec, recalled).phase;
+    drive_full(Policy::default(), fetch_spec, recalled, events)
+}
+
+/// `drive` under `policy`.
+fn drive_with(policy: Policy, fetch_spec: bool, events: Vec<Event>) -> Phase {
+    drive_full(policy, fetch_spec, Recalled::default(), events)
+}
+
+/// `drive` under `policy`, for a run whose journal recalls `recalled`.
+fn drive_full(policy: Policy, fetch_spec: bool, recalled: Recalled, events: Vec<Event>) -> Phase {
+    let mut phase = Phase::boot(policy, fetch_spec, recalled).phase;
     for event in events {
         let in_flight = phase.in_flight();
         let event = match event {
@@ -120,6 +130,23 @@ fn to_running() -> Vec<Event> {
 fn then(mut events: Vec<Event>, more: Vec<Event>) -> Vec<Event> {
     events.extend(more);
     events
+}
+
+/// A drift check that found differences (fingerprint 7).
+fn drift_found() -> Event {
+    Event::Drift { found: Some(7) }
+}
+
+/// A sample under `--drift repair`: running, then `events`.
+fn repairing(label: &str, events: Vec<Event>) -> PhaseSample {
+    let policy = Policy {
+        drift_repair: true,
+        ..Policy::default()
+    };
+    PhaseSample {
+        label: label.to_string(),
+        phase: drive_with(policy, false, then(to_running(), events)),
+    }
 }
 
 /// The samples of one phase: every variant that reacts differently to some event.
@@ -188,12 +215,26 @@ pub fn samples_of(name: PhaseName) -> Vec<PhaseSample> {
                 ),
             ),
         ],
-        PhaseName::ConfigurationPending => vec![sample(
-            "configuration_pending",
-            false,
-            then(running.clone(), vec![Event::SpecAccepted { spec: spec(2) }]),
-        )],
-        PhaseName::Running => vec![sample("running", false, running.clone())],
+        PhaseName::ConfigurationPending => vec![
+            sample(
+                "configuration_pending",
+                false,
+                then(running.clone(), vec![Event::SpecAccepted { spec: spec(2) }]),
+            ),
+            repairing("configuration_pending (drift repair)", vec![drift_found()]),
+        ],
+        PhaseName::Running => vec![
+            sample("running", false, running.clone()),
+            repairing("running (--drift repair)", vec![]),
+            repairing(
+                "running (--drift repair, repaired drift 7)",
+                vec![
+                    drift_found(),
+                    Event::StepStarted { id: StepId(0) },
+                    ok(StepOutput::SpecApplied),
+                ],
+            ),
+        ],
         PhaseName::Failed => vec![
             sample(
                 "failed (postgres serving)",
@@ -379,6 +420,11 @@ pub fn events_for(phase: &Phase) -> Vec<EventSample> {
             EventName::Promote => {
                 let wal_flush_lsn = None;
                 add("promote", Event::Promote { wal_flush_lsn }, T0);
+            }
+            EventName::Drift => {
+                add("drift (none)", Event::Drift { found: None }, T0);
+                add("drift (found)", drift_found(), T0);
+                add("drift (found, a day later)", drift_found(), later);
             }
         }
     }

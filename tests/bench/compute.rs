@@ -60,13 +60,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "coldstart",
     "memory",
     "state",
     "roles",
     "reconfigure",
     "restart",
+    "drift",
 ];
 
 /// The superuser compute_ctl's `initdb` creates (the user of its default `-C`).
@@ -99,6 +100,7 @@ fn main() {
             "roles" => roles(&ws, &env),
             "reconfigure" => reconfigure(&ws, &env),
             "restart" => restart(&ws, &env),
+            "drift" => drift(&ws, &env),
             other => unreachable!("section {other} was checked"),
         }
     }
@@ -824,6 +826,81 @@ fn roles(ws: &Workspace, env: &Env) {
         apply.max,
         verdict(apply.max <= 200.0 && sent_max == 0.0)
     );
+}
+
+/// The drift check's cost: `compute_ctl_drift_check_us` (the monitor's read of the catalog
+/// and settings, and the comparison) over many checks, for the fixture spec and for a spec of
+/// 2,000 roles.
+fn drift(ws: &Workspace, env: &Env) {
+    let checks = env_count("COMPUTE_BENCH_DRIFT_CHECKS", 30).max(1);
+    let n_roles = env_count("COMPUTE_BENCH_ROLES", 2000) as usize;
+    println!("## drift check: {checks} checks per spec, --drift-interval 200ms");
+    println!(
+        "the duration the monitor measures around `drift::check` (one round trip: catalog and \
+         settings selects in one repeatable-read transaction, then the comparison in memory); \
+         COMPUTE_BENCH_DRIFT_CHECKS, COMPUTE_BENCH_ROLES"
+    );
+    println!();
+    println!("| spec | drift check: median / p90 / max | differences found | target |");
+    println!("|---|---|---|---|");
+    let specs = [
+        (
+            "fixture spec (embedded default, 4 roles, 3 databases)".to_owned(),
+            {
+                let mut spec = fixture_spec(env, free_port());
+                push_setting(&mut spec, "fsync", "off");
+                spec
+            },
+        ),
+        (
+            format!("{n_roles} roles (md5), 20 databases"),
+            roles_spec(env, free_port(), n_roles, 20),
+        ),
+    ];
+    for (i, (label, spec)) in specs.iter().enumerate() {
+        let args = ["--drift-interval", "200ms", "--monitor-interval", "100ms"];
+        let mut compute = Compute::spawn(ws, env, &format!("drift-{i}"), spec, &args);
+        compute.wait_ready(Duration::from_secs(900));
+        let mut seen = metric(&compute, "compute_ctl_drift_checks_total");
+        let mut durations = Vec::new();
+        let mut found = 0.0_f64;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while (durations.len() as u64) < checks && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            let now = metric(&compute, "compute_ctl_drift_checks_total");
+            if now > seen {
+                seen = now;
+                durations.push(metric(&compute, "compute_ctl_drift_check_us") / 1e3);
+                found = found.max(metric(&compute, "compute_ctl_drift_items"));
+            }
+        }
+        compute.terminate();
+        let stats = Stats::of(&durations);
+        let target = if i == 0 {
+            format!("≤ 20 ms: {}", verdict(stats.max <= 20.0))
+        } else {
+            String::new()
+        };
+        println!(
+            "| {label} | {:.2} / {:.2} / {:.2} ms ({} checks) | {found:.0} | {target} |",
+            stats.median,
+            stats.p90,
+            stats.max,
+            durations.len()
+        );
+    }
+}
+
+/// A value of `/metrics`, `NaN` when missing.
+fn metric(compute: &Compute, name: &str) -> f64 {
+    let text = match compute.agent.get(&compute.url("/metrics")).call() {
+        Ok(response) => response.into_string().unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 fn roles_spec(env: &Env, port: u16, n_roles: usize, n_databases: usize) -> Value {

@@ -17,6 +17,8 @@ use compute_ctl::input::{
 use compute_ctl::journal::{
     JournalConfig, JournalStore, MemoryJournal, Record, RecordBody, StartRecord,
 };
+use compute_ctl::postgres::drift::{Difference, Drift, DriftKind};
+use compute_ctl::postgres::monitor::DriftReport;
 use compute_ctl::spec::{self, ParsedSpec, SpecAdmission};
 use compute_ctl::view::{Published, StateView};
 use states::{
@@ -271,6 +273,17 @@ fn record_line(record: &Record) -> String {
             f.id.0,
             if f.ok { "ok" } else { "failed" }
         ),
+        RecordBody::Drift(d) => format!(
+            "drift [{}]{}",
+            d.drift
+                .iter()
+                .map(|i| format!("{:?} {}", i.kind, i.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            d.repair
+                .as_ref()
+                .map_or(String::new(), |r| format!(" repair {r}"))
+        ),
     }
 }
 
@@ -294,14 +307,22 @@ fn answer_line(answer: &ApiAnswer) -> String {
 fn view_line(view: &StateView) -> String {
     let gen = |g: Option<u64>| g.map_or("-".to_string(), |g| format!("g{g}"));
     format!(
-        "{} desired {} applied {} seq {}{}",
+        "{} desired {} applied {} seq {}{}{}{}",
         view.phase,
         gen(view.desired_generation),
         gen(view.applied_generation),
         view.seq,
         view.error
             .as_ref()
-            .map_or(String::new(), |e| format!(" error {}", e.kind))
+            .map_or(String::new(), |e| format!(" error {}", e.kind)),
+        if view.drift.is_empty() {
+            String::new()
+        } else {
+            format!(" drift {}", view.drift.len())
+        },
+        view.drift_repair
+            .as_ref()
+            .map_or(String::new(), |r| format!(" ({r})"))
     )
 }
 
@@ -372,6 +393,33 @@ fn run_line(bench: &mut Bench, line: &str) -> Vec<String> {
             Vec::new()
         }
         ["tick", ms] => bench.tick(ms.parse().unwrap()),
+        // `drift #WATCH -` (none found) or `drift #WATCH kind:name ...` (each unexpected).
+        ["drift", watch, items @ ..] => {
+            let watch = watch.trim_start_matches('#').parse().unwrap();
+            let items = items
+                .iter()
+                .filter(|i| **i != "-")
+                .map(|i| {
+                    let (kind, name) = i.split_once(':').unwrap();
+                    Difference {
+                        kind: match kind {
+                            "role" => DriftKind::Role,
+                            "database" => DriftKind::Database,
+                            _ => DriftKind::Setting,
+                        },
+                        name: name.into(),
+                        expected: None,
+                        actual: Some("present".into()),
+                        since: None,
+                    }
+                })
+                .collect();
+            bench.feed(Input::Drift(DriftReport {
+                watch,
+                found: Ok(Drift { items, more: 0 }),
+                duration_us: 1_000,
+            }))
+        }
         other => panic!("unknown script line {other:?}"),
     };
     let mut out = Vec::new();
@@ -411,6 +459,15 @@ fn driver_scripts() {
             }
             transcript.push(line.to_string());
             if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            // `--drift repair`, interval 1 s: a fresh driver.
+            if line == "policy drift-repair" {
+                bench = Bench::new(Policy {
+                    drift_repair: true,
+                    drift_interval_ms: 1_000,
+                    ..Policy::default()
+                });
                 continue;
             }
             transcript.extend(run_line(&mut bench, line));

@@ -6,6 +6,7 @@ mod adoption;
 mod auth;
 mod control_plane;
 mod crash;
+mod drift;
 mod driver;
 mod durability;
 mod first_run;

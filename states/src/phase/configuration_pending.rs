@@ -20,6 +20,9 @@ pub struct ConfigurationPending {
     pub target: SpecRef,
     /// The pending `apply_spec` step.
     pub in_flight: StepId,
+    /// Whether it applies the applied spec again (a drift repair, `POST /recover` in
+    /// `running`) rather than a newer one.
+    pub repair: bool,
 }
 
 impl ConfigurationPending {
@@ -70,6 +73,7 @@ impl Transition for ConfigurationPending {
             )),
             Event::Recover => Err(self.reject(Rejection::NotFailed { phase: PHASE })),
             Event::Promote { .. } => Err(self.reject(Rejection::NotRunning { phase: PHASE })),
+            Event::Drift { .. } => Err(self.reject(Rejection::NotRunning { phase: PHASE })),
         }
     }
 }

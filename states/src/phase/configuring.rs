@@ -105,6 +105,7 @@ impl Transition for Configuring {
             )),
             Event::Recover => Err(self.reject(Rejection::NotFailed { phase: PHASE })),
             Event::Promote { .. } => Err(self.reject(Rejection::NotRunning { phase: PHASE })),
+            Event::Drift { .. } => Err(self.reject(Rejection::NotRunning { phase: PHASE })),
         }
     }
 }

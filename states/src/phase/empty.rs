@@ -159,7 +159,7 @@ impl Transition for Empty {
                 let phase = PhaseName::Empty;
                 Err(Rejected::new(self, Rejection::NotFailed { phase }))
             }
-            Event::Promote { .. } => {
+            Event::Promote { .. } | Event::Drift { .. } => {
                 let phase = PhaseName::Empty;
                 Err(Rejected::new(self, Rejection::NotRunning { phase }))
             }

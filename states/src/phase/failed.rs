@@ -7,8 +7,8 @@ use crate::step::{ExitReason, ShutdownMode, Step};
 use crate::time::Now;
 
 use super::{
-    postmaster_exited, reconfigure, start_over, take_offer, terminate, Ctx, Next, PhaseName,
-    Rejected, Transition,
+    postmaster_exited, reconfigure, repair, start_over, take_offer, terminate, Ctx, Next,
+    PhaseName, Rejected, Transition,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,7 +52,10 @@ impl Failed {
             let phase = PhaseName::Failed;
             return Err(Rejected::new(self, Rejection::NotFailed { phase }));
         };
+        let again = self.ctx.applied.as_ref() == Some(&desired);
         Ok(match self.postmaster {
+            // A failed repair: the applied spec again.
+            Some(pid) if again => repair(self.ctx, pid, desired),
             Some(pid) => reconfigure(self.ctx, pid, desired),
             None => start_over(self.ctx, desired),
         })
@@ -111,6 +114,7 @@ impl Transition for Failed {
                     phase: PhaseName::Failed,
                 },
             )),
+            Event::Drift { .. } => Err(Rejected::new(self, Rejection::NotRunning { phase: PHASE })),
         }
     }
 }

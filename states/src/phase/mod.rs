@@ -98,6 +98,12 @@ pub struct Policy {
     pub retry_backoff_ms_min: u64,
     /// The longest delay between two attempts.
     pub retry_backoff_ms_max: u64,
+    /// Whether a drift seen in `running` is repaired by applying the desired spec again
+    /// (`--drift repair`), or only reported (`--drift report`).
+    pub drift_repair: bool,
+    /// The drift check's interval (`--drift-interval`): also the least time between two
+    /// repairs.
+    pub drift_interval_ms: u64,
 }
 
 impl Default for Policy {
@@ -107,6 +113,8 @@ impl Default for Policy {
             step_attempts_max: 5,
             retry_backoff_ms_min: 200,
             retry_backoff_ms_max: 10_000,
+            drift_repair: false,
+            drift_interval_ms: 30_000,
         }
     }
 }
@@ -141,8 +149,66 @@ pub struct Ctx {
     /// The attempt each start-up phase reached in an earlier, interrupted run, for the
     /// generation named: the count goes on, so a crash loop does not reset a step's budget.
     pub resumed: Option<(u64, Vec<(PhaseName, u32)>)>,
+    /// What the drift repairs so far were for.
+    pub drift: DriftMemory,
     /// The last step id handed out.
     last_step_id: u64,
+}
+
+/// What `running` remembers of drift repairs, so that a drift is repaired at most once per
+/// interval and a drift that a repair did not remove is reported, not repaired in a loop.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftMemory {
+    /// When the last repair began (monotonic).
+    pub last_repair_ms: Option<u64>,
+    /// The drift (fingerprint) the last repair was for, until a check sees no drift.
+    pub repaired: Option<u64>,
+    /// The drift a repair did not remove: reported, not repaired again.
+    pub unrepaired: Option<u64>,
+}
+
+/// What `running` does with a drift check's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftVerdict {
+    /// No drift: the memory of repairs is cleared.
+    Clear,
+    /// Reported only: `--drift report`, or a repair was made less than an interval ago.
+    Report,
+    /// Apply the desired spec again.
+    Repair,
+    /// A repair was made for this very drift and it remains: reported as such, once.
+    NotRemoved,
+    /// Already known as not removed by a repair.
+    StillNotRemoved,
+}
+
+impl Ctx {
+    /// The verdict on a drift check that found `found` at `now`; a pure function of the
+    /// policy and the memory, also asked by the driver to journal what it will do.
+    pub fn drift_verdict(&self, found: Option<u64>, now: Now) -> DriftVerdict {
+        let Some(found) = found else {
+            return DriftVerdict::Clear;
+        };
+        if !self.policy.drift_repair {
+            return DriftVerdict::Report;
+        }
+        if self.drift.unrepaired == Some(found) {
+            return DriftVerdict::StillNotRemoved;
+        }
+        if self.drift.repaired == Some(found) {
+            return DriftVerdict::NotRemoved;
+        }
+        let due = self
+            .drift
+            .last_repair_ms
+            .is_none_or(|at| now.mono_ms >= at.saturating_add(self.policy.drift_interval_ms));
+        if due {
+            DriftVerdict::Repair
+        } else {
+            DriftVerdict::Report
+        }
+    }
 }
 
 impl Ctx {
@@ -155,6 +221,7 @@ impl Ctx {
             requests: RequestLog::default(),
             adoptable: None,
             resumed: None,
+            drift: DriftMemory::default(),
             last_step_id: 0,
         }
     }
@@ -501,7 +568,7 @@ impl Phase {
             Phase::Running(_) if applied != desired => Err(format!(
                 "running with applied generation {applied:?} but desired {desired:?}"
             )),
-            Phase::ConfigurationPending(_) if applied >= desired => Err(format!(
+            Phase::ConfigurationPending(p) if applied >= desired && !p.repair => Err(format!(
                 "configuration pending with nothing new: applied {applied:?}, desired {desired:?}"
             )),
             _ => {
@@ -651,7 +718,16 @@ pub(crate) fn start_over(mut ctx: Ctx, target: SpecRef) -> Next {
 }
 
 /// Apply the desired spec to the Postgres that serves (`configuration_pending`).
-pub(crate) fn reconfigure(mut ctx: Ctx, postmaster: u32, target: SpecRef) -> Next {
+pub(crate) fn reconfigure(ctx: Ctx, postmaster: u32, target: SpecRef) -> Next {
+    pending(ctx, postmaster, target, false)
+}
+
+/// Apply the applied (and desired) spec again to the Postgres that serves: a drift repair.
+pub(crate) fn repair(ctx: Ctx, postmaster: u32, target: SpecRef) -> Next {
+    pending(ctx, postmaster, target, true)
+}
+
+fn pending(mut ctx: Ctx, postmaster: u32, target: SpecRef, repair: bool) -> Next {
     let id = ctx.next_step_id();
     Next::to(
         ConfigurationPending {
@@ -659,6 +735,7 @@ pub(crate) fn reconfigure(mut ctx: Ctx, postmaster: u32, target: SpecRef) -> Nex
             postmaster,
             target: target.clone(),
             in_flight: id,
+            repair,
         },
         vec![Step::ApplySpec {
             id,

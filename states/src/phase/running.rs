@@ -1,4 +1,6 @@
-//! `running`: Postgres serves with the desired spec applied.
+//! `running`: Postgres serves with the desired spec applied. The drift check's results come
+//! here: with `--drift repair` a drift is repaired by applying the desired spec again, at
+//! most once per interval, and a drift that a repair did not remove is only reported.
 
 use crate::error::Rejection;
 use crate::event::Event;
@@ -6,8 +8,8 @@ use crate::step::{ExitReason, Step};
 use crate::time::Now;
 
 use super::{
-    fail, postmaster_exited, reconfigure, take_offer, terminate, Configuring, Ctx, Next, PhaseName,
-    Rejected, Transition,
+    fail, postmaster_exited, reconfigure, repair, take_offer, terminate, Configuring, Ctx,
+    DriftVerdict, Next, PhaseName, Rejected, Transition,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,6 +21,18 @@ pub struct Running {
 impl Running {
     fn reject(self, rejection: Rejection) -> Rejected {
         Rejected::new(self, rejection)
+    }
+
+    /// Applies the desired spec again (`configuration_pending`, then `configuring`).
+    fn repair(mut self, now: Now) -> Result<Next, Rejected> {
+        let Some(desired) = self.ctx.desired.clone() else {
+            // Unreachable by the invariants (running has a desired spec); a refusal, not a
+            // panic.
+            let phase = PhaseName::Running;
+            return Err(Rejected::new(self, Rejection::NotRunning { phase }));
+        };
+        self.ctx.drift.last_repair_ms = Some(now.mono_ms);
+        Ok(repair(self.ctx, self.postmaster, desired))
     }
 }
 
@@ -45,7 +59,26 @@ impl Transition for Running {
                 mode,
                 ExitReason::Requested,
             )),
-            Event::Recover => Err(self.reject(Rejection::NotFailed { phase: PHASE })),
+            // On demand: the desired spec applied again, once.
+            Event::Recover => self.repair(now),
+            Event::Drift { found } => match self.ctx.drift_verdict(found, now) {
+                DriftVerdict::Clear => {
+                    // The time of the last repair stays: at most one per interval.
+                    self.ctx.drift.repaired = None;
+                    self.ctx.drift.unrepaired = None;
+                    Ok(Next::stay(self))
+                }
+                DriftVerdict::Report | DriftVerdict::StillNotRemoved => Ok(Next::stay(self)),
+                DriftVerdict::NotRemoved => {
+                    self.ctx.drift.unrepaired = found;
+                    Ok(Next::stay(self))
+                }
+                // A drift a repair left stays known while it is part of what is seen.
+                DriftVerdict::Repair => {
+                    self.ctx.drift.repaired = found;
+                    self.repair(now)
+                }
+            },
             // The applied spec again, as for a primary, after `pg_promote`: `configuring`
             // until it is done, and `failed` (Postgres still serving) if it fails.
             Event::Promote { wal_flush_lsn } => {

@@ -128,7 +128,7 @@ pub(crate) fn on_event<P: StartupPhase>(
             phase,
             Rejection::NotFailed { phase: P::NAME },
         )),
-        Event::Promote { .. } => Err(Rejected::new(
+        Event::Promote { .. } | Event::Drift { .. } => Err(Rejected::new(
             phase,
             Rejection::NotRunning { phase: P::NAME },
         )),

@@ -27,7 +27,8 @@ impl Transition for Terminated {
             | Event::Tick
             | Event::Terminate { .. }
             | Event::Recover
-            | Event::Promote { .. } => Err(Rejected::new(self, Rejection::Terminated)),
+            | Event::Promote { .. }
+            | Event::Drift { .. } => Err(Rejected::new(self, Rejection::Terminated)),
         }
     }
 }

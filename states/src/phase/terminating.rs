@@ -78,6 +78,7 @@ impl Transition for Terminating {
             Event::Terminate { .. } => Ok(Next::stay(self)),
             Event::Recover => Err(self.reject(Rejection::NotFailed { phase: PHASE })),
             Event::Promote { .. } => Err(self.reject(Rejection::NotRunning { phase: PHASE })),
+            Event::Drift { .. } => Err(self.reject(Rejection::NotRunning { phase: PHASE })),
         }
     }
 }

@@ -4,8 +4,9 @@
 //! A line is `EVENT => PHASE [STEP, STEP]`, `EVENT => PHASE (attempt N) [..]`, or
 //! `EVENT => rejected`. Events: `boot`, `boot fetch`, `spec gN`, `started`, `started #N`,
 //! `ok OUTPUT [ARG]`, `fail KIND`, `exit CODE`, `tick +MS`, `terminate fast|immediate`,
-//! `recover`, `promote [LSN]`. `ok`, `fail` and `started` without `#N` refer to the step in
-//! flight.
+//! `recover`, `promote [LSN]`, `drift -` (none found), `drift N` (the drift with fingerprint N);
+//! `boot repair` boots with `--drift repair` (interval 1 s). `ok`, `fail` and `started` without
+//! `#N` refer to the step in flight.
 
 use std::path::PathBuf;
 
@@ -69,11 +70,16 @@ fn run(name: &str, script: &str) {
         let words: Vec<&str> = input.split_whitespace().collect();
         let expected = expected.trim();
         let actual = if words[0] == "boot" {
-            let next = Phase::boot(
-                Policy::default(),
-                words.get(1) == Some(&"fetch"),
-                Default::default(),
-            );
+            // `boot repair`: `--drift repair` with a 1 s interval.
+            let policy = match words.get(1) {
+                Some(&"repair") => Policy {
+                    drift_repair: true,
+                    drift_interval_ms: 1_000,
+                    ..Policy::default()
+                },
+                _ => Policy::default(),
+            };
+            let next = Phase::boot(policy, words.get(1) == Some(&"fetch"), Default::default());
             let text = describe(&next.phase, &next.steps);
             phase = Some(next.phase);
             text
@@ -122,6 +128,10 @@ fn run(name: &str, script: &str) {
                 "recover" => Event::Recover,
                 "promote" => Event::Promote {
                     wal_flush_lsn: words.get(1).map(|lsn| lsn.parse::<Lsn>().unwrap()),
+                },
+                // `drift -` found none; `drift N` found the drift with fingerprint N.
+                "drift" => Event::Drift {
+                    found: words[1].parse().ok(),
                 },
                 other => panic!("{at}: unknown event {other:?}"),
             };

@@ -155,9 +155,12 @@ impl World {
                     ShutdownMode::Immediate
                 },
             },
-            88..=91 => Event::Recover,
-            92..=93 => Event::Promote {
+            88..=90 => Event::Recover,
+            91 => Event::Promote {
                 wal_flush_lsn: None,
+            },
+            92..=93 => Event::Drift {
+                found: self.rng.chance(70).then(|| self.rng.below(3)),
             },
             94..=96 => Event::StepStarted {
                 id: StepId(self.rng.below(50)),
@@ -219,7 +222,12 @@ fn new_world(seed: u64) -> World {
 /// Returns every phase reached.
 fn simulate(seed: u64, events: usize) -> Result<Vec<PhaseName>, String> {
     let mut world = new_world(seed);
-    let policy = Policy::default();
+    // Half the seeds repair drift, with an interval shorter than the clock's steps.
+    let policy = Policy {
+        drift_repair: seed.is_multiple_of(2),
+        drift_interval_ms: 100,
+        ..Policy::default()
+    };
     let mut reached = Vec::new();
     let mut handled = 0;
     while handled < events {
