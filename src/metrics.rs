@@ -29,12 +29,14 @@ pub const BUCKETS_SECONDS: [f64; 19] = [
 ];
 
 /// The steps the worker runs and the journal reports finished.
-pub const STEPS: [StepName; 7] = [
+pub const STEPS: [StepName; 9] = [
+    StepName::AdoptPostgres,
     StepName::InitPgdata,
     StepName::SyncSafekeepers,
     StepName::FetchBasebackup,
     StepName::SpawnPostgres,
     StepName::ApplySpec,
+    StepName::PromotePostgres,
     StepName::StopPostgres,
     StepName::FetchSpec,
 ];
@@ -185,7 +187,10 @@ pub fn journaled(records: &[Record]) {
                 REGISTRY.step_results[step][result].fetch_add(1, Ordering::Relaxed);
                 REGISTRY.step_duration[step].observe(Duration::from_millis(f.duration_ms));
             }
-            RecordBody::Start(_) | RecordBody::SpecAccepted(_) | RecordBody::StepStarted(_) => {}
+            RecordBody::Start(_)
+            | RecordBody::SpecAccepted(_)
+            | RecordBody::StepStarted(_)
+            | RecordBody::Drift(_) => {}
         }
     }
 }
@@ -465,7 +470,12 @@ fn gauges(out: &mut String, view: &StateView) {
         let _ = writeln!(out, "{name} {value}");
     }
     let name = "compute_ctl_drift_checks_total";
-    header(out, name, "counter", "Drift checks made in this process run.");
+    header(
+        out,
+        name,
+        "counter",
+        "Drift checks made in this process run.",
+    );
     let _ = writeln!(out, "{name} {}", view.drift_checks);
 }
 

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use states::{
-    DriftVerdict, Event, Next, Now, Phase, PhaseName, Policy, Recalled, Rejection, ShutdownMode,
-    SpecAnswer, SpecRef, Step, StepId, Transition,
+    Event, Next, Now, Phase, PhaseName, Policy, Recalled, Rejection, ShutdownMode, SpecAnswer,
+    SpecRef, Step, StepId, Transition,
 };
 
 use crate::clock::{rfc3339_ms, Clock};
