@@ -391,6 +391,7 @@ impl Driver {
         };
         // The caller may have given up (a closed connection): nothing to do.
         let _ = reply.send(answer);
+        self.published.answered();
         handled.map(|_| ())
     }
 
@@ -475,9 +476,15 @@ impl Driver {
         };
         let facts = Facts {
             records: Vec::new(),
-            offered: Some((spec, source)),
+            offered: Some((spec.clone(), source)),
         };
-        self.handle(Event::SpecOffered { offer }, origin, now, facts)
+        let handled = self.handle(Event::SpecOffered { offer }, origin, now, facts)?;
+        if let Handled::Done(Some(_)) = &handled {
+            // Taken (new, identical or repeated): its envelope's settings for compute_ctl
+            // itself (Neon's `compute_ctl_config`: the API's keys) take effect.
+            self.world.spec_taken(&spec);
+        }
+        Ok(handled)
     }
 
     fn record_timing(&mut self, step: StepName, duration_ms: u64, now: Now) {
@@ -670,7 +677,9 @@ impl Driver {
             return;
         }
         let view = self.published.view();
-        self.waiters.answer_due(&self.phase, &view);
+        if self.waiters.answer_due(&self.phase, &view) > 0 {
+            self.published.answered();
+        }
     }
 
     /// The invariants between two inputs; a broken one is a defect.

@@ -73,8 +73,10 @@ impl Waiters {
         self.parked.is_empty()
     }
 
-    /// Answers every request that is due, once, and keeps the others.
-    pub fn answer_due(&mut self, phase: &Phase, view: &Arc<StateView>) {
+    /// Answers every request that is due, once, and keeps the others; returns how many were
+    /// answered.
+    pub fn answer_due(&mut self, phase: &Phase, view: &Arc<StateView>) -> usize {
+        let before = self.parked.len();
         self.parked
             .retain(|(waiting, reply)| match due(*waiting, phase, view) {
                 Some(answer) => {
@@ -84,5 +86,6 @@ impl Waiters {
                 }
                 None => true,
             });
+        before - self.parked.len()
     }
 }
