@@ -201,11 +201,12 @@ fn check_command_line(args: &RunArgs) -> Result<Setup, Stop> {
                 .ok()
                 .filter(|t| !t.is_empty()),
         }),
-        (None, None) => None,
-        _ => {
+        // `-i` alone names the compute (for tokens' `compute_id` and logs).
+        (_, None) => None,
+        (None, Some(_)) => {
             return Err(refuse(
                 ExitCode::BadCommandLine,
-                "-i/--compute-id and -p/--control-plane-uri go together",
+                "-p/--control-plane-uri needs -i/--compute-id (the compute to ask for)",
             ))
         }
     };

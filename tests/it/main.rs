@@ -7,6 +7,7 @@ mod control_plane;
 mod crash;
 mod driver;
 mod durability;
+mod frontdoor;
 mod journal;
 mod layers;
 mod lifecycle;
