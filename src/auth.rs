@@ -133,7 +133,9 @@ impl Auth {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let Some(value) = authorization else {
-            return Err(Refusal::Unauthorized("this endpoint needs a bearer token".into()));
+            return Err(Refusal::Unauthorized(
+                "this endpoint needs a bearer token".into(),
+            ));
         };
         let token = value
             .strip_prefix("Bearer ")
@@ -203,7 +205,11 @@ pub fn jwks_keys(jwks: &Value) -> (Vec<Key>, Vec<String>) {
         let key = jwk
             .get("x")
             .and_then(Value::as_str)
-            .and_then(|x| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(x).ok())
+            .and_then(|x| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(x)
+                    .ok()
+            })
             .and_then(|raw| <[u8; 32]>::try_from(raw.as_slice()).ok())
             .and_then(|raw| VerifyingKey::from_bytes(&raw).ok());
         match key {
@@ -271,7 +277,9 @@ pub fn verify(
         .any(|k| k.key.verify(signed.as_bytes(), &signature).is_ok())
     {
         return Err(unauthorized(match kid {
-            Some(kid) => format!("the JWT (kid {kid:?}) is signed by none of the API's Ed25519 keys"),
+            Some(kid) => {
+                format!("the JWT (kid {kid:?}) is signed by none of the API's Ed25519 keys")
+            }
             None => "the JWT is signed by none of the API's Ed25519 keys".to_string(),
         }));
     }
@@ -357,8 +365,18 @@ mod tests {
     fn claims_as_neons() {
         let key = SigningKey::from_bytes(&[1; 32]);
         let eddsa = json!({ "alg": "EdDSA" });
-        let check = |claims: Value| verify(&token(&key, eddsa.clone(), claims), &keys(&key), Some("c1"), NOW);
-        assert_eq!(check(json!({ "compute_id": "c1", "exp": NOW + 10 })), Ok(()));
+        let check = |claims: Value| {
+            verify(
+                &token(&key, eddsa.clone(), claims),
+                &keys(&key),
+                Some("c1"),
+                NOW,
+            )
+        };
+        assert_eq!(
+            check(json!({ "compute_id": "c1", "exp": NOW + 10 })),
+            Ok(())
+        );
         assert!(matches!(
             check(json!({ "compute_id": "c2", "exp": NOW + 10 })),
             Err(Refusal::Forbidden(_))
@@ -394,7 +412,11 @@ mod tests {
         let key = SigningKey::from_bytes(&[1; 32]);
         let other = SigningKey::from_bytes(&[2; 32]);
         let claims = json!({ "compute_id": "c1", "exp": NOW + 10 });
-        let forged = token(&other, json!({ "alg": "EdDSA", "kid": "k1" }), claims.clone());
+        let forged = token(
+            &other,
+            json!({ "alg": "EdDSA", "kid": "k1" }),
+            claims.clone(),
+        );
         assert!(matches!(
             verify(&forged, &keys(&key), Some("c1"), NOW),
             Err(Refusal::Unauthorized(_))

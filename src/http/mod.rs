@@ -205,10 +205,7 @@ fn handle(api: &Api, request: Request, responder: Responder) {
             reply,
         } => api.call(request, request_id, timeout, reply, responder),
         Outcome::Journal { since, limit, wait } => {
-            if wait.is_zero()
-                || api.published.view().seq > since
-                || !api.parking.reserve(false)
-            {
+            if wait.is_zero() || api.published.view().seq > since || !api.parking.reserve(false) {
                 // Nothing to wait for, or no place to wait in: the records there are now.
                 journal_reply(&api.state_dir, &api.published, since, limit)
                     .send(responder, &request_id);
@@ -342,7 +339,10 @@ impl Api {
             )),
             Err(Refusal::Forbidden(why)) => Some(Reply::error(
                 403,
-                format!("{} {path}: the bearer token is refused: {why}", request.method),
+                format!(
+                    "{} {path}: the bearer token is refused: {why}",
+                    request.method
+                ),
             )),
         }
     }

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
 use super::limits::WAITING_ANSWER_TIMEOUT;
 use super::{json_body, Api, Outcome, Reply, Request};
 use crate::input::{ApiAnswer, ApiRequest};
 use crate::view::StateView;
+use serde_json::json;
 
 /// `GET /status`: `{"start_time", "tenant", "timeline", "status", "last_active", "error"}`.
 pub fn status_body(view: &StateView) -> serde_json::Value {

@@ -150,6 +150,16 @@ pub fn start(
     writes_pending: Arc<AtomicUsize>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
+    // std listens with a backlog of 128: a burst of connections beyond it would wait for
+    // SYN retries. Listening again on a listening socket only changes the backlog.
+    // SAFETY: a valid, listening socket descriptor.
+    let backlog = i32::try_from(CONNECTIONS_MAX).unwrap_or(i32::MAX);
+    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
+        log::debug!(
+            "http: cannot raise the listen backlog: {}",
+            std::io::Error::last_os_error()
+        );
+    }
     let (wake_tx, wake_rx) = UnixStream::pair()?;
     wake_tx.set_nonblocking(true)?;
     wake_rx.set_nonblocking(true)?;
@@ -244,7 +254,9 @@ impl Server {
             let mut next_deadline = now + Duration::from_millis(POLL_TIMEOUT_MS_MAX as u64);
             for (id, conn) in &self.conns {
                 let events = match conn.state {
-                    State::Idle | State::Head | State::Body { .. } => libc::POLLIN | libc::POLLRDHUP,
+                    State::Idle | State::Head | State::Body { .. } => {
+                        libc::POLLIN | libc::POLLRDHUP
+                    }
                     State::Dispatched => libc::POLLRDHUP,
                     State::Draining => libc::POLLIN,
                     State::Writing { .. } => libc::POLLOUT,
@@ -314,7 +326,9 @@ impl Server {
                         continue;
                     }
                     if let Err(e) = stream.set_nonblocking(true) {
-                        log::warn!("http: cannot make the connection from {peer} non-blocking: {e}");
+                        log::warn!(
+                            "http: cannot make the connection from {peer} non-blocking: {e}"
+                        );
                         continue;
                     }
                     let _ = stream.set_nodelay(true);
@@ -345,9 +359,7 @@ impl Server {
 
     /// One connection too many: 503 at once (if the socket takes it) and closed.
     fn refuse(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        let body = format!(
-            r#"{{"error": "too many connections: {CONNECTIONS_MAX} are open"}}"#
-        );
+        let body = format!(r#"{{"error": "too many connections: {CONNECTIONS_MAX} are open"}}"#);
         let out = wire::render(503, "application/json", body.as_bytes(), "", false);
         let _ = stream.set_nonblocking(true);
         let _ = stream.write(&out);
@@ -451,7 +463,11 @@ impl Server {
                         Ok(Some(head)) => head,
                         Ok(None) => return Verdict::Keep,
                         Err(e) => {
-                            log::info!("http: refused a request from {}: {}", conn.peer, e.message());
+                            log::info!(
+                                "http: refused a request from {}: {}",
+                                conn.peer,
+                                e.message()
+                            );
                             return answer_and_close(&self.io, conn, e.status(), &e.message());
                         }
                     };

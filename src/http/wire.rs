@@ -276,8 +276,16 @@ mod tests {
             many.push_str(&format!("X-{i}: 1\r\n"));
         }
         many.push_str("\r\n");
-        assert_eq!(parse_head(many.as_bytes()).map_err(|e| e.status()), Err(431));
-        for bad in ["GET\r\n\r\n", "GET / HTTP/2\r\n\r\n", "get / HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\nno colon\r\n\r\n"] {
+        assert_eq!(
+            parse_head(many.as_bytes()).map_err(|e| e.status()),
+            Err(431)
+        );
+        for bad in [
+            "GET\r\n\r\n",
+            "GET / HTTP/2\r\n\r\n",
+            "get / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nno colon\r\n\r\n",
+        ] {
             assert!(parse_head(bad.as_bytes()).is_err(), "{bad:?}");
         }
     }

@@ -97,7 +97,10 @@ fn get_with(compute: &Compute, path: &str, headers: &[(&str, &str)]) -> (u16, Va
     };
     let status = response.status();
     let text = response.into_string().unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 #[test]
@@ -148,10 +151,17 @@ fn every_bad_token_is_refused_and_changes_nothing() {
         ("alg none", Some(bearer(&none)), 401),
         ("HS256 with the PEM's bytes", Some(bearer(&hs256)), 401),
         ("HS256 with the raw key", Some(bearer(&hs256_raw)), 401),
-        ("another key", Some(bearer(&jwt(&other, claims.clone()))), 401),
+        (
+            "another key",
+            Some(bearer(&jwt(&other, claims.clone()))),
+            401,
+        ),
         (
             "expired",
-            Some(bearer(&jwt(&key, json!({ "compute_id": "compute-1", "exp": 1_000_000_000 })))),
+            Some(bearer(&jwt(
+                &key,
+                json!({ "compute_id": "compute-1", "exp": 1_000_000_000 }),
+            ))),
             401,
         ),
         (
@@ -177,12 +187,18 @@ fn every_bad_token_is_refused_and_changes_nothing() {
         ),
         (
             "wrong compute_id",
-            Some(bearer(&jwt(&key, json!({ "compute_id": "compute-2", "exp": FAR })))),
+            Some(bearer(&jwt(
+                &key,
+                json!({ "compute_id": "compute-2", "exp": FAR }),
+            ))),
             403,
         ),
         (
             "admin scope without the audience",
-            Some(bearer(&jwt(&key, json!({ "scope": "compute_ctl:admin", "exp": FAR })))),
+            Some(bearer(&jwt(
+                &key,
+                json!({ "scope": "compute_ctl:admin", "exp": FAR }),
+            ))),
             403,
         ),
         (
@@ -296,7 +312,10 @@ fn neon_jwks_keys_lock_the_api_and_other_keys_are_ignored() {
         json!({ "alg": "EdDSA", "kid": "ec-1" }),
         claims.clone(),
     );
-    for (what, token) in [("ES256", es256), ("EdDSA by the kid of an EC key", impostor)] {
+    for (what, token) in [
+        ("ES256", es256),
+        ("EdDSA by the kid of an EC key", impostor),
+    ] {
         let header = bearer(&token);
         let (status, body) = get_with(&compute, "/state", &[("Authorization", &header)]);
         assert_eq!(status, 401, "{what}: {body}");
@@ -304,7 +323,10 @@ fn neon_jwks_keys_lock_the_api_and_other_keys_are_ignored() {
         assert_eq!(status, 401, "{what}: {body}");
     }
     let (_, after) = get_with(&compute, "/state", &[("Authorization", &good)]);
-    assert_eq!((&after["seq"], &after["phase"]), (&before["seq"], &before["phase"]));
+    assert_eq!(
+        (&after["seq"], &after["phase"]),
+        (&before["seq"], &before["phase"])
+    );
     assert!(
         compute.log().contains("kid \"ec-1\""),
         "the EC key was not reported as left out"
@@ -502,10 +524,16 @@ fn nothing_secret_in_any_answer_log_line_or_journal_record() {
     ];
     for secret in secrets {
         for (i, answer) in answers.iter().enumerate() {
-            assert!(!answer.contains(secret), "answer {i} holds {secret}: {answer}");
+            assert!(
+                !answer.contains(secret),
+                "answer {i} holds {secret}: {answer}"
+            );
         }
         for record in &journal {
-            assert!(!record.contains(secret), "a journal record holds {secret}: {record}");
+            assert!(
+                !record.contains(secret),
+                "a journal record holds {secret}: {record}"
+            );
         }
         if let Some(line) = log.lines().find(|l| l.contains(secret)) {
             panic!("the log holds {secret}: {line}");
