@@ -52,14 +52,16 @@ fn start() -> Running {
         .stderr(Stdio::null())
         .spawn()
         .expect("cannot start target/release/compute_ctl (cargo build --release first)");
+    // Dropped (killed) if it never answers.
+    let running = Running {
+        child,
+        port,
+        _dir: dir,
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if get(port, "/healthz").is_some() {
-            return Running {
-                child,
-                port,
-                _dir: dir,
-            };
+            return running;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
