@@ -14,4 +14,10 @@ ENV PATH="/usr/lib/postgresql/15/bin:${PATH}"
 RUN mkdir -p /var/db/postgres && chown postgres:postgres /var/db/postgres
 EXPOSE 3080
 ENTRYPOINT ["compute_ctl"]
-CMD ["-D", "/var/db/postgres/compute", "--http-addr", "0.0.0.0:3080"]
+# The API listens beyond loopback, so it needs keys (compute_ctl refuses to start without):
+# mount the control plane's Ed25519 public key (PEM) at /etc/compute_ctl/auth.pem, e.g.
+#   docker run -v $PWD/auth.pem:/etc/compute_ctl/auth.pem:ro IMAGE
+# or replace the command: `-S FILE` whose envelope has compute_ctl_config.jwks (drop
+# --auth-public-key then), or --insecure-http to serve it unauthenticated on purpose.
+CMD ["-D", "/var/db/postgres/compute", "--http-addr", "0.0.0.0:3080", \
+     "--auth-public-key", "/etc/compute_ctl/auth.pem"]

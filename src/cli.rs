@@ -93,9 +93,14 @@ pub struct RunArgs {
     /// The control plane's base URL (Bearer $NEON_CONTROL_PLANE_TOKEN when set)
     #[arg(short = 'p', long, value_name = "URL")]
     pub control_plane_uri: Option<String>,
-    /// Ed25519 public key (PEM): mutating endpoints then need a JWT signed by it
+    /// Ed25519 public key (PEM): every endpoint but /healthz, /readyz, /metrics then needs a
+    /// JWT signed by it (or by a key of the spec envelope's compute_ctl_config.jwks)
     #[arg(long, value_name = "FILE")]
     pub auth_public_key: Option<PathBuf>,
+    /// Serve the API on a non-loopback --http-addr without authentication (refused otherwise)
+    #[arg(long)]
+    pub insecure_http: bool,
+
     /// Logs go to stderr; the level comes from $COMPUTE_CTL_LOG (default info)
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

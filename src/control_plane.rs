@@ -137,8 +137,14 @@ pub fn fetch(env: &StepEnv) -> Result<Fetched, StepError> {
                     true,
                 )
             })?;
+            let mut spec = admitted.spec;
+            // Neon's answer carries compute_ctl's own settings beside the spec (the API's keys).
+            spec.compute_ctl_config = answer
+                .get("compute_ctl_config")
+                .filter(|c| !c.is_null())
+                .cloned();
             Ok(Fetched {
-                spec: Some(admitted.spec),
+                spec: Some(spec),
                 detail: json!({ "status": "attached", "url": url }),
             })
         }

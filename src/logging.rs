@@ -127,8 +127,8 @@ pub fn json_line(ts: &str, level: Level, target: &str, msg: &str) -> String {
 
 impl Log for StderrLog {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        // The Postgres client logs every statement batch at debug, password verifiers and
-        // all: never below info.
+        // The Postgres client logs every statement at debug, passwords (verifiers) included:
+        // its debug and trace lines never pass.
         if metadata.target().starts_with("tokio_postgres") && metadata.level() > Level::Info {
             return false;
         }

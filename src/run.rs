@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use states::Policy;
 
+use crate::auth::Auth;
 use crate::cli::RunArgs;
 use crate::clock::{rfc3339_ms, Clock};
 use crate::driver::world::Shell;
@@ -63,7 +64,8 @@ struct Setup {
     admin: AdminConnection,
     pg_user: Option<PgUser>,
     control_plane: Option<crate::control_plane::ControlPlane>,
-    auth: Option<crate::auth::Verifier>,
+    /// `--auth-public-key`, read.
+    auth_key: Option<ed25519_dalek::VerifyingKey>,
     admission: SpecAdmission,
 }
 
@@ -88,6 +90,7 @@ fn start(args: RunArgs) -> Result<ExitCode, Stop> {
     if from_file.is_some() {
         refuse_foreign_pgdata(&setup.pgdata, &setup.state_dir)?;
     }
+    let auth = lock_the_front_door(&args, &setup, from_file.as_deref())?;
     let opened = open_journal(&setup.state_dir)?;
     // One PGDATA, one compute_ctl, whatever its state directory; held until the exit.
     lock_pgdata(&setup.pgdata)?;
@@ -115,7 +118,7 @@ fn start(args: RunArgs) -> Result<ExitCode, Stop> {
         inbox_tx.clone(),
         setup.state_dir.clone(),
         setup.admission.clone(),
-        setup.auth.clone(),
+        auth.clone(),
     );
     // A busy address is refused before anything is written; requests wait in the backlog
     // until the start record is durable, so no view served predates it.
@@ -137,7 +140,7 @@ fn start(args: RunArgs) -> Result<ExitCode, Stop> {
     );
 
     let fetch_spec = setup.control_plane.is_some() && replayed.is_none() && from_file.is_none();
-    let world = start_workers(&args, setup.step_env(), &inbox_tx, clock)?;
+    let world = start_workers(&args, setup.step_env(), &inbox_tx, clock, auth)?;
     let parts = DriverParts {
         journal: Box::new(journal),
         world: Box::new(world),
@@ -217,16 +220,17 @@ fn check_command_line(args: &RunArgs) -> Result<Setup, Stop> {
                 .ok()
                 .filter(|t| !t.is_empty()),
         }),
-        (None, None) => None,
-        _ => {
+        // `-i` alone names the compute (for tokens' `compute_id` and logs).
+        (_, None) => None,
+        (None, Some(_)) => {
             return Err(refuse(
                 ExitCode::BadCommandLine,
-                "-i/--compute-id and -p/--control-plane-uri go together",
+                "-p/--control-plane-uri needs -i/--compute-id (the compute to ask for)",
             ))
         }
     };
-    let auth = match &args.auth_public_key {
-        Some(path) => Some(crate::auth::Verifier::from_pem_file(path).map_err(bad)?),
+    let auth_key = match &args.auth_public_key {
+        Some(path) => Some(crate::auth::key_from_pem_file(path).map_err(bad)?),
         None => None,
     };
     if args.monitor_interval.is_zero() {
@@ -250,9 +254,59 @@ fn check_command_line(args: &RunArgs) -> Result<Setup, Stop> {
         admin,
         pg_user,
         control_plane,
-        auth,
+        auth_key,
         admission,
     })
+}
+
+/// The API's keys (`--auth-public-key`, the `-S` envelope's `compute_ctl_config.jwks`), and
+/// the rule that a non-loopback `--http-addr` without keys is refused (exit 2) unless
+/// `--insecure-http`.
+fn lock_the_front_door(
+    args: &RunArgs,
+    setup: &Setup,
+    from_file: Option<&ParsedSpec>,
+) -> Result<Arc<Auth>, Stop> {
+    let loopback = is_loopback(&args.http_addr);
+    let auth = Auth::new(
+        setup.auth_key,
+        args.compute_id.clone(),
+        !loopback && !args.insecure_http,
+    );
+    if let Some(config) = from_file.and_then(|spec| spec.compute_ctl_config.as_ref()) {
+        auth.use_compute_ctl_config(config);
+    }
+    if !loopback && !auth.enabled() {
+        if !args.insecure_http {
+            return Err(refuse(
+                ExitCode::BadCommandLine,
+                format!(
+                    "--http-addr {} is not a loopback address, and the API would have no \
+                     authentication: give --auth-public-key FILE (an Ed25519 PEM key) or \
+                     compute_ctl_config.jwks in the -S envelope, or --insecure-http to serve \
+                     it unauthenticated",
+                    args.http_addr
+                ),
+            ));
+        }
+        log::warn!(
+            "--insecure-http: the API on {} needs no token, and anyone who reaches it can \
+             reconfigure or terminate the compute",
+            args.http_addr
+        );
+    }
+    Ok(Arc::new(auth))
+}
+
+/// Whether `addr` (`host:port`) listens on loopback only: `127.0.0.0/8`, `::1`, `localhost`.
+fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The state directory: `--state-dir`, or `<PGDATA>.state` beside PGDATA (never inside it:
@@ -408,6 +462,7 @@ fn start_workers(
     env: StepEnv,
     inbox: &mpsc::SyncSender<Input>,
     clock: Clock,
+    auth: Arc<Auth>,
 ) -> Result<Shell, Stop> {
     let fatal = |e: anyhow::Error| refuse(ExitCode::Fatal, format!("{e:#}"));
     let state_dir = env.state_dir.clone();
@@ -458,6 +513,7 @@ fn start_workers(
         executor,
         monitor,
         state_dir,
+        auth,
     })
 }
 

@@ -1,6 +1,7 @@
-//! Synchronisation every thread shares: the lock that survives a poisoned mutex, and the
-//! cancellation of a running step: a flag the step polls, hooks that interrupt what it blocks
-//! on (kill its child processes, cancel its query), and sleeps that end early.
+//! Synchronisation every thread shares: the lock that survives a poisoned mutex, the bell
+//! that wakes a waiter when something changed, and the cancellation of a running step: a flag
+//! the step polls, hooks that interrupt what it blocks on (kill its child processes, cancel its
+//! query), and sleeps that end early.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -99,6 +100,37 @@ impl Drop for HookGuard {
     }
 }
 
+/// A counter that waiters sleep on: whoever changes something rings it, a waiter remembers
+/// the count it has seen and sleeps until the count moves on (or its time is up), so no ring
+/// between two looks is lost.
+#[derive(Debug, Default)]
+pub struct Bell {
+    rung: Mutex<u64>,
+    wake: Condvar,
+}
+
+impl Bell {
+    pub fn ring(&self) {
+        *lock(&self.rung) += 1;
+        self.wake.notify_all();
+    }
+
+    /// The count now: pass it to `wait` after looking.
+    pub fn seen(&self) -> u64 {
+        *lock(&self.rung)
+    }
+
+    /// Sleeps until the bell rang after `seen`, at most `timeout`; returns the count.
+    pub fn wait(&self, seen: u64, timeout: Duration) -> u64 {
+        let guard = lock(&self.rung);
+        let (guard, _) = self
+            .wake
+            .wait_timeout_while(guard, timeout, |rung| *rung == seen)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *guard
+    }
+}
+
 /// Locks, recovering from a poisoned mutex: the data behind these locks stays valid even if
 /// a thread panicked while holding one (and release builds abort on panic anyway).
 pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -111,6 +143,24 @@ pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn a_bell_rung_between_two_looks_is_not_lost() {
+        let bell = Arc::new(Bell::default());
+        let seen = bell.seen();
+        bell.ring();
+        let started = Instant::now();
+        assert_eq!(bell.wait(seen, Duration::from_secs(30)), seen + 1);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(bell.wait(seen + 1, Duration::from_millis(10)), seen + 1);
+        let ringer = bell.clone();
+        let handle = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            ringer.ring();
+        });
+        assert_eq!(bell.wait(seen + 1, Duration::from_secs(30)), seen + 2);
+        handle.join().unwrap();
+    }
 
     #[test]
     fn cancel_runs_hooks_once_and_wakes_sleepers() {

@@ -2,7 +2,7 @@
 //! read-only endpoints serve without asking the driver.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -12,7 +12,7 @@ use crate::clock::Clock;
 use crate::postgres::settings::PendingRestart;
 use crate::sidecar::SidecarView;
 use crate::step_env::Progress;
-use crate::sync::lock;
+use crate::sync::{lock, Bell};
 
 /// Milliseconds each start-up phase took in this process run.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -135,8 +135,9 @@ impl StateView {
 #[derive(Debug)]
 pub struct Published {
     view: Mutex<Arc<StateView>>,
-    /// Signalled when `seq` grows, for `GET /journal?wait=`.
-    seq_grew: Condvar,
+    /// Rung on every publish and every answer the driver sends: what parked requests
+    /// (`GET /journal?wait=`, `/configure`, `/terminate`) sleep on.
+    changed: Bell,
     /// When the driver loop last ran (monotonic ms), for `GET /healthz`.
     loop_ran_ms: AtomicU64,
     clock: Clock,
@@ -147,7 +148,7 @@ impl Published {
     pub fn new(view: StateView, clock: Clock, monitor_interval: Duration) -> Arc<Published> {
         Arc::new(Published {
             view: Mutex::new(Arc::new(view)),
-            seq_grew: Condvar::new(),
+            changed: Bell::default(),
             loop_ran_ms: AtomicU64::new(clock.mono_ms()),
             clock,
             monitor_interval,
@@ -158,25 +159,22 @@ impl Published {
         lock(&self.view).clone()
     }
 
-    /// Replaces the view; wakes journal long-polls if `seq` grew.
+    /// Replaces the view and rings the bell (journal long-polls look at the new seq).
     pub fn publish(&self, view: StateView) {
-        let mut current = lock(&self.view);
-        let grew = view.seq > current.seq;
-        *current = Arc::new(view);
-        drop(current);
-        if grew {
-            self.seq_grew.notify_all();
-        }
+        *lock(&self.view) = Arc::new(view);
+        self.changed.ring();
     }
 
-    /// Waits until the journal's last seq exceeds `since`, at most `timeout`; returns it.
-    pub fn wait_for_seq(&self, since: u64, timeout: Duration) -> u64 {
-        let current = lock(&self.view);
-        let (current, _) = self
-            .seq_grew
-            .wait_timeout_while(current, timeout, |v| v.seq <= since)
-            .unwrap_or_else(|p| p.into_inner());
-        current.seq
+    /// The driver sent an answer to a request: rings the bell, so that whoever parked the
+    /// request looks at its reply channel.
+    pub fn answered(&self) {
+        self.changed.ring();
+    }
+
+    /// What parked requests sleep on: rung by `publish` and `answered` (and by whoever parks
+    /// a new request).
+    pub fn changes(&self) -> &Bell {
+        &self.changed
     }
 
     /// The driver stamps this on every loop iteration.

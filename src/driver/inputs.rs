@@ -206,6 +206,7 @@ impl Driver {
                         None => "the compute has no spec yet".to_string(),
                     };
                     let _ = reply.send(ApiAnswer::NotPromoted { error });
+                    self.published.answered();
                     return Ok(());
                 }
                 let origin = Origin::request(request_id, "POST /promote");
@@ -214,6 +215,7 @@ impl Driver {
                     Handled::Refused(why) => {
                         let error = why.to_string();
                         let _ = reply.send(ApiAnswer::NotPromoted { error });
+                        self.published.answered();
                     }
                     Handled::Done(_) | Handled::NotStored(_) => {
                         self.shown.promotion_failed = None;
@@ -238,6 +240,7 @@ impl Driver {
         };
         // The caller may have given up (a closed connection): nothing to do.
         let _ = reply.send(answer);
+        self.published.answered();
         handled.map(|_| ())
     }
 
@@ -402,9 +405,15 @@ impl Driver {
         };
         let facts = Facts {
             records: Vec::new(),
-            offered: Some((spec, source)),
+            offered: Some((spec.clone(), source)),
         };
-        self.handle(Event::SpecOffered { offer }, origin, now, facts)
+        let handled = self.handle(Event::SpecOffered { offer }, origin, now, facts)?;
+        if let Handled::Done(Some(_)) = &handled {
+            // Taken (new, identical or repeated): its envelope's settings for compute_ctl
+            // itself (Neon's `compute_ctl_config`: the API's keys) take effect.
+            self.world.spec_taken(&spec);
+        }
+        Ok(handled)
     }
 
     fn record_timing(&mut self, step: StepName, duration_ms: u64, now: Now) {

@@ -518,7 +518,9 @@ impl Driver {
         }
         let view = self.published.view();
         let failed = self.shown.promotion_failed.as_deref();
-        self.waiters.answer_due(&self.phase, &view, failed);
+        if self.waiters.answer_due(&self.phase, &view, failed) > 0 {
+            self.published.answered();
+        }
     }
 
     /// The invariants between two inputs; a broken one is a defect.

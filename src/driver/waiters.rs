@@ -108,13 +108,15 @@ impl Waiters {
         self.parked.is_empty()
     }
 
-    /// Answers every request that is due, once, and keeps the others.
+    /// Answers every request that is due, once, and keeps the others; returns how many were
+    /// answered.
     pub fn answer_due(
         &mut self,
         phase: &Phase,
         view: &Arc<StateView>,
         promotion_failed: Option<&str>,
-    ) {
+    ) -> usize {
+        let before = self.parked.len();
         self.parked.retain(
             |(waiting, reply)| match due(*waiting, phase, view, promotion_failed) {
                 Some(answer) => {
@@ -125,5 +127,6 @@ impl Waiters {
                 None => true,
             },
         );
+        before - self.parked.len()
     }
 }

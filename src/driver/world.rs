@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use states::{PhaseName, ShutdownMode, Step};
 
+use crate::auth::Auth;
 use crate::executor::Executor;
 use crate::postgres::monitor::{DriftWatch, Monitor, Watch};
 use crate::spec::ParsedSpec;
@@ -81,6 +82,13 @@ pub trait World {
 
     fn perform(&mut self, effect: Effect);
 
+    /// A spec was taken (accepted, identical or repeated): what its envelope says about
+    /// compute_ctl itself takes effect (Neon's `compute_ctl_config.jwks`, the API's keys).
+    /// Nothing by default: a test's world has no API.
+    fn spec_taken(&mut self, spec: &ParsedSpec) {
+        let _ = spec;
+    }
+
     /// The journal failed: cancel what runs and stop Postgres, since nothing more can be
     /// acknowledged.
     fn stop_everything(&mut self);
@@ -96,6 +104,8 @@ pub struct Shell {
     pub executor: Executor,
     pub monitor: Monitor,
     pub state_dir: PathBuf,
+    /// The API's keys: an envelope's `compute_ctl_config.jwks` replaces them.
+    pub auth: Arc<Auth>,
 }
 
 impl World for Shell {
@@ -103,6 +113,12 @@ impl World for Shell {
         crate::journal::store_spec(&self.state_dir, spec.hash_hex(), &spec.canonical_json)
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    fn spec_taken(&mut self, spec: &ParsedSpec) {
+        if let Some(config) = &spec.compute_ctl_config {
+            self.auth.use_compute_ctl_config(config);
+        }
     }
 
     fn perform(&mut self, effect: Effect) {

@@ -1,45 +1,66 @@
-//! The HTTP API (CONTRACT.md, "HTTP API"): a blocking `tiny_http` server on a few threads.
+//! The HTTP API (CONTRACT.md, "HTTP API" and "Security of the API"): our own small HTTP/1.1
+//! server on `std::net` (README, "HTTP API", says why not `tiny_http`).
 //!
-//! Reads (`GET /state`, `/healthz`, `/readyz`, `/metrics`, `/journal`, `/fsm`, `/status`) are
-//! answered from the published view and the journal files, never by the driver, so they answer
-//! at once while a long step runs. Requests that change or wait on the phase are parsed and
-//! checked here, then handed to the driver as typed `ApiRequest`s.
+//! - `server`: one I/O thread owns every connection and reads each request whole within the
+//!   limits of `limits`; a `Responder` answers it from any thread;
+//! - `wire`: the request head parsed, a response rendered (pure);
+//! - `parking`: requests that wait (long-polls, requests handed to the driver), kept with their
+//!   connection and no thread;
+//! - this file: the request threads (`THREADS`), which only authorize, parse, route and
+//!   answer; reads (`/state`, `/healthz`, `/readyz`, `/metrics`, `/journal`, `/fsm`, `/status`)
+//!   come from the published view and the journal files, never from the driver; the driver's
+//!   typed `ApiAnswer`s become status codes here only;
+//! - `neon`: Neon's `/status`, `/configure`, `/metrics.json`.
 
+pub mod limits;
 pub mod neon;
+pub mod parking;
+pub mod server;
+pub mod wire;
 
-use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, SyncSender};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use states::{ShutdownMode, SpecAnswer};
-use tiny_http::{Header, Method, Request, Response, Server};
 
+use crate::auth::{Auth, Refusal};
 use crate::input::{ApiAnswer, ApiCall, ApiRequest, Input};
 use crate::spec::{SpecAdmission, SpecErrors};
+use crate::sync::lock;
 use crate::view::Published;
 
 /// The OpenAPI 3.1 document of this API (`GET /openapi.json`); a test keeps it equal to what
 /// is served and checks the server against it with schemathesis.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
-/// The largest request body accepted (413 beyond).
-pub const BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
-/// Threads that serve requests.
-pub const THREADS: usize = 4;
-/// The longest `GET /journal?wait=`.
-pub const JOURNAL_WAIT_MAX: Duration = Duration::from_secs(60);
-/// The most records one `GET /journal` returns.
-pub const JOURNAL_LIMIT_MAX: usize = 10_000;
-/// How long a request waits for the driver's answer (`/terminate`, `/configure` wait longer:
-/// they answer when the compute gets there).
-const DRIVER_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-const WAITING_ANSWER_TIMEOUT: Duration = Duration::from_secs(3600);
-/// The longest `X-Request-Id` taken as given.
-const REQUEST_ID_BYTES_MAX: usize = 200;
+pub use limits::{BODY_BYTES_MAX, JOURNAL_LIMIT_MAX, JOURNAL_WAIT_MAX, THREADS};
+use limits::{DRIVER_ANSWER_TIMEOUT, QUEUE_MAX, REQUEST_ID_BYTES_MAX, WAITING_ANSWER_TIMEOUT};
+use parking::{Parked, Parking, Waiting};
+pub use server::{bind, Request, Responder};
+
+/// Work for a request thread.
+#[derive(Debug)]
+pub enum Job {
+    /// A request read whole.
+    Request {
+        request: Request,
+        responder: Responder,
+    },
+    /// A parked long-poll that is due: read the journal and answer.
+    Journal {
+        since: u64,
+        limit: usize,
+        request_id: String,
+        responder: Responder,
+    },
+}
+
+/// The endpoints that need no token when auth is on: what probes and scrapers call.
+const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 /// What the request threads share.
 pub struct Api {
@@ -48,10 +69,11 @@ pub struct Api {
     pub state_dir: PathBuf,
     /// Parses and checks a spec (form rules, the Postgres binary's settings and libraries).
     pub admission: SpecAdmission,
-    pub auth: Option<crate::auth::Verifier>,
-    /// Requests handed to the driver and not yet answered: the process waits for them before
-    /// it exits, so `POST /terminate` gets its answer.
-    pub in_flight: AtomicUsize,
+    /// The API's keys; without any, requests need no token.
+    pub auth: Arc<Auth>,
+    parking: Arc<Parking>,
+    /// Answers given and not yet written to their sockets.
+    writes_pending: Arc<AtomicUsize>,
     next_request: AtomicU64,
     fsm_json: String,
 }
@@ -70,132 +92,153 @@ impl Api {
         inbox: SyncSender<Input>,
         state_dir: PathBuf,
         admission: SpecAdmission,
-        auth: Option<crate::auth::Verifier>,
+        auth: Arc<Auth>,
     ) -> Arc<Api> {
         let fsm_json = serde_json::to_string(&states::table::table()).unwrap_or_default();
         Arc::new(Api {
+            parking: Parking::new(published.clone(), state_dir.clone()),
             published,
             inbox,
             state_dir,
             admission,
             auth,
-            in_flight: AtomicUsize::new(0),
+            writes_pending: Arc::new(AtomicUsize::new(0)),
             next_request: AtomicU64::new(1),
             fsm_json,
         })
     }
 
-    /// Waits until every request handed to the driver has been answered, at most `timeout`.
+    /// Waits until every request handed to the driver has been answered and every answer
+    /// written out, at most `timeout`.
     pub fn drain(&self, timeout: Duration) {
-        let deadline = std::time::Instant::now() + timeout;
-        while self.in_flight.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        let deadline = Instant::now() + timeout;
+        while (self.parking.in_flight() > 0 || self.writes_pending.load(Ordering::SeqCst) > 0)
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
-        // Let the last response leave the socket.
+        // Let the last bytes leave the socket.
         std::thread::sleep(Duration::from_millis(50));
     }
-}
 
-/// Binds `addr` (connections wait in the backlog until `serve`): a busy address is refused
-/// before compute_ctl writes anything.
-pub fn bind(addr: &str) -> anyhow::Result<Server> {
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {addr}: {e}"))?;
-    no_delay(&listener);
-    Server::from_listener(listener, None)
-        .map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {addr}: {e}"))
-}
-
-/// `TCP_NODELAY` on the listener, which Linux hands down to every accepted connection:
-/// tiny_http writes the headers and the body of an answer separately, and with Nagle's
-/// algorithm a body over one segment (`/metrics`, `/openapi.json`, a page of the journal)
-/// then waits for the client's delayed ACK, 40 ms an answer.
-fn no_delay(listener: &std::net::TcpListener) {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket, and a pointer to an int of the size passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            listener.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            std::ptr::from_ref(&on).cast(),
-            libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
-        )
-    };
-    if rc != 0 {
-        log::warn!(
-            "cannot set TCP_NODELAY on the HTTP listener: {}",
-            std::io::Error::last_os_error()
-        );
+    /// Requests parked now (long-polls and requests waiting on the driver).
+    pub fn parked(&self) -> usize {
+        self.parking.len()
     }
 }
 
-/// Serves on `THREADS` threads; called once the view to publish is true.
-pub fn serve(server: Server, api: Arc<Api>) -> anyhow::Result<()> {
-    let server = Arc::new(server);
+/// Serves on `listener`: the I/O thread, `THREADS` request threads and the parking thread;
+/// called once the view to publish is true.
+pub fn serve(listener: std::net::TcpListener, api: Arc<Api>) -> anyhow::Result<()> {
+    let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUE_MAX);
+    let queue = Arc::new(Mutex::new(queue));
     for n in 0..THREADS {
-        let server = server.clone();
+        let queue = queue.clone();
         let api = api.clone();
         std::thread::Builder::new()
             .name(format!("http-{n}"))
-            .spawn(move || {
-                for request in server.incoming_requests() {
-                    handle(&api, request);
-                }
-            })?;
+            .spawn(move || work(&api, &queue))?;
     }
+    api.parking.start(jobs.clone())?;
+    server::start(listener, jobs, api.writes_pending.clone())?;
     Ok(())
 }
 
-fn header(request: &Request, name: &str) -> Option<String> {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
-        .map(|h| h.value.as_str().to_string())
+/// A request thread: takes jobs until the queue closes.
+fn work(api: &Api, queue: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = lock(queue).recv();
+        match job {
+            Ok(Job::Request { request, responder }) => handle(api, request, responder),
+            Ok(Job::Journal {
+                since,
+                limit,
+                request_id,
+                responder,
+            }) => journal_reply(&api.state_dir, &api.published, since, limit)
+                .send(responder, &request_id),
+            Err(_) => return,
+        }
+    }
 }
 
-fn handle(api: &Api, mut request: Request) {
-    let request_id = header(&request, "X-Request-Id")
+/// What a route decided: an answer now, or a wait.
+enum Outcome {
+    Now(Reply),
+    /// Hand `request` to the driver; park until its answer (mapped by `reply`) or `timeout`.
+    Call {
+        request: ApiRequest,
+        timeout: Duration,
+        reply: fn(ApiAnswer) -> Reply,
+    },
+    /// Park until the journal has a record after `since`, at most `wait`.
+    Journal {
+        since: u64,
+        limit: usize,
+        wait: Duration,
+    },
+}
+
+impl From<Reply> for Outcome {
+    fn from(reply: Reply) -> Outcome {
+        Outcome::Now(reply)
+    }
+}
+
+fn handle(api: &Api, request: Request, responder: Responder) {
+    let request_id = request
+        .header("X-Request-Id")
         .filter(|id| {
             !id.is_empty()
                 && id.len() <= REQUEST_ID_BYTES_MAX
                 && id.bytes().all(|b| b.is_ascii_graphic())
         })
+        .map(str::to_string)
         .unwrap_or_else(|| api.new_request_id());
     let _log = crate::logging::scope(None, Some(&request_id));
-    let started = std::time::Instant::now();
-    let url = request.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((url.as_str(), ""));
-    let method = request.method().clone();
-    let reply = if let Some(denied) = api.authorize(&method, path, &request) {
-        denied
-    } else {
-        route(api, &mut request, &method, path, query, &request_id)
+    let target = request.target.clone();
+    let (path, query) = target.split_once('?').unwrap_or((target.as_str(), ""));
+    let responder = responder.labelled(&request.method, path);
+    let outcome = match api.authorize(path, &request) {
+        Some(denied) => Outcome::Now(denied),
+        None => route(api, &request, path, query),
     };
-    crate::metrics::http_request(method.as_str(), path, reply.status, started.elapsed());
-    respond(request, reply, &request_id);
+    match outcome {
+        Outcome::Now(reply) => reply.send(responder, &request_id),
+        Outcome::Call {
+            request,
+            timeout,
+            reply,
+        } => api.call(request, request_id, timeout, reply, responder),
+        Outcome::Journal { since, limit, wait } => {
+            if wait.is_zero() || api.published.view().seq > since || !api.parking.reserve(false) {
+                // Nothing to wait for, or no place to wait in: the records there are now.
+                journal_reply(&api.state_dir, &api.published, since, limit)
+                    .send(responder, &request_id);
+                return;
+            }
+            api.parking.park(Parked {
+                responder,
+                request_id,
+                waiting: Waiting::Journal { since, limit },
+                deadline: Instant::now() + wait,
+            });
+        }
+    }
 }
 
-fn route(
-    api: &Api,
-    request: &mut Request,
-    method: &Method,
-    path: &str,
-    query: &str,
-    request_id: &str,
-) -> Reply {
+fn route(api: &Api, request: &Request, path: &str, query: &str) -> Outcome {
+    let method = request.method.as_str();
     match (method, path) {
-        (Method::Get, "/state") => Reply::json(200, &*api.published.view()),
-        (Method::Get, "/healthz") => {
+        ("GET", "/state") => Reply::json(200, &*api.published.view()).into(),
+        ("GET", "/healthz") => {
             if api.published.live() {
-                Reply::json(200, &json!({ "status": "ok" }))
+                Reply::json(200, &json!({ "status": "ok" })).into()
             } else {
-                Reply::json(503, &json!({ "status": "the driver loop is stuck" }))
+                Reply::json(503, &json!({ "status": "the driver loop is stuck" })).into()
             }
         }
-        (Method::Get, "/readyz") => {
+        ("GET", "/readyz") => {
             let view = api.published.view();
             let body = json!({
                 "ready": view.ready(),
@@ -203,55 +246,48 @@ fn route(
                 "desired_generation": view.desired_generation,
                 "applied_generation": view.applied_generation,
             });
-            Reply::json(if view.ready() { 200 } else { 503 }, &body)
+            Reply::json(if view.ready() { 200 } else { 503 }, &body).into()
         }
-        (Method::Get, "/metrics") => {
-            Reply::text(200, crate::metrics::render(&api.published.view()))
+        ("GET", "/metrics") => {
+            Reply::text(200, crate::metrics::render(&api.published.view())).into()
         }
-        (Method::Get, "/fsm") => Reply::raw_json(200, api.fsm_json.clone()),
-        (Method::Get, "/openapi.json") => Reply::raw_json(200, OPENAPI_JSON.to_string()),
-        (Method::Get, "/journal") => journal(api, query),
-        (Method::Post, "/spec") => post_spec(api, request, request_id),
-        (Method::Post, "/terminate") => match terminate_mode(query) {
-            Ok(mode) => {
-                let request = ApiRequest::Terminate { mode };
-                match api.call(request, request_id, WAITING_ANSWER_TIMEOUT) {
-                    Ok(ApiAnswer::Terminated { lsn }) => Reply::json(200, &json!({ "lsn": lsn })),
-                    Ok(other) => answer_reply(other),
-                    Err(reply) => reply,
-                }
-            }
-            Err(reply) => reply,
+        ("GET", "/fsm") => Reply::raw_json(200, api.fsm_json.clone()).into(),
+        ("GET", "/openapi.json") => Reply::raw_json(200, OPENAPI_JSON.to_string()).into(),
+        ("GET", "/journal") => journal(query),
+        ("POST", "/spec") => post_spec(api, request),
+        ("POST", "/terminate") => match terminate_mode(query) {
+            Ok(mode) => Outcome::Call {
+                request: ApiRequest::Terminate { mode },
+                timeout: WAITING_ANSWER_TIMEOUT,
+                reply: answer_reply,
+            },
+            Err(reply) => reply.into(),
         },
-        (Method::Post, "/recover") => {
-            match api.call(ApiRequest::Recover, request_id, DRIVER_ANSWER_TIMEOUT) {
-                Ok(ApiAnswer::Recovering { phase }) => Reply::json(200, &json!({ "phase": phase })),
-                Ok(other) => answer_reply(other),
-                Err(reply) => reply,
-            }
-        }
-        (Method::Post, "/promote") => match promote_request(request) {
-            Ok(wal_flush_lsn) => {
-                let request = ApiRequest::Promote { wal_flush_lsn };
-                match api.call(request, request_id, WAITING_ANSWER_TIMEOUT) {
-                    Ok(answer) => answer_reply(answer),
-                    Err(reply) => reply,
-                }
-            }
-            Err(reply) => reply,
+        ("POST", "/recover") => Outcome::Call {
+            request: ApiRequest::Recover,
+            timeout: DRIVER_ANSWER_TIMEOUT,
+            reply: answer_reply,
         },
-        (Method::Get, "/status") => Reply::json(200, &neon::status_body(&api.published.view())),
-        (Method::Get, "/metrics.json") => {
-            Reply::json(200, &neon::metrics_body(&api.published.view()))
+        ("GET", "/status") => Reply::json(200, &neon::status_body(&api.published.view())).into(),
+        ("GET", "/metrics.json") => {
+            Reply::json(200, &neon::metrics_body(&api.published.view())).into()
         }
-        (Method::Post, "/configure") => neon::configure(api, request, request_id),
+        ("POST", "/promote") => match promote_request(request) {
+            Ok(wal_flush_lsn) => Outcome::Call {
+                request: ApiRequest::Promote { wal_flush_lsn },
+                timeout: WAITING_ANSWER_TIMEOUT,
+                reply: answer_reply,
+            },
+            Err(reply) => reply.into(),
+        },
+        ("POST", "/configure") => neon::configure(api, request),
         (
             _,
             "/state" | "/healthz" | "/readyz" | "/metrics" | "/fsm" | "/journal" | "/status"
             | "/metrics.json" | "/spec" | "/terminate" | "/recover" | "/configure" | "/promote"
             | "/openapi.json",
-        ) => Reply::error(405, format!("{method} is not allowed on {path}")),
-        _ => Reply::error(404, format!("no endpoint {path}")),
+        ) => Reply::error(405, format!("{method} is not allowed on {path}")).into(),
+        _ => Reply::error(404, format!("no endpoint {path}")).into(),
     }
 }
 
@@ -264,66 +300,75 @@ impl Api {
         format!("cc-{wall:x}-{}-{n}", std::process::id())
     }
 
-    /// Hands `request` to the driver and waits for its answer; `Err` is the reply when none
-    /// comes.
-    pub(crate) fn call(
+    /// Hands `request` to the driver and parks its caller until the answer comes (mapped by
+    /// `reply`) or `timeout`. `POST /terminate` is parked even when the parking is full.
+    fn call(
         &self,
         request: ApiRequest,
-        request_id: &str,
+        request_id: String,
         timeout: Duration,
-    ) -> Result<ApiAnswer, Reply> {
-        let (reply, answer) = mpsc::channel();
+        reply: fn(ApiAnswer) -> Reply,
+        responder: Responder,
+    ) {
+        let always = matches!(request, ApiRequest::Terminate { .. });
+        if !self.parking.reserve(always) {
+            return Reply::error(
+                503,
+                format!(
+                    "too many waiting requests ({}): try again",
+                    limits::PARKED_MAX
+                ),
+            )
+            .send(responder, &request_id);
+        }
+        let (answer_tx, answer) = mpsc::channel();
         let call = ApiCall {
-            request_id: request_id.to_string(),
+            request_id: request_id.clone(),
             request,
-            reply,
+            reply: answer_tx,
         };
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let result = if self.inbox.send(Input::Api(call)).is_err() {
-            Err(Reply::error(503, "compute_ctl is shutting down"))
-        } else {
-            match answer.recv_timeout(timeout) {
-                Ok(answer) => Ok(answer),
-                Err(mpsc::RecvTimeoutError::Timeout) => Err(Reply::error(
-                    504,
-                    format!("no answer from the driver within {timeout:?}"),
-                )),
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    Err(Reply::error(503, "compute_ctl is shutting down"))
-                }
+        let refused = match self.inbox.try_send(Input::Api(call)) {
+            Ok(()) => {
+                return self.parking.park(Parked {
+                    responder,
+                    request_id,
+                    waiting: Waiting::Answer { answer, reply },
+                    deadline: Instant::now() + timeout,
+                })
             }
+            Err(TrySendError::Full(_)) => "the driver's inbox is full: try again",
+            Err(TrySendError::Disconnected(_)) => "compute_ctl is shutting down",
         };
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        result
+        self.parking.release();
+        Reply::error(503, refused).send(responder, &request_id);
     }
 
-    fn authorize(&self, method: &Method, path: &str, request: &Request) -> Option<Reply> {
-        let verifier = self.auth.as_ref()?;
-        // Reads are open (health checks, scrapers); changes need a token.
-        if *method == Method::Get {
+    /// `None` when the request may go on: auth is off, the endpoint is open, or the token is
+    /// valid; else the 401/403 reply.
+    fn authorize(&self, path: &str, request: &Request) -> Option<Reply> {
+        if !self.auth.enabled() || OPEN_PATHS.contains(&path) {
             return None;
         }
-        let token = header(request, "Authorization")
-            .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
-        match token {
-            None => Some(Reply::error(
+        match self.auth.check(request.header("Authorization")) {
+            Ok(()) => None,
+            Err(Refusal::Unauthorized(why)) => Some(Reply::error(
                 401,
-                format!("{method} {path} needs a bearer token"),
+                format!("{} {path}: {why}", request.method),
             )),
-            Some(token) => match verifier.verify(&token) {
-                Ok(()) => None,
-                Err(why) => Some(Reply::error(
-                    403,
-                    format!("the bearer token is refused: {why}"),
-                )),
-            },
+            Err(Refusal::Forbidden(why)) => Some(Reply::error(
+                403,
+                format!(
+                    "{} {path}: the bearer token is refused: {why}",
+                    request.method
+                ),
+            )),
         }
     }
 }
 
-/// Reads a JSON body within the limit: 413 beyond it, 415 if not JSON.
-pub(crate) fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
-    let content_type = header(request, "Content-Type").unwrap_or_default();
+/// The body as JSON: 415 if not `application/json` (its size was checked as it came: 413).
+pub(crate) fn json_body(request: &Request) -> Result<&[u8], Reply> {
+    let content_type = request.header("Content-Type").unwrap_or_default();
     let media = content_type
         .split(';')
         .next()
@@ -336,38 +381,21 @@ pub(crate) fn read_body(request: &mut Request) -> Result<Vec<u8>, Reply> {
             format!("the body must be application/json, not {:?}", content_type),
         ));
     }
-    if request.body_length().is_some_and(|n| n > BODY_BYTES_MAX) {
-        return Err(Reply::error(
-            413,
-            format!("the body exceeds {BODY_BYTES_MAX} bytes"),
-        ));
-    }
-    let mut body = Vec::new();
-    let limit = u64::try_from(BODY_BYTES_MAX).unwrap_or(u64::MAX) + 1;
-    if let Err(e) = request.as_reader().take(limit).read_to_end(&mut body) {
-        return Err(Reply::error(400, format!("cannot read the body: {e}")));
-    }
-    if body.len() > BODY_BYTES_MAX {
-        return Err(Reply::error(
-            413,
-            format!("the body exceeds {BODY_BYTES_MAX} bytes"),
-        ));
-    }
-    Ok(body)
+    Ok(&request.body)
 }
 
 /// `POST /promote`'s body, optional: Neon's `{"wal_flush_lsn": "X/Y", "spec": …}` (the spec,
 /// if any, is not taken here: send it with `POST /spec` before or after).
-fn promote_request(request: &mut Request) -> Result<Option<states::Lsn>, Reply> {
+fn promote_request(request: &Request) -> Result<Option<states::Lsn>, Reply> {
     // No body (and so no content type) asks for a promotion without an LSN to wait for.
-    if request.body_length().is_none_or(|n| n == 0) && header(request, "Content-Type").is_none() {
+    if request.body.is_empty() && request.header("Content-Type").is_none() {
         return Ok(None);
     }
-    let body = read_body(request)?;
+    let body = json_body(request)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value: serde_json::Value = serde_json::from_slice(&body)
+    let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| Reply::error(400, format!("the body is not JSON: {e}")))?;
     match value.get("wal_flush_lsn") {
         None | Some(serde_json::Value::Null) => Ok(None),
@@ -385,16 +413,16 @@ fn promote_request(request: &mut Request) -> Result<Option<states::Lsn>, Reply> 
 }
 
 /// `POST /spec`: admitted here, offered to the driver, its answer as a status code.
-fn post_spec(api: &Api, request: &mut Request, request_id: &str) -> Reply {
-    let body = match read_body(request) {
+fn post_spec(api: &Api, request: &Request) -> Outcome {
+    let body = match json_body(request) {
         Ok(body) => body,
-        Err(reply) => return reply,
+        Err(reply) => return reply.into(),
     };
-    let spec = match api.admission.admit(&body) {
+    let spec = match api.admission.admit(body) {
         Ok(admitted) => Arc::new(admitted.spec),
-        Err(errors) => return spec_errors(&errors),
+        Err(errors) => return spec_errors(&errors).into(),
     };
-    let if_match = match header(request, "If-Match") {
+    let if_match = match request.header("If-Match") {
         None => None,
         Some(value) => match value.trim().trim_matches('"').parse::<u64>() {
             Ok(generation) => Some(generation),
@@ -403,13 +431,14 @@ fn post_spec(api: &Api, request: &mut Request, request_id: &str) -> Reply {
                     400,
                     format!("If-Match {value:?} is not a generation number"),
                 )
+                .into()
             }
         },
     };
-    let request = ApiRequest::PostSpec { spec, if_match };
-    match api.call(request, request_id, DRIVER_ANSWER_TIMEOUT) {
-        Ok(answer) => answer_reply(answer),
-        Err(reply) => reply,
+    Outcome::Call {
+        request: ApiRequest::PostSpec { spec, if_match },
+        timeout: DRIVER_ANSWER_TIMEOUT,
+        reply: answer_reply,
     }
 }
 
@@ -476,7 +505,8 @@ fn query_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
-fn journal(api: &Api, query: &str) -> Reply {
+/// `GET /journal?since=&limit=&wait=`: parsed here; answered now, or parked.
+fn journal(query: &str) -> Outcome {
     let number = |name: &str, default: u64| -> Result<u64, Reply> {
         match query_param(query, name) {
             None => Ok(default),
@@ -488,19 +518,20 @@ fn journal(api: &Api, query: &str) -> Reply {
     let (since, limit, wait) = match (number("since", 0), number("limit", 1000), number("wait", 0))
     {
         (Ok(s), Ok(l), Ok(w)) => (s, l, w),
-        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r.into(),
     };
     let limit = usize::try_from(limit)
         .unwrap_or(JOURNAL_LIMIT_MAX)
         .clamp(1, JOURNAL_LIMIT_MAX);
     let wait = Duration::from_secs(wait).min(JOURNAL_WAIT_MAX);
-    if !wait.is_zero() && api.published.view().seq <= since {
-        api.published.wait_for_seq(since, wait);
-    }
-    match crate::journal::read_since(&api.state_dir, since, limit) {
+    Outcome::Journal { since, limit, wait }
+}
+
+/// The journal's records after `since`, at most `limit`.
+fn journal_reply(state_dir: &Path, published: &Published, since: u64, limit: usize) -> Reply {
+    match crate::journal::read_since(state_dir, since, limit) {
         Ok(records) => {
-            let last_seq = api
-                .published
+            let last_seq = published
                 .view()
                 .seq
                 .max(records.last().map_or(0, |r| r.seq));
@@ -548,19 +579,18 @@ impl Reply {
     pub fn error(status: u16, message: impl Into<String>) -> Reply {
         Reply::json(status, &json!({ "error": message.into() }))
     }
-}
 
-fn respond(request: Request, reply: Reply, request_id: &str) {
-    let mut response = Response::from_string(reply.body).with_status_code(reply.status);
-    for (name, value) in [
-        ("Content-Type", reply.content_type),
-        ("X-Request-Id", request_id),
-    ] {
-        if let Ok(header) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-            response.add_header(header);
-        }
+    pub fn status(&self) -> u16 {
+        self.status
     }
-    if let Err(e) = request.respond(response) {
-        log::debug!("cannot send a response: {e}");
+
+    /// Sends it on `responder`'s connection, with `X-Request-Id`.
+    pub fn send(self, responder: Responder, request_id: &str) {
+        responder.respond(
+            self.status,
+            self.content_type,
+            self.body.as_bytes(),
+            request_id,
+        );
     }
 }

@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
-use tiny_http::Request;
-
-use super::{read_body, Api, Reply, WAITING_ANSWER_TIMEOUT};
+use super::limits::WAITING_ANSWER_TIMEOUT;
+use super::{json_body, Api, Outcome, Reply, Request};
 use crate::input::{ApiAnswer, ApiRequest};
 use crate::view::StateView;
+use serde_json::json;
 
 /// `GET /status`: `{"start_time", "tenant", "timeline", "status", "last_active", "error"}`.
 pub fn status_body(view: &StateView) -> serde_json::Value {
@@ -45,30 +44,33 @@ pub fn metrics_body(view: &StateView) -> serde_json::Value {
 
 /// `POST /configure`: `{"spec": …, "compute_ctl_config": …}`; answers once the compute runs
 /// the spec (200, the `/status` body) or failed (500); 412 in a phase that takes no spec.
-/// Neon's errors are `{"error": "…"}` only.
-pub fn configure(api: &Api, request: &mut Request, request_id: &str) -> Reply {
-    let body = match read_body(request) {
+/// Neon's errors are `{"error": "…"}` only. The envelope's `compute_ctl_config.jwks` becomes
+/// the API's keys once the driver takes the spec.
+pub(super) fn configure(api: &Api, request: &Request) -> Outcome {
+    let body = match json_body(request) {
         Ok(body) => body,
-        Err(reply) => return reply,
+        Err(reply) => return reply.into(),
     };
-    let spec = match api.admission.admit(&body) {
+    let spec = match api.admission.admit(body) {
         Ok(admitted) if admitted.envelope => Arc::new(admitted.spec),
         Ok(_) => {
             return Reply::error(
                 400,
                 "the body must be {\"spec\": …, \"compute_ctl_config\": …}, not a bare spec",
             )
+            .into()
         }
-        Err(errors) => return Reply::error(400, errors.to_string()),
+        Err(errors) => return Reply::error(400, errors.to_string()).into(),
     };
-    let answer = match api.call(
-        ApiRequest::Configure { spec },
-        request_id,
-        WAITING_ANSWER_TIMEOUT,
-    ) {
-        Ok(answer) => answer,
-        Err(reply) => return reply,
-    };
+    Outcome::Call {
+        request: ApiRequest::Configure { spec },
+        timeout: WAITING_ANSWER_TIMEOUT,
+        reply: configure_reply,
+    }
+}
+
+/// Neon's status codes for the answers to `/configure`.
+fn configure_reply(answer: ApiAnswer) -> Reply {
     match answer {
         ApiAnswer::Configured(view) => Reply::json(200, &status_body(&view)),
         ApiAnswer::ConfigureFailed { message } | ApiAnswer::NotDurable { message } => {

@@ -10,6 +10,7 @@ mod drift;
 mod driver;
 mod durability;
 mod first_run;
+mod frontdoor;
 mod journal;
 mod layers;
 mod lifecycle;
