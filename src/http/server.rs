@@ -115,7 +115,11 @@ pub struct Responder {
 impl Responder {
     /// Counts the answer in `/metrics` under `method` and `path` when it is sent.
     pub fn labelled(mut self, method: &str, path: &str) -> Responder {
-        self.label = Some((method.to_string(), path.to_string(), std::time::Instant::now()));
+        self.label = Some((
+            method.to_string(),
+            path.to_string(),
+            std::time::Instant::now(),
+        ));
         self
     }
 
