@@ -20,7 +20,7 @@ pub use admission::{
 pub use error::{ErrorKind, Rejection, StepError};
 pub use event::{Event, EventName, ExitStatus};
 pub use lsn::Lsn;
-pub use phase::{Ctx, Next, Phase, PhaseName, Policy, Rejected, Transition};
+pub use phase::{Ctx, Next, Phase, PhaseName, Policy, Preparation, Rejected, Transition};
 pub use spec_ref::SpecRef;
-pub use step::{ExitReason, ShutdownMode, Step, StepId, StepName, StepOutput};
+pub use step::{ExitReason, PreparedStart, ShutdownMode, Step, StepId, StepName, StepOutput};
 pub use time::Now;

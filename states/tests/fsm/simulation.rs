@@ -117,6 +117,14 @@ impl World {
                 Step::FetchSpec { .. } => StepOutput::SpecFetched {
                     found: self.rng.chance(30),
                 },
+                Step::PrepareCluster { .. } => StepOutput::ClusterPrepared,
+                Step::UsePrepared { .. } => {
+                    if self.rng.chance(50) {
+                        StepOutput::PreparedUsed
+                    } else {
+                        StepOutput::PreparedDiscarded
+                    }
+                }
                 Step::CancelSteps | Step::StartSidecar | Step::StopSidecar | Step::Exit { .. } => {
                     unreachable!("not a worker step")
                 }
@@ -216,7 +224,11 @@ fn new_world(seed: u64) -> World {
 /// Returns every phase reached.
 fn simulate(seed: u64, events: usize) -> Result<Vec<PhaseName>, String> {
     let mut world = new_world(seed);
-    let policy = Policy::default();
+    // Half the seeds run with `--prepare`.
+    let policy = Policy {
+        prepare: seed % 2 == 0,
+        ..Policy::default()
+    };
     let mut reached = Vec::new();
     let mut handled = 0;
     while handled < events {
