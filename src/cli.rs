@@ -75,6 +75,9 @@ pub struct RunArgs {
     /// How long to keep serving in `failed` before exiting
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub failed_linger: Duration,
+    /// In `empty`, prepare a cluster for the embedded default before a spec arrives
+    #[arg(long)]
+    pub prepare: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -141,6 +141,7 @@ fn start(args: RunArgs) -> Result<ExitCode, Stop> {
         monitor_interval: args.monitor_interval,
         policy: Policy {
             failed_linger_ms: u64::try_from(args.failed_linger.as_millis()).unwrap_or(u64::MAX),
+            prepare: args.prepare,
             ..Policy::default()
         },
         fetch_spec,

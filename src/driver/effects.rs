@@ -58,7 +58,9 @@ pub fn steps_to_effects(
             | Step::SpawnPostgres { id, .. }
             | Step::ApplySpec { id, .. }
             | Step::StopPostgres { id, .. }
-            | Step::FetchSpec { id } => {
+            | Step::FetchSpec { id }
+            | Step::PrepareCluster { id }
+            | Step::UsePrepared { id, .. } => {
                 let spec = specs.get(&id).cloned();
                 debug_assert!(
                     step.spec().is_none() || spec.is_some(),

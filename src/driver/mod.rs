@@ -516,6 +516,7 @@ impl Driver {
             if_match,
             request_id: request_id.clone(),
             seq: self.journal.last_seq() + 1,
+            embedded: matches!(spec.storage, crate::spec::Storage::Embedded),
         };
         let origin = Origin {
             request_id,
@@ -755,6 +756,7 @@ impl Driver {
             startup: shown.startup.clone(),
             progress: shown.progress.clone(),
             storage: desired_spec.map(|s| s.storage.kind().to_string()),
+            prepared: self.phase.prepared().unwrap_or(false),
             sidecar: shown.sidecar.clone(),
             start_time: self.start_time.clone(),
             tenant: desired_spec.and_then(|s| s.storage.tenant_id().map(str::to_string)),

@@ -3,6 +3,8 @@
 //! PGDATA (`fetch_basebackup`), and may add settings and files before Postgres starts.
 
 mod embedded;
+
+pub use embedded::{initdb, EPHEMERAL_SETTINGS};
 mod neon;
 mod upstream;
 pub mod wire;
