@@ -14,6 +14,7 @@ mod lifecycle;
 mod neon;
 mod neon_api;
 mod postgres_config;
+mod prepare;
 mod reconcile;
 mod reconfigure;
 mod spec;
