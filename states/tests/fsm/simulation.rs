@@ -226,7 +226,7 @@ fn simulate(seed: u64, events: usize) -> Result<Vec<PhaseName>, String> {
     let mut world = new_world(seed);
     // Half the seeds run with `--prepare`.
     let policy = Policy {
-        prepare: seed % 2 == 0,
+        prepare: seed.is_multiple_of(2),
         ..Policy::default()
     };
     let mut reached = Vec::new();
