@@ -100,6 +100,10 @@ pub fn initdb(
             .current_dir(dir);
         clean_env(&mut command);
         run_as(env.pg_user.as_ref(), &mut command);
+        // An initdb that outlived a killed compute_ctl would go on writing into a directory
+        // the next run empties: it dies with compute_ctl (its `postgres --boot` children
+        // end with their input pipe).
+        super::upstream::die_with_parent(&mut command, libc::SIGKILL);
         let finished = subprocess::run(&mut command, ctx.cancel, |_| {}).map_err(|e| match e {
             RunError::Cancelled { .. } => {
                 StepError::new(phase, step, ErrorKind::Cancelled, e.to_string())

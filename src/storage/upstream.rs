@@ -644,20 +644,20 @@ fn basebackup_command(
         command.env("PGPASSWORD", OsStr::from_bytes(password));
     }
     run_as(env.pg_user.as_ref(), &mut command);
-    die_with_parent(&mut command);
+    die_with_parent(&mut command, libc::SIGTERM);
     command
 }
 
-/// Has Linux send SIGTERM to the child when compute_ctl dies (also by SIGKILL), which the
-/// guard script turns into a kill of its process group.
-fn die_with_parent(command: &mut Command) {
+/// Has Linux send `signal` to the child when compute_ctl dies (also by SIGKILL): SIGTERM,
+/// which the guard script turns into a kill of its process group, or SIGKILL for `initdb`.
+pub(super) fn die_with_parent(command: &mut Command, signal: libc::c_int) {
     let parent = std::process::id();
     let arm = move || {
         // SAFETY: PR_SET_PDEATHSIG takes a signal number; the other arguments are unused.
         let rc = unsafe {
             libc::prctl(
                 libc::PR_SET_PDEATHSIG,
-                libc::SIGTERM as libc::c_ulong,
+                signal as libc::c_ulong,
                 0 as libc::c_ulong,
                 0 as libc::c_ulong,
                 0 as libc::c_ulong,
