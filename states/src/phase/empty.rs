@@ -12,7 +12,7 @@ use crate::time::Now;
 
 use super::startup::Startup;
 use super::{
-    take_offer_with, terminate, Ctx, Init, Next, Phase, PhaseName, Rejected, StepRun, Transition,
+    take_offer_with, terminate, Ctx, Init, Next, PhaseName, Rejected, StepRun, Transition,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +78,10 @@ impl Empty {
             prepare,
         };
         Next::to(empty, vec![Step::FetchSpec { id }])
+    }
+
+    fn ctx_of(&self) -> &Ctx {
+        &self.ctx
     }
 
     fn fetch_in_flight(&self, id: StepId) -> bool {
@@ -227,10 +231,14 @@ impl Transition for Empty {
         match event {
             Event::SpecOffered { offer } => {
                 let embedded = offer.embedded;
-                take_offer_with(self, offer, now, |phase, spec, now| match phase {
-                    Phase::Empty(empty) => Ok(empty.accept(spec, embedded)),
-                    other => other.on_event(Event::SpecAccepted { spec }, now),
-                })
+                take_offer_with(
+                    self,
+                    PhaseName::Empty,
+                    Empty::ctx_of,
+                    offer,
+                    now,
+                    |empty, spec, _| Ok(empty.accept(spec, embedded)),
+                )
             }
             Event::SpecAccepted { spec } => Ok(self.accept(spec, false)),
             Event::StepStarted { id } => {

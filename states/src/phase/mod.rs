@@ -576,22 +576,24 @@ pub(crate) fn take_offer(
     offer: SpecOffer,
     now: Now,
 ) -> Result<Next, Rejected> {
-    take_offer_with(phase, offer, now, |phase, spec, now| {
+    let phase: Phase = phase.into();
+    let name = phase.name();
+    take_offer_with(phase, name, Phase::ctx, offer, now, |phase, spec, now| {
         phase.on_event(Event::SpecAccepted { spec }, now)
     })
 }
 
 /// `take_offer`, with the phase's own reaction to the accepted spec (`empty` also heeds the
-/// offer's storage).
-pub(crate) fn take_offer_with(
-    phase: impl Into<Phase>,
+/// offer's storage): `phase` is named `name`, and `ctx_of` finds its `Ctx`.
+pub(crate) fn take_offer_with<P: Into<Phase>>(
+    phase: P,
+    name: PhaseName,
+    ctx_of: fn(&P) -> &Ctx,
     offer: SpecOffer,
     now: Now,
-    accept: impl FnOnce(Phase, SpecRef, Now) -> Result<Next, Rejected>,
+    accept: impl FnOnce(P, SpecRef, Now) -> Result<Next, Rejected>,
 ) -> Result<Next, Rejected> {
-    let phase: Phase = phase.into();
-    let name = phase.name();
-    match admission::judge(phase.ctx(), &offer, name) {
+    match admission::judge(ctx_of(&phase), &offer, name) {
         Verdict::Answer(answer) => Ok(Next {
             answer: Some(answer),
             ..Next::stay(phase)
