@@ -120,6 +120,9 @@ pub struct RunArgs {
     /// How often the drift check runs (and the least time between two repairs)
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drift_interval: Duration,
+    /// In `empty`, prepare a cluster for the embedded default before a spec arrives
+    #[arg(long)]
+    pub prepare: bool,
 }
 
 /// What `running` does with a drift (`--drift`).

@@ -20,6 +20,7 @@ pub mod notify;
 pub mod pg_user;
 pub mod pgdata;
 pub mod postgres;
+pub mod prepared;
 pub mod replay;
 pub mod run;
 pub mod sidecar;

@@ -8,6 +8,9 @@
 //!   before a wipe begins and removed once the marker is in place, it covers a rebuild that a
 //!   crash interrupted (`initdb` and `pg_basebackup` need an empty directory, so the marker
 //!   cannot go in first).
+//!
+//! The staging directory of `--prepare` (`<PGDATA>.prepared`) is ours by the same rules, with
+//! a claim file of its own (`prepared.claim`), so that a rebuild of PGDATA never drops it.
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +23,8 @@ use crate::pg_user::PgUser;
 pub const MARKER_FILE: &str = "compute_ctl.pgdata";
 /// The claim file in the state directory while PGDATA is being rebuilt.
 pub const CLAIM_FILE: &str = "pgdata.claim";
+/// The claim file in the state directory while the staging directory of `--prepare` is built.
+pub const STAGING_CLAIM_FILE: &str = "prepared.claim";
 
 /// What a PGDATA path holds, as far as wiping it goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -270,18 +275,18 @@ pub fn check_reachable(pgdata: &Path, user: &PgUser, program: &Path) -> anyhow::
     Ok(())
 }
 
-fn claim_path(state_dir: &Path) -> PathBuf {
-    state_dir.join(CLAIM_FILE)
-}
-
-fn claimed(state_dir: &Path, pgdata: &Path) -> anyhow::Result<bool> {
-    match std::fs::read_to_string(claim_path(state_dir)) {
-        Ok(text) => Ok(Path::new(text.trim()) == absolute(pgdata)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => {
-            Err(e).with_context(|| format!("cannot read {}", claim_path(state_dir).display()))
+/// Whether either claim file names `dir`.
+fn claimed(state_dir: &Path, dir: &Path) -> anyhow::Result<bool> {
+    for file in [CLAIM_FILE, STAGING_CLAIM_FILE] {
+        let path = state_dir.join(file);
+        match std::fs::read_to_string(&path) {
+            Ok(text) if Path::new(text.trim()) == absolute(dir) => return Ok(true),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
     }
+    Ok(false)
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -290,9 +295,18 @@ fn absolute(path: &Path) -> PathBuf {
 
 /// Durably records that compute_ctl is about to rebuild `pgdata`.
 pub fn claim(state_dir: &Path, pgdata: &Path) -> anyhow::Result<()> {
-    let text = format!("{}\n", absolute(pgdata).display());
-    write_atomic(&claim_path(state_dir), text.as_bytes())
-        .with_context(|| format!("cannot write {}", claim_path(state_dir).display()))
+    claim_in(state_dir, CLAIM_FILE, pgdata)
+}
+
+/// Durably records that compute_ctl is about to rebuild the staging directory `staging`.
+pub fn claim_staging(state_dir: &Path, staging: &Path) -> anyhow::Result<()> {
+    claim_in(state_dir, STAGING_CLAIM_FILE, staging)
+}
+
+fn claim_in(state_dir: &Path, file: &str, dir: &Path) -> anyhow::Result<()> {
+    let path = state_dir.join(file);
+    let text = format!("{}\n", absolute(dir).display());
+    write_atomic(&path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Empties `pgdata` (keeping the directory itself, which may be a mount point) or creates it,
@@ -343,6 +357,24 @@ pub fn wipe_and_recreate(pgdata: &Path, owner: Option<&PgUser>) -> anyhow::Resul
 
 /// Marks a filled `pgdata` as compute_ctl's, then drops the claim.
 pub fn mark(pgdata: &Path, state_dir: &Path, owner: Option<&PgUser>) -> anyhow::Result<()> {
+    mark_with(pgdata, state_dir, owner, CLAIM_FILE)
+}
+
+/// Marks a filled staging directory as compute_ctl's, then drops its claim.
+pub fn mark_staging(
+    staging: &Path,
+    state_dir: &Path,
+    owner: Option<&PgUser>,
+) -> anyhow::Result<()> {
+    mark_with(staging, state_dir, owner, STAGING_CLAIM_FILE)
+}
+
+fn mark_with(
+    pgdata: &Path,
+    state_dir: &Path,
+    owner: Option<&PgUser>,
+    claim_file: &str,
+) -> anyhow::Result<()> {
     let marker = pgdata.join(MARKER_FILE);
     let text = format!(
         "this data directory is managed by compute_ctl (state directory {}); it is wiped on every start\n",
@@ -355,13 +387,12 @@ pub fn mark(pgdata: &Path, state_dir: &Path, owner: Option<&PgUser>) -> anyhow::
         Persistence::Durable,
     )
     .with_context(|| format!("cannot write {}", marker.display()))?;
-    match std::fs::remove_file(claim_path(state_dir)) {
+    let claim = state_dir.join(claim_file);
+    match std::fs::remove_file(&claim) {
         Ok(()) => crate::durable::fsync_dir(state_dir)
             .with_context(|| format!("cannot sync {}", state_dir.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => {
-            Err(e).with_context(|| format!("cannot remove {}", claim_path(state_dir).display()))
-        }
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", claim.display())),
     }
 }
 

@@ -79,7 +79,10 @@ impl Replay {
             }
             RecordBody::StepStarted(started) => {
                 // A wipe or a stop begun: no postmaster serving the spec may be left.
-                if matches!(started.step, StepName::InitPgdata | StepName::StopPostgres) {
+                if matches!(
+                    started.step,
+                    StepName::InitPgdata | StepName::UsePrepared | StepName::StopPostgres
+                ) {
                     self.adoptable = None;
                 }
                 self.started

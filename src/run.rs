@@ -152,6 +152,7 @@ fn start(args: RunArgs) -> Result<ExitCode, Stop> {
             failed_linger_ms: u64::try_from(args.failed_linger.as_millis()).unwrap_or(u64::MAX),
             drift_repair: args.drift == crate::cli::DriftMode::Repair,
             drift_interval_ms: u64::try_from(args.drift_interval.as_millis()).unwrap_or(u64::MAX),
+            prepare: args.prepare,
             ..Policy::default()
         },
         fetch_spec,

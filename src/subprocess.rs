@@ -356,16 +356,17 @@ pub fn run(
     })
 }
 
-/// Has Linux send SIGTERM to the child when compute_ctl dies (also by SIGKILL): a child that
-/// works in PGDATA must not outlive the run that started it.
-pub fn die_with_parent(command: &mut Command) {
+/// Has Linux send `signal` to the child when compute_ctl dies (also by SIGKILL): a child that
+/// works in PGDATA must not outlive the run that started it (SIGTERM for a guard script that
+/// kills its process group, SIGKILL for `initdb`).
+pub fn die_with_parent(command: &mut Command, signal: libc::c_int) {
     let parent = std::process::id();
     let arm = move || {
         // SAFETY: PR_SET_PDEATHSIG takes a signal number; the other arguments are unused.
         let rc = unsafe {
             libc::prctl(
                 libc::PR_SET_PDEATHSIG,
-                libc::SIGTERM as libc::c_ulong,
+                signal as libc::c_ulong,
                 0 as libc::c_ulong,
                 0 as libc::c_ulong,
                 0 as libc::c_ulong,

@@ -44,6 +44,9 @@ pub struct StateView {
     pub progress: Option<Progress>,
     /// Which storage the desired spec selects (`embedded`, `upstream`, `neon`).
     pub storage: Option<String>,
+    /// `--prepare`: true once a cluster is ready in `empty`, false while it is prepared (and
+    /// in every other phase).
+    pub prepared: bool,
     /// The `--vm-monitor` sidecar.
     pub sidecar: Option<SidecarView>,
     /// When compute_ctl started (RFC 3339), for Neon's `/status`.
@@ -90,6 +93,7 @@ impl StateView {
             startup: StartupTimes::default(),
             progress: None,
             storage: None,
+            prepared: false,
             sidecar: None,
             start_time: start_time.to_string(),
             drift: Vec::new(),

@@ -60,7 +60,9 @@ pub fn steps_to_effects(
             | Step::ApplySpec { id, .. }
             | Step::PromotePostgres { id, .. }
             | Step::StopPostgres { id, .. }
-            | Step::FetchSpec { id } => {
+            | Step::FetchSpec { id }
+            | Step::PrepareCluster { id }
+            | Step::UsePrepared { id, .. } => {
                 let spec = specs.get(&id).cloned();
                 debug_assert!(
                     step.spec().is_none() || spec.is_some(),

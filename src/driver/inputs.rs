@@ -397,6 +397,7 @@ impl Driver {
             if_match,
             request_id: request_id.clone(),
             seq: self.journal.last_seq() + 1,
+            embedded: matches!(spec.storage, crate::spec::Storage::Embedded),
         };
         let origin = Origin {
             request_id,

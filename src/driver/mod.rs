@@ -556,6 +556,7 @@ impl Driver {
             startup: shown.startup.clone(),
             progress: shown.progress.clone(),
             storage: desired_spec.map(|s| s.storage.kind().to_string()),
+            prepared: self.phase.prepared().unwrap_or(false),
             sidecar: shown.sidecar.clone(),
             start_time: self.start_time.clone(),
             drift: shown.drift.clone(),

@@ -10,6 +10,7 @@ use crate::input::{Input, StepExtra};
 use crate::pgdata;
 use crate::postgres::process::{self, Postmaster, StartRequest};
 use crate::postgres::settings::{self, SettingsTarget};
+use crate::prepared;
 use crate::step_env::StepCtx;
 use crate::storage;
 use crate::sync::lock;
@@ -74,6 +75,8 @@ pub fn run(
         }
         Step::StopPostgres { mode, .. } => stop_postgres(ctx, postmaster, *mode),
         Step::FetchSpec { .. } => return fetch_spec(ctx),
+        Step::PrepareCluster { .. } => prepare_cluster(ctx),
+        Step::UsePrepared { preparation, .. } => use_prepared(ctx, *preparation),
         Step::CancelSteps | Step::StartSidecar | Step::StopSidecar | Step::Exit { .. } => {
             Err(StepError::new(
                 phase,
@@ -91,50 +94,151 @@ pub fn run(
 
 type StepResult = Result<(StepOutput, serde_json::Value), StepError>;
 
-/// `init_pgdata`: wipe only what is absent, empty or ours; stop an orphan postmaster first.
+/// `init_pgdata`: PGDATA checked, what an earlier run left stopped; an upstream Replica's data
+/// kept when it may restart on it, else PGDATA wiped (only if absent, empty or ours).
 fn init_pgdata(ctx: &StepCtx<'_>) -> StepResult {
-    const PHASE: PhaseName = PhaseName::Init;
     const STEP: StepName = StepName::InitPgdata;
+    let (kind, orphan) = settle_pgdata(ctx, STEP)?;
+    let env = ctx.env;
+    // A Replica restarts on its own data when it can; the reason is journaled either way.
+    let mut reuse = serde_json::Value::Null;
+    if let (pgdata::PgdataKind::Own(_), Some(spec)) = (&kind, ctx.spec) {
+        match storage::backend(spec).reusable(ctx, spec) {
+            Ok(kept) => {
+                return Ok((
+                    StepOutput::PgdataReady,
+                    json!({ "pgdata": env.pgdata, "found": kind.to_string(), "orphan_postmaster_stopped": orphan, "reuse": kept }),
+                ))
+            }
+            Err(why) => reuse = json!({ "kept": false, "reason": why }),
+        }
+    }
+    let mut detail = wipe_pgdata(ctx, STEP, &kind, orphan)?;
+    detail["reuse"] = reuse;
+    Ok((StepOutput::PgdataReady, detail))
+}
+
+/// What `init_pgdata` and `use_prepared` do to PGDATA: settled, then wiped. Returns the facts
+/// for the journal.
+fn empty_pgdata(ctx: &StepCtx<'_>, step: StepName) -> Result<serde_json::Value, StepError> {
+    let (kind, orphan) = settle_pgdata(ctx, step)?;
+    wipe_pgdata(ctx, step, &kind, orphan)
+}
+
+/// PGDATA checked (only absent, empty or ours goes on), and what an earlier run left working
+/// in it stopped: its postmaster, then any Postgres tool (an orphaned initdb).
+fn settle_pgdata(
+    ctx: &StepCtx<'_>,
+    step: StepName,
+) -> Result<(pgdata::PgdataKind, Option<u32>), StepError> {
+    const PHASE: PhaseName = PhaseName::Init;
     let env = ctx.env;
     let kind = pgdata::check_wipeable(&env.pgdata, &env.state_dir)
-        .map_err(|e| e.to_step_error(PHASE, STEP))?;
+        .map_err(|e| e.to_step_error(PHASE, step))?;
     let orphan = match kind {
         pgdata::PgdataKind::Own(_) => process::stop_orphan(&env.pgdata)
             .and_then(|orphan| process::stop_strays(&env.binaries, &env.pgdata).map(|_| orphan))
-            .map_err(|e| StepError::new(PHASE, STEP, ErrorKind::Postgres, format!("{e:#}")))?,
+            .map_err(|e| StepError::new(PHASE, step, ErrorKind::Postgres, format!("{e:#}")))?,
         // `check_wipeable` answered Foreign as an error already.
         pgdata::PgdataKind::Absent | pgdata::PgdataKind::Empty | pgdata::PgdataKind::Foreign(_) => {
             None
         }
     };
-    // A Replica restarts on its own data when it can; the reason is journaled either way.
-    let mut reuse = serde_json::Value::Null;
-    if matches!(kind, pgdata::PgdataKind::Own(_)) {
-        if let Some(spec) = ctx.spec {
-            match storage::backend(spec).reusable(ctx, spec) {
-                Ok(kept) => {
-                    return Ok((
-                        StepOutput::PgdataReady,
-                        json!({ "pgdata": env.pgdata, "found": kind.to_string(), "orphan_postmaster_stopped": orphan, "reuse": kept }),
-                    ))
-                }
-                Err(why) => reuse = json!({ "kept": false, "reason": why }),
-            }
-        }
-    }
-    // Locked before anything in it is touched: an absent PGDATA is created empty first.
+    Ok((kind, orphan))
+}
+
+/// PGDATA created (if absent), locked before anything in it is touched, claimed and emptied.
+fn wipe_pgdata(
+    ctx: &StepCtx<'_>,
+    step: StepName,
+    kind: &pgdata::PgdataKind,
+    orphan: Option<u32>,
+) -> Result<serde_json::Value, StepError> {
+    const PHASE: PhaseName = PhaseName::Init;
+    let env = ctx.env;
     std::fs::create_dir_all(&env.pgdata).map_err(|e| {
         let why = anyhow::anyhow!("cannot create PGDATA {}: {e}", env.pgdata.display());
-        io_error(PHASE, STEP, &why)
+        io_error(PHASE, step, &why)
     })?;
     pgdata::lock_created(&env.pgdata)
-        .map_err(|e| StepError::new(PHASE, STEP, ErrorKind::PgdataUnsafe, format!("{e:#}")))?;
-    pgdata::claim(&env.state_dir, &env.pgdata).map_err(|e| io_error(PHASE, STEP, &e))?;
+        .map_err(|e| StepError::new(PHASE, step, ErrorKind::PgdataUnsafe, format!("{e:#}")))?;
+    pgdata::claim(&env.state_dir, &env.pgdata).map_err(|e| io_error(PHASE, step, &e))?;
     pgdata::wipe_and_recreate(&env.pgdata, env.pg_user.as_ref())
+        .map_err(|e| io_error(PHASE, step, &e))?;
+    Ok(
+        json!({ "pgdata": env.pgdata, "found": kind.to_string(), "orphan_postmaster_stopped": orphan }),
+    )
+}
+
+/// `prepare_cluster` (`--prepare`, in `empty`): `initdb` into the staging directory, which is
+/// checked and claimed like PGDATA, then marked and stamped with this process run.
+fn prepare_cluster(ctx: &StepCtx<'_>) -> StepResult {
+    const PHASE: PhaseName = PhaseName::Empty;
+    const STEP: StepName = StepName::PrepareCluster;
+    let env = ctx.env;
+    let staging = prepared::staging_dir(&env.pgdata);
+    let found = prepared::make_ready(&staging, &env.state_dir, env.pg_user.as_ref())
+        .map_err(|why| StepError::new(PHASE, STEP, ErrorKind::PgdataUnsafe, why))?;
+    let initdb = storage::initdb(ctx, &staging, PHASE, STEP)?;
+    if ctx.cancel.is_cancelled() {
+        return Err(cancelled(PHASE, STEP));
+    }
+    prepared::seal(&staging, &env.state_dir, env.pg_user.as_ref())
         .map_err(|e| io_error(PHASE, STEP, &e))?;
     Ok((
-        StepOutput::PgdataReady,
-        json!({ "pgdata": env.pgdata, "found": kind.to_string(), "orphan_postmaster_stopped": orphan, "reuse": reuse }),
+        StepOutput::ClusterPrepared,
+        json!({ "staging": staging, "found": found.to_string(), "initdb": initdb }),
+    ))
+}
+
+/// `use_prepared`: a spec for the embedded default gets the cluster this run prepared, moved
+/// into PGDATA (made ready as by `init_pgdata`); anything else discards it, saying why, and
+/// the start goes on as usual (`init_pgdata`).
+fn use_prepared(ctx: &StepCtx<'_>, preparation: states::PreparedStart) -> StepResult {
+    const PHASE: PhaseName = PhaseName::Init;
+    const STEP: StepName = StepName::UsePrepared;
+    let env = ctx.env;
+    let spec = ctx.spec(PHASE, STEP)?;
+    let staging = prepared::staging_dir(&env.pgdata);
+    let why_not = match &spec.storage {
+        crate::spec::Storage::Embedded => prepared::unusable(&staging),
+        other => Some(format!(
+            "the spec's data comes from {} storage: a prepared cluster serves the embedded default only",
+            other.kind()
+        )),
+    };
+    let discard = |reason: String| -> StepResult {
+        log::info!("discarding the prepared cluster: {reason}");
+        // Only a directory that is ours (or absent, or empty) is removed.
+        let removed = match pgdata::check_wipeable(&staging, &env.state_dir) {
+            Ok(_) => prepared::remove(&staging)
+                .map(|()| true)
+                .map_err(|e| io_error(PHASE, STEP, &e))?,
+            Err(e) => {
+                log::warn!("the staging directory is kept: {e}");
+                false
+            }
+        };
+        Ok((
+            StepOutput::PreparedDiscarded,
+            json!({ "used": false, "preparation": preparation, "reason": reason, "staging": staging, "removed": removed }),
+        ))
+    };
+    if let Some(reason) = why_not {
+        return discard(reason);
+    }
+    let pgdata_detail = empty_pgdata(ctx, STEP)?;
+    // A failed move (another file system: EXDEV) leaves PGDATA claimed: `init_pgdata`
+    // empties it again.
+    let moved = match prepared::move_into(&staging, &env.pgdata) {
+        Ok(moved) => moved,
+        Err(e) => return discard(format!("{e:#}")),
+    };
+    pgdata::mark(&env.pgdata, &env.state_dir, env.pg_user.as_ref())
+        .map_err(|e| io_error(PHASE, STEP, &e))?;
+    Ok((
+        StepOutput::PreparedUsed,
+        json!({ "used": true, "preparation": preparation, "staging": staging, "entries_moved": moved, "pgdata": pgdata_detail }),
     ))
 }
 

@@ -15,7 +15,8 @@ use crate::postgres::reconcile::ApplyError;
 /// snapshot; the text protocol (one round trip) is enough for these column types. The drift
 /// check sends the same selects with its own after them (`read_with`).
 const CATALOG_SELECTS: &str = "\
-SELECT session_user AS who, pg_catalog.current_database() AS db;
+SELECT session_user AS who, pg_catalog.current_database() AS db, \
+pg_catalog.current_setting('fsync') AS fsync;
 SELECT oid, rolname, rolpassword, rolsuper, rolcanlogin, rolinherit, rolcreaterole, \
 rolcreatedb, rolreplication, rolbypassrls, rolconnlimit, \
 extract(epoch FROM rolvaliduntil) AS valid_until FROM pg_catalog.pg_authid;
@@ -194,6 +195,9 @@ pub struct CatalogSnapshot {
     /// The database compute_ctl's admin connection uses (statements with no database run
     /// there).
     pub session_database: String,
+    /// The server runs with `fsync = off` (the embedded default's, unless the spec sets it):
+    /// `CREATE DATABASE` then copies files (see `plan`).
+    pub fsync_off: bool,
     pub roles: Vec<CatalogRole>,
     pub databases: Vec<CatalogDatabase>,
     pub dependencies: Vec<Dependency>,
@@ -247,6 +251,7 @@ impl CatalogSnapshot {
         let mut snapshot = CatalogSnapshot {
             session_user: text(who, "who")?.to_owned(),
             session_database: text(who, "db")?.to_owned(),
+            fsync_off: text(who, "fsync")? == "off",
             ..CatalogSnapshot::default()
         };
         for row in &results[2] {

@@ -210,11 +210,17 @@ pub fn reconcile_on(
     Ok(report)
 }
 
-/// Sends `plan`'s statements in order, each on its own in autocommit, and stops at the first
-/// failure. `connect(None)` gives the admin database's connection, `connect(Some(db))` one to
-/// `db`; the admin connection is kept, another is closed as soon as the statements for its
-/// database are done (a later statement may drop or rename that database). An empty plan
-/// connects to nothing.
+/// Sends `plan`'s statements in order and stops at the first failure. Neighbours that may
+/// share a transaction (`StatementKind::batches`: roles, ownership, database options) on the
+/// same connection go as one transaction in one round trip (`BEGIN; …; COMMIT` as one simple
+/// query); `CREATE DATABASE` and the others go on their own, in autocommit. When a batch
+/// fails, nothing of it stayed (it was one transaction): it is rolled back and sent again one
+/// statement at a time, so the error names the statement that failed.
+///
+/// `connect(None)` gives the admin database's connection, `connect(Some(db))` one to `db`; the
+/// admin connection is kept, another is closed as soon as the statements for its database are
+/// done (a later statement may drop or rename that database). An empty plan connects to
+/// nothing.
 ///
 /// Statements sent before a failure stay applied: each is idempotent in the next plan, which
 /// is worked out from the catalog as it then is.
@@ -226,16 +232,17 @@ where
     let mut other: Option<(String, Client)> = None;
     let mut report = ApplyReport::default();
     let mut counts: Vec<(StatementKind, usize)> = Vec::new();
-    for statement in &plan.statements {
+    for batch in batches(&plan.statements) {
+        let first = &batch[0];
         let connect_error = |e: postgres::Error, database: &str| {
             ApplyError::from_postgres(
-                &statement.object,
-                &format!("{} (connect to database {database:?})", statement.describes),
+                &first.object,
+                &format!("{} (connect to database {database:?})", first.describes),
                 &e,
                 None,
             )
         };
-        let client = match &statement.database {
+        let client = match &first.database {
             None => {
                 other = None;
                 match &mut admin {
@@ -259,13 +266,13 @@ where
                 }
             }
         };
-        client.batch_execute(&statement.sql).map_err(|e| {
-            ApplyError::from_postgres(&statement.object, &statement.describes, &e, Some(statement))
-        })?;
-        report.statements_sent += 1;
-        match counts.iter_mut().find(|(kind, _)| *kind == statement.kind) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((statement.kind, 1)),
+        send(client, batch)?;
+        for statement in batch {
+            report.statements_sent += 1;
+            match counts.iter_mut().find(|(kind, _)| *kind == statement.kind) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((statement.kind, 1)),
+            }
         }
     }
     report.summary = counts
@@ -274,4 +281,57 @@ where
         .chain(plan.notes.iter().cloned())
         .collect();
     Ok(report)
+}
+
+/// `statements` cut into the runs sent together: neighbours that batch and share a database,
+/// and every other statement alone.
+fn batches(statements: &[Statement]) -> Vec<&[Statement]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for end in 1..=statements.len() {
+        let split = end == statements.len() || {
+            let (prev, next) = (&statements[end - 1], &statements[end]);
+            !(prev.kind.batches() && next.kind.batches() && prev.database == next.database)
+        };
+        if split {
+            out.push(&statements[start..end]);
+            start = end;
+        }
+    }
+    out
+}
+
+/// Sends one batch: a lone statement as it is, several as one transaction in one round trip,
+/// and, if that fails, rolled back and sent again one at a time to name the failing one.
+fn send(client: &mut Client, batch: &[Statement]) -> Result<(), ApplyError> {
+    let one = |client: &mut Client, statement: &Statement| {
+        client.batch_execute(&statement.sql).map_err(|e| {
+            ApplyError::from_postgres(&statement.object, &statement.describes, &e, Some(statement))
+        })
+    };
+    if let [statement] = batch {
+        return one(client, statement);
+    }
+    let mut sql = String::from("BEGIN;\n");
+    for statement in batch {
+        sql.push_str(&statement.sql);
+        sql.push_str(";\n");
+    }
+    sql.push_str("COMMIT;");
+    if client.batch_execute(&sql).is_ok() {
+        return Ok(());
+    }
+    // The failed statement left the transaction aborted; nothing of the batch is applied.
+    if let Err(e) = client.batch_execute("ROLLBACK") {
+        return Err(ApplyError::from_postgres(
+            &batch[0].object,
+            "roll back a failed batch",
+            &e,
+            None,
+        ));
+    }
+    for statement in batch {
+        one(client, statement)?;
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! The embedded default: no safekeepers, no upstream; PGDATA is a fresh `initdb`, so the data
 //! is ephemeral (gone at the next start).
 
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::json;
@@ -35,14 +36,60 @@ impl StorageBackend for Embedded {
         _spec: &ParsedSpec,
         _lsn: Option<Lsn>,
     ) -> Result<serde_json::Value, StepError> {
-        const PHASE: PhaseName = PhaseName::Basebackup;
-        const STEP: StepName = StepName::FetchBasebackup;
-        let env = ctx.env;
+        initdb(
+            ctx,
+            &ctx.env.pgdata,
+            PhaseName::Basebackup,
+            StepName::FetchBasebackup,
+        )
+    }
+
+    fn settings(&self, _env: &StepEnv, spec: &ParsedSpec) -> Vec<(String, String)> {
+        ephemeral_settings(spec)
+    }
+
+    fn prepare_start(&self, _env: &StepEnv, _spec: &ParsedSpec) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// The settings the embedded default runs with unless the spec names them: its PGDATA is a
+/// fresh `initdb` on every start, so nothing in it outlives the process run, and making it
+/// durable against a crash of the machine buys nothing (after one, the next start wipes it).
+/// A crash of Postgres alone loses nothing with these: its writes are in the kernel's page
+/// cache, and crash recovery replays the WAL from there.
+///
+/// - `fsync = off`: no flush to disk at commit or checkpoint (a `CREATE DATABASE` drops from
+///   ~100 ms to ~15 ms on this machine's disk, see README, "The embedded default's settings").
+///
+/// `synchronous_commit` and `full_page_writes` stay on: with `fsync` off they cost little,
+/// and turning them off could lose commits or leave torn pages when Postgres alone crashes.
+pub const EPHEMERAL_SETTINGS: [(&str, &str); 1] = [("fsync", "off")];
+
+fn ephemeral_settings(spec: &ParsedSpec) -> Vec<(String, String)> {
+    EPHEMERAL_SETTINGS
+        .iter()
+        // The spec's own value always wins.
+        .filter(|(name, _)| spec.spec.cluster.setting(name).is_none())
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
+/// Runs `initdb` into the empty directory `dir` (PGDATA, or the staging directory of
+/// `--prepare`), as the Postgres user, cancellable.
+pub fn initdb(
+    ctx: &StepCtx<'_>,
+    dir: &Path,
+    phase: PhaseName,
+    step: StepName,
+) -> Result<serde_json::Value, StepError> {
+    let env = ctx.env;
+    {
         let initdb = env.binaries.tool("initdb");
         let mut command = Command::new(&initdb);
         command
             .arg("-D")
-            .arg(&env.pgdata)
+            .arg(dir)
             .arg("-U")
             .arg(env.admin.role())
             // pg_hba.conf is written from the spec before the start.
@@ -50,22 +97,24 @@ impl StorageBackend for Embedded {
             // PGDATA is rebuilt on every start: syncing it to disk protects nothing.
             .arg("--no-sync")
             .arg("--no-instructions")
-            .current_dir(&env.pgdata);
+            .current_dir(dir);
         clean_env(&mut command);
         run_as(env.pg_user.as_ref(), &mut command);
-        // A killed compute_ctl takes its initdb along: the next start wipes PGDATA, and an
-        // orphaned initdb would go on writing into it.
-        subprocess::die_with_parent(&mut command);
+        // An initdb that outlived a killed compute_ctl would go on writing into a directory
+        // the next run empties: it dies with compute_ctl (SIGKILL: on SIGTERM initdb would
+        // clean its directory up, racing the next run; its `postgres --boot` children end
+        // with their input pipe).
+        subprocess::die_with_parent(&mut command, libc::SIGKILL);
         let finished = subprocess::run(&mut command, ctx.cancel, |_| {}).map_err(|e| match e {
             RunError::Cancelled { .. } => {
-                StepError::new(PHASE, STEP, ErrorKind::Cancelled, e.to_string())
+                StepError::new(phase, step, ErrorKind::Cancelled, e.to_string())
             }
-            RunError::Spawn { .. } => StepError::new(PHASE, STEP, ErrorKind::Io, e.to_string()),
+            RunError::Spawn { .. } => StepError::new(phase, step, ErrorKind::Io, e.to_string()),
         })?;
         if !finished.success() {
             return Err(StepError::new(
-                PHASE,
-                STEP,
+                phase,
+                step,
                 ErrorKind::Io,
                 format!(
                     "{} failed with {}: {}",
@@ -80,13 +129,5 @@ impl StorageBackend for Embedded {
             "initdb_ms": finished.elapsed.as_millis() as u64,
             "superuser": env.admin.role(),
         }))
-    }
-
-    fn settings(&self, _env: &StepEnv, _spec: &ParsedSpec) -> Vec<(String, String)> {
-        Vec::new()
-    }
-
-    fn prepare_start(&self, _env: &StepEnv, _spec: &ParsedSpec) -> anyhow::Result<()> {
-        Ok(())
     }
 }

@@ -4,6 +4,8 @@
 
 mod branch;
 mod embedded;
+
+pub use embedded::{initdb, EPHEMERAL_SETTINGS};
 mod neon;
 mod reuse;
 mod standby;

@@ -743,7 +743,7 @@ fn basebackup_command(
         command.env("PGPASSWORD", OsStr::from_bytes(password));
     }
     run_as(env.pg_user.as_ref(), &mut command);
-    subprocess::die_with_parent(&mut command);
+    subprocess::die_with_parent(&mut command, libc::SIGTERM);
     command
 }
 

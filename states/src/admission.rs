@@ -27,6 +27,10 @@ pub struct SpecOffer {
     /// The seq its `spec_accepted` record gets if it is accepted: the driver journals that
     /// record first in the input's batch.
     pub seq: u64,
+    /// Whether the spec's data comes from the embedded default (a fresh `initdb`): only such
+    /// a spec can use a cluster prepared in `empty` (`--prepare`).
+    #[serde(default)]
+    pub embedded: bool,
 }
 
 /// What the offer's sender is told when the phase takes it.

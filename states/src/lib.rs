@@ -21,8 +21,9 @@ pub use error::{ErrorKind, Rejection, StepError};
 pub use event::{Event, EventName, ExitStatus};
 pub use lsn::Lsn;
 pub use phase::{
-    Ctx, DriftMemory, DriftVerdict, Next, Phase, PhaseName, Policy, Rejected, Transition,
+    Ctx, DriftMemory, DriftVerdict, Next, Phase, PhaseName, Policy, Preparation, Rejected,
+    Transition,
 };
 pub use spec_ref::SpecRef;
-pub use step::{ExitReason, ShutdownMode, Step, StepId, StepName, StepOutput};
+pub use step::{ExitReason, PreparedStart, ShutdownMode, Step, StepId, StepName, StepOutput};
 pub use time::Now;

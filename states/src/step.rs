@@ -62,6 +62,33 @@ impl ExitReason {
     }
 }
 
+/// How a spec that may use the prepared cluster (`--prepare`) found the preparation, as the
+/// `use_prepared` step says in its `step_started` record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreparedStart {
+    /// The cluster was ready when the spec came.
+    Ready,
+    /// The spec came while the cluster was being prepared, and it is the embedded default's:
+    /// waiting is faster than cancelling, since the rest of a preparation is a part of the
+    /// very work (`initdb`) that a fresh start would do again from the beginning.
+    Awaited,
+    /// The spec came while the cluster was being prepared, and its data comes from elsewhere
+    /// (or its storage is not known): the preparation is cancelled, since its cluster would
+    /// only be discarded.
+    Cancelled,
+}
+
+impl PreparedStart {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PreparedStart::Ready => "ready",
+            PreparedStart::Awaited => "waits for the preparation",
+            PreparedStart::Cancelled => "preparation cancelled",
+        }
+    }
+}
+
 /// A side effect requested by a phase. Steps with an `id` run one at a time, in order, on the
 /// executor's worker thread and report back with `Event::StepFinished`; the others are done at
 /// once by the executor when the driver hands them over.
@@ -105,6 +132,17 @@ pub enum Step {
     StopPostgres { id: StepId, mode: ShutdownMode },
     /// Ask the control plane for a spec.
     FetchSpec { id: StepId },
+    /// `--prepare`, in `empty`: `initdb` into the staging directory (checked, claimed and
+    /// marked like PGDATA) before any spec is known.
+    PrepareCluster { id: StepId },
+    /// The first step of a start after a preparation: a spec for the embedded default moves
+    /// the prepared cluster into PGDATA (checked like `init_pgdata`); any other spec, or a
+    /// cluster this run did not finish preparing, discards it.
+    UsePrepared {
+        id: StepId,
+        spec: SpecRef,
+        preparation: PreparedStart,
+    },
     /// Cancel the step in flight, if any: kill its child processes, close its connections.
     CancelSteps,
     /// Start the sidecar (`--vm-monitor`), if one is configured.
@@ -127,7 +165,9 @@ impl Step {
             | Step::ApplySpec { id, .. }
             | Step::PromotePostgres { id, .. }
             | Step::StopPostgres { id, .. }
-            | Step::FetchSpec { id } => Some(*id),
+            | Step::FetchSpec { id }
+            | Step::PrepareCluster { id }
+            | Step::UsePrepared { id, .. } => Some(*id),
             Step::CancelSteps | Step::StartSidecar | Step::StopSidecar | Step::Exit { .. } => None,
         }
     }
@@ -143,6 +183,8 @@ impl Step {
             Step::PromotePostgres { .. } => StepName::PromotePostgres,
             Step::StopPostgres { .. } => StepName::StopPostgres,
             Step::FetchSpec { .. } => StepName::FetchSpec,
+            Step::PrepareCluster { .. } => StepName::PrepareCluster,
+            Step::UsePrepared { .. } => StepName::UsePrepared,
             Step::CancelSteps => StepName::CancelSteps,
             Step::StartSidecar => StepName::StartSidecar,
             Step::StopSidecar => StepName::StopSidecar,
@@ -159,9 +201,11 @@ impl Step {
             | Step::FetchBasebackup { spec, .. }
             | Step::SpawnPostgres { spec, .. }
             | Step::ApplySpec { spec, .. }
-            | Step::PromotePostgres { spec, .. } => Some(spec),
+            | Step::PromotePostgres { spec, .. }
+            | Step::UsePrepared { spec, .. } => Some(spec),
             Step::StopPostgres { .. }
             | Step::FetchSpec { .. }
+            | Step::PrepareCluster { .. }
             | Step::CancelSteps
             | Step::StartSidecar
             | Step::StopSidecar
@@ -184,6 +228,7 @@ impl fmt::Display for Step {
                     first_start: true, ..
                 } => write!(f, ", first start")?,
                 Step::StopPostgres { mode, .. } => write!(f, ", {}", mode.as_str())?,
+                Step::UsePrepared { preparation, .. } => write!(f, ", {}", preparation.as_str())?,
                 _ => {}
             }
             write!(f, ")")?;
@@ -207,6 +252,8 @@ pub enum StepName {
     PromotePostgres,
     StopPostgres,
     FetchSpec,
+    PrepareCluster,
+    UsePrepared,
     CancelSteps,
     StartSidecar,
     StopSidecar,
@@ -231,6 +278,8 @@ impl StepName {
             StepName::PromotePostgres => "promote_postgres",
             StepName::StopPostgres => "stop_postgres",
             StepName::FetchSpec => "fetch_spec",
+            StepName::PrepareCluster => "prepare_cluster",
+            StepName::UsePrepared => "use_prepared",
             StepName::CancelSteps => "cancel_steps",
             StepName::StartSidecar => "start_sidecar",
             StepName::StopSidecar => "stop_sidecar",
@@ -245,7 +294,11 @@ impl StepName {
     pub fn is_destructive(self) -> bool {
         matches!(
             self,
-            StepName::InitPgdata | StepName::FetchBasebackup | StepName::SpawnPostgres
+            StepName::InitPgdata
+                | StepName::FetchBasebackup
+                | StepName::SpawnPostgres
+                | StepName::PrepareCluster
+                | StepName::UsePrepared
         )
     }
 }
@@ -278,4 +331,10 @@ pub enum StepOutput {
     PostgresAdopted { pid: u32 },
     /// A check refused adoption (the step's detail says which): start fresh.
     NotAdopted,
+    /// The staging directory holds a prepared cluster (`initdb` done, marked ours).
+    ClusterPrepared,
+    /// PGDATA holds the prepared cluster: the start goes on to `starting`.
+    PreparedUsed,
+    /// The prepared cluster was discarded (the step's detail says why): start as usual.
+    PreparedDiscarded,
 }

@@ -80,6 +80,15 @@ fn drive_with(policy: Policy, fetch_spec: bool, events: Vec<Event>) -> Phase {
     drive_full(policy, fetch_spec, Recalled::default(), events)
 }
 
+/// `drive`, with `--prepare`.
+fn drive_prepared(events: Vec<Event>) -> Phase {
+    let policy = Policy {
+        prepare: true,
+        ..Policy::default()
+    };
+    drive_full(policy, false, Recalled::default(), events)
+}
+
 /// `drive` under `policy`, for a run whose journal recalls `recalled`.
 fn drive_full(policy: Policy, fetch_spec: bool, recalled: Recalled, events: Vec<Event>) -> Phase {
     let mut phase = Phase::boot(policy, fetch_spec, recalled).phase;
@@ -160,6 +169,19 @@ pub fn samples_of(name: PhaseName) -> Vec<PhaseSample> {
         id: StepId(0),
         result: Err(step_error(phase, step, ErrorKind::Storage)),
     };
+    let prepared = |label: &str, events: Vec<Event>| PhaseSample {
+        label: label.to_string(),
+        phase: drive_prepared(events),
+    };
+    let embedded_offer = Event::SpecOffered {
+        offer: SpecOffer {
+            hash: spec(1).hash,
+            if_match: None,
+            request_id: None,
+            seq: 2,
+            embedded: true,
+        },
+    };
     match name {
         PhaseName::Empty => vec![
             sample("empty", false, vec![]),
@@ -168,6 +190,19 @@ pub fn samples_of(name: PhaseName) -> Vec<PhaseSample> {
                 "empty (fetch waiting to retry)",
                 true,
                 vec![retryable(PhaseName::Empty, StepName::FetchSpec)],
+            ),
+            prepared("empty (preparation wanted)", vec![]),
+            prepared("empty (preparing)", vec![Event::Tick]),
+            prepared(
+                "empty (preparation waiting to retry)",
+                vec![
+                    Event::Tick,
+                    retryable(PhaseName::Empty, StepName::PrepareCluster),
+                ],
+            ),
+            prepared(
+                "empty (prepared)",
+                vec![Event::Tick, ok(StepOutput::ClusterPrepared)],
             ),
         ],
         PhaseName::Init => vec![
@@ -184,6 +219,18 @@ pub fn samples_of(name: PhaseName) -> Vec<PhaseSample> {
                     running[..1].to_vec(),
                 ),
             },
+            prepared(
+                "init (using the prepared cluster)",
+                vec![
+                    Event::Tick,
+                    ok(StepOutput::ClusterPrepared),
+                    embedded_offer.clone(),
+                ],
+            ),
+            prepared(
+                "init (waiting for the preparation)",
+                vec![Event::Tick, embedded_offer],
+            ),
         ],
         PhaseName::SyncSafekeepers => vec![
             sample("sync_safekeepers", false, running[..2].to_vec()),
@@ -330,24 +377,29 @@ pub fn events_for(phase: &Phase) -> Vec<EventSample> {
         };
         match event_name {
             EventName::SpecOffered => {
-                let offer = |hash: String, if_match| Event::SpecOffered {
+                let offer = |hash: String, if_match, embedded| Event::SpecOffered {
                     offer: SpecOffer {
                         hash,
                         if_match,
                         request_id: Some("r-new".into()),
                         seq: 100,
+                        embedded,
                     },
                 };
                 add(
                     "spec_offered (new)",
-                    offer(spec(desired + 1).hash, None),
+                    offer(spec(desired + 1).hash, None, false),
                     T0,
                 );
+                if name == PhaseName::Empty {
+                    let embedded = offer(spec(desired + 1).hash, None, true);
+                    add("spec_offered (new, embedded default)", embedded, T0);
+                }
                 if desired > 0 {
-                    let same = offer(spec(desired).hash, None);
+                    let same = offer(spec(desired).hash, None, false);
                     add("spec_offered (identical)", same, T0);
                 }
-                let stale = offer(spec(desired + 1).hash, Some(desired + 7));
+                let stale = offer(spec(desired + 1).hash, Some(desired + 7), false);
                 add("spec_offered (stale If-Match)", stale, T0);
             }
             EventName::SpecAccepted => add(
@@ -371,7 +423,25 @@ pub fn events_for(phase: &Phase) -> Vec<EventSample> {
                 let result = Ok(expected_output(name));
                 let stale = Event::StepFinished { id: STALE, result };
                 add("step_succeeded (stale)", stale, T0);
+                if name == PhaseName::Empty {
+                    let result = Ok(StepOutput::ClusterPrepared);
+                    add(
+                        "step_succeeded (cluster prepared)",
+                        Event::StepFinished { id: own, result },
+                        T0,
+                    );
+                }
                 if name == PhaseName::Init {
+                    for (label, output) in [
+                        ("step_succeeded (prepared used)", StepOutput::PreparedUsed),
+                        (
+                            "step_succeeded (prepared discarded)",
+                            StepOutput::PreparedDiscarded,
+                        ),
+                    ] {
+                        let result = Ok(output);
+                        add(label, Event::StepFinished { id: own, result }, T0);
+                    }
                     let result = Ok(StepOutput::PostgresAdopted { pid: PID });
                     add(
                         "step_succeeded (adopted)",

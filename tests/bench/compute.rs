@@ -60,7 +60,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "coldstart",
     "memory",
     "state",
@@ -68,6 +68,7 @@ const SECTIONS: [&str; 7] = [
     "reconfigure",
     "restart",
     "drift",
+    "prepare",
 ];
 
 /// The superuser compute_ctl's `initdb` creates (the user of its default `-C`).
@@ -101,6 +102,7 @@ fn main() {
             "reconfigure" => reconfigure(&ws, &env),
             "restart" => restart(&ws, &env),
             "drift" => drift(&ws, &env),
+            "prepare" => prepare(&ws, &env),
             other => unreachable!("section {other} was checked"),
         }
     }
@@ -1107,6 +1109,167 @@ fn show_work_mem(client: &mut postgres::Client) -> String {
 // ---------------------------------------------------------------------------------------------
 // compute_ctl as a child process.
 
+/// `--prepare`: spec → `/readyz` 200 with a prepared cluster, one role and one database,
+/// against the plain tools' cold start of the same spec; then `configuring` of the six-role,
+/// three-database spec against `psql -f` of the same statements in one session. Alternated.
+fn prepare(ws: &Workspace, env: &Env) {
+    let runs = env_count("COMPUTE_BENCH_PREPARE_RUNS", 5).max(1);
+    println!(
+        "## prepared start: spec → ready with --prepare, embedded default, 1 role, 1 database"
+    );
+    println!("{runs} runs per side, alternated; COMPUTE_BENCH_PREPARE_RUNS sets the count");
+    let small = |port: u16| {
+        let mut spec = fixture_spec(env, port);
+        spec["cluster"]["roles"] =
+            json!([{ "name": "alice", "encrypted_password": md5_verifier("alice-pw", "alice") }]);
+        spec["cluster"]["databases"] = json!([{ "name": "shop", "owner": "alice" }]);
+        // Both sides run without fsync (compute_ctl's embedded default): the same server.
+        push_setting(&mut spec, "fsync", "off");
+        spec
+    };
+    let mut a_ready = Vec::new();
+    let mut a_phases: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut b_total = Vec::new();
+    for run in 1..=runs {
+        let port = free_port();
+        let spec = small(port);
+        let mut compute =
+            Compute::spawn_with(ws, env, "prepare-compute", None, port, &["--prepare"]);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while compute
+            .get("/state")
+            .map_or(true, |(_, s)| s["prepared"] != true)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "not prepared\n{}",
+                compute.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        compute.started = Instant::now();
+        compute.post_spec(&spec);
+        let ready = ms(compute.wait_ready(Duration::from_secs(120)));
+        let state = compute.state();
+        for key in ["start_postgres_ms", "config_ms", "total_ms"] {
+            a_phases
+                .entry(key)
+                .or_default()
+                .push(state["startup"][key].as_f64().unwrap_or(f64::NAN));
+        }
+        a_ready.push(ready);
+        compute.terminate();
+
+        let port = free_port();
+        let spec = small(port);
+        let mut plain = Plain::new(ws, env, "prepare-plain", port);
+        plain.write_sql(&plain_sql(&spec));
+        let conf = plain_conf(&spec, &plain.data);
+        let started = Instant::now();
+        plain.initdb();
+        plain.write_config(&conf);
+        plain.start();
+        plain.psql();
+        let total = ms(started.elapsed());
+        b_total.push(total);
+        plain.stop();
+        eprintln!("  prepare run {run}/{runs}: compute_ctl {ready:.0} ms, plain {total:.0} ms");
+    }
+    let a = Stats::of(&a_ready);
+    let b = Stats::of(&b_total);
+    let ratio = a.median / b.median;
+    let phase = |key: &str| Stats::of(a_phases.get(key).map_or(&[][..], Vec::as_slice)).median;
+    println!();
+    println!(
+        "| spec → ready | compute_ctl --prepare | plain tools (initdb, config, pg_ctl start -w, psql) | ratio |"
+    );
+    println!("|---|---|---|---|");
+    println!(
+        "| median | {:.0} ms | {:.0} ms | {ratio:.2} |",
+        a.median, b.median
+    );
+    println!(
+        "| min – max | {:.0} – {:.0} ms | {:.0} – {:.0} ms | |",
+        a.min, a.max, b.min, b.max
+    );
+    println!(
+        "| compute_ctl's phases (medians): start_postgres / config / total | {:.0} / {:.0} / {:.0} ms | | |",
+        phase("start_postgres_ms"),
+        phase("config_ms"),
+        phase("total_ms")
+    );
+    println!(
+        "runs in order (compute_ctl / plain, ms): {}",
+        pairs(&a_ready, &b_total)
+    );
+    println!(
+        "target: ≤ 0.35 × the plain chain: {ratio:.2}, {}",
+        verdict(ratio <= 0.35)
+    );
+
+    println!();
+    println!(
+        "## configuring: six roles and three databases, compute_ctl's apply_spec against psql -f"
+    );
+    let six = |port: u16| {
+        let mut spec = fixture_spec(env, port);
+        if let Some(roles) = spec["cluster"]["roles"].as_array_mut() {
+            for name in ["extra_one", "extra_two"] {
+                roles.push(json!({ "name": name, "encrypted_password": md5_verifier("pw", name) }));
+            }
+        }
+        // The same server on both sides; the statements differ only by compute_ctl's choices
+        // (roles in one transaction, `STRATEGY = FILE_COPY` without fsync).
+        push_setting(&mut spec, "fsync", "off");
+        spec
+    };
+    let mut a_config = Vec::new();
+    let mut b_psql = Vec::new();
+    for run in 1..=runs {
+        let port = free_port();
+        let spec = six(port);
+        let mut compute = Compute::spawn(ws, env, "configure-compute", &spec, &[]);
+        compute.wait_ready(Duration::from_secs(120));
+        let config = compute.state()["startup"]["config_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        a_config.push(config);
+        compute.terminate();
+
+        let port = free_port();
+        let spec = six(port);
+        let mut plain = Plain::new(ws, env, "configure-plain", port);
+        plain.write_sql(&plain_sql(&spec));
+        let conf = plain_conf(&spec, &plain.data);
+        plain.initdb();
+        plain.write_config(&conf);
+        plain.start();
+        let psql = ms(plain.psql());
+        b_psql.push(psql);
+        plain.stop();
+        eprintln!("  configure run {run}/{runs}: apply_spec {config:.0} ms, psql -f {psql:.0} ms");
+    }
+    let a = Stats::of(&a_config);
+    let b = Stats::of(&b_psql);
+    let ratio = a.median / b.median;
+    println!();
+    println!("| configuring | compute_ctl (`config_ms`) | `psql -f`, same statements | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| median | {:.0} ms | {:.0} ms | {ratio:.2} |",
+        a.median, b.median
+    );
+    println!(
+        "| min – max | {:.0} – {:.0} ms | {:.0} – {:.0} ms | |",
+        a.min, a.max, b.min, b.max
+    );
+    println!(
+        "runs in order (compute_ctl / psql, ms): {}",
+        pairs(&a_config, &b_psql)
+    );
+    println!("target: ≤ 1.10: {ratio:.2}, {}", verdict(ratio <= 1.10));
+}
+
 /// A compute_ctl started by the bench, working in its own directory (its cwd, so the
 /// workspace's clean-up finds it with its Postgres). Dropping it kills whatever still runs.
 struct Compute {
@@ -1124,13 +1287,27 @@ struct Compute {
 
 impl Compute {
     fn spawn(ws: &Workspace, env: &Env, name: &str, spec: &Value, args: &[&str]) -> Compute {
+        Compute::spawn_with(ws, env, name, Some(spec), spec_port(spec), args)
+    }
+
+    /// `spawn`, without `-S` when `spec` is `None` (it then waits in `empty`).
+    fn spawn_with(
+        ws: &Workspace,
+        env: &Env,
+        name: &str,
+        spec: Option<&Value>,
+        pg_port: u16,
+        args: &[&str],
+    ) -> Compute {
         let dir = ws.dir(name);
         let spec_path = dir.join("spec.json");
-        fs::write(
-            &spec_path,
-            serde_json::to_vec_pretty(spec).expect("a spec serializes"),
-        )
-        .expect("cannot write the spec file");
+        if let Some(spec) = spec {
+            fs::write(
+                &spec_path,
+                serde_json::to_vec_pretty(spec).expect("a spec serializes"),
+            )
+            .expect("cannot write the spec file");
+        }
         let log = fs::File::create(dir.join("compute_ctl.log")).expect("cannot create the log");
         let http_port = free_port();
         let pgdata = dir.join("pgdata");
@@ -1138,8 +1315,11 @@ impl Compute {
         command
             .arg("-D")
             .arg(&pgdata)
-            .arg("-S")
-            .arg(&spec_path)
+            .args(
+                spec.map(|_| ["-S".as_ref(), spec_path.as_os_str()])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg("--http-addr")
             .arg(format!("127.0.0.1:{http_port}"))
             .arg("-b")
@@ -1156,7 +1336,7 @@ impl Compute {
             dir,
             pgdata,
             http_port,
-            pg_port: spec_port(spec),
+            pg_port,
             child: Some(child),
             started,
             first_http: None,

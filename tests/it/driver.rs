@@ -73,9 +73,16 @@ struct Bench {
 
 const INTERVAL_MS: u64 = 500;
 
+/// A spec on the embedded default; one whose name begins with `up` takes its data from an
+/// upstream server.
 fn spec_named(name: &str) -> Arc<ParsedSpec> {
+    let upstream = if name.starts_with("up") {
+        r#""upstream_connstring": "postgresql://replicator@upstream:5432/postgres", "mode": "Replica","#
+    } else {
+        ""
+    };
     let json = format!(
-        r#"{{"format_version": 1.0, "cluster": {{"settings": [
+        r#"{{"format_version": 1.0, {upstream} "cluster": {{"settings": [
             {{"name": "application_name", "value": "{name}", "vartype": "string"}}]}}}}"#
     );
     Arc::new(spec::parse(json.as_bytes()).unwrap())
@@ -220,6 +227,8 @@ impl Bench {
                 lsn: Some(Lsn(0x16B_3748)),
             },
             Step::FetchSpec { .. } => StepOutput::SpecFetched { found: false },
+            Step::PrepareCluster { .. } => StepOutput::ClusterPrepared,
+            Step::UsePrepared { .. } => StepOutput::PreparedUsed,
             Step::CancelSteps | Step::StartSidecar | Step::StopSidecar | Step::Exit { .. } => {
                 return None
             }
@@ -307,8 +316,9 @@ fn answer_line(answer: &ApiAnswer) -> String {
 fn view_line(view: &StateView) -> String {
     let gen = |g: Option<u64>| g.map_or("-".to_string(), |g| format!("g{g}"));
     format!(
-        "{} desired {} applied {} seq {}{}{}{}",
+        "{}{} desired {} applied {} seq {}{}{}{}",
         view.phase,
+        if view.prepared { " (prepared)" } else { "" },
         gen(view.desired_generation),
         gen(view.applied_generation),
         view.seq,
@@ -367,6 +377,13 @@ fn run_line(bench: &mut Bench, line: &str) -> Vec<String> {
         ["ok"] => {
             let output = bench.success().expect("a begun worker step");
             let input = bench.finish(Ok(output), StepExtra::None).unwrap();
+            bench.feed(input)
+        }
+        // `use_prepared` finds nothing it may use.
+        ["discarded"] => {
+            let input = bench
+                .finish(Ok(StepOutput::PreparedDiscarded), StepExtra::None)
+                .unwrap();
             bench.feed(input)
         }
         ["fail", kind] => {
@@ -451,7 +468,12 @@ fn driver_scripts() {
     let mut failed = Vec::new();
     for path in scripts {
         let text = std::fs::read_to_string(&path).unwrap();
-        let mut bench = Bench::new(Policy::default());
+        // A script that says so runs with `--prepare`.
+        let policy = Policy {
+            prepare: text.lines().any(|l| l == "# with --prepare"),
+            ..Policy::default()
+        };
+        let mut bench = Bench::new(policy);
         let mut transcript = Vec::new();
         for line in text.lines() {
             if line.starts_with("  ") {

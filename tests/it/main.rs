@@ -18,6 +18,7 @@ mod neon;
 mod neon_api;
 mod operations;
 mod postgres_config;
+mod prepare;
 mod reconcile;
 mod reconfigure;
 mod spec;

@@ -968,3 +968,39 @@ fn a_cancel_ends_a_silent_connection_at_once() {
     assert!(lag < Duration::from_secs(1), "{lag:?}");
     holder.join().unwrap();
 }
+
+#[test]
+fn a_prepared_cluster_is_discarded_for_a_neon_spec() {
+    let stand_in = StandIn::new();
+    let pageserver = pageserver(vec![]);
+    let mut args = stand_in.args();
+    args.push("--prepare".into());
+    let mut compute = Compute::start(Launch {
+        args,
+        ..Launch::default()
+    });
+    compute.wait_state(MINUTE, "prepared", |s| s["prepared"] == true);
+    let port = free_port();
+    let (status, _) =
+        compute.post_spec(&neon_spec(port, &pageserver.connstring(), json!("Primary")));
+    assert_eq!(status, 202);
+    let state = compute.wait_running();
+    assert_eq!(state["storage"], "neon");
+    let used = finished(&compute, "use_prepared");
+    assert_eq!(used.len(), 1);
+    assert_eq!(used[0]["output"]["result"], "prepared_discarded");
+    let reason = used[0]["output"]["detail"]["reason"].as_str().unwrap();
+    assert!(reason.contains("neon storage"), "{reason}");
+    assert!(!compute.root.join("pgdata.prepared").exists());
+    // The usual path: the sync's LSN, the pageserver's base backup, its rows.
+    assert_eq!(finished(&compute, "sync_safekeepers").len(), 1);
+    assert_eq!(
+        pageserver.commands(),
+        [format!("basebackup {TENANT} {TIMELINE} {SYNC_LSN} --gzip")]
+    );
+    let mut admin = compute.admin();
+    assert_eq!(
+        table_facts(&mut admin),
+        (sample_backup().rows, sample_backup().id_sum)
+    );
+}

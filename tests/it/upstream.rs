@@ -1452,4 +1452,40 @@ fn count_where(client: &mut postgres::Client, table: &str, condition: &str) -> i
         )
         .unwrap()
         .get(0)
+#[test]
+fn a_prepared_cluster_is_discarded_for_an_upstream_spec() {
+    let upstream = upstream(10);
+    let mut compute = Compute::start(Launch {
+        args: vec!["--prepare".into()],
+        ..Launch::default()
+    });
+    compute.wait_state(MINUTE, "prepared", |s| s["prepared"] == true);
+    let spec = upstream_spec(
+        &replicator_connstr(&upstream, REPLICATOR_PASSWORD),
+        json!("Primary"),
+    );
+    let (status, _) = compute.post_spec(&spec);
+    assert_eq!(status, 202);
+    let state = compute.wait_running();
+    assert_eq!(state["storage"], "upstream");
+    // Discarded, journaled, and the usual path taken.
+    let used = finished(&compute, "use_prepared", 1);
+    assert_eq!(used["output"]["result"], "prepared_discarded", "{used}");
+    let reason = used["output"]["detail"]["reason"].as_str().unwrap();
+    assert!(reason.contains("upstream storage"), "{reason}");
+    assert_eq!(used["output"]["detail"]["removed"], true);
+    assert!(!compute.root.join("pgdata.prepared").exists());
+    assert_eq!(
+        compute.transitions(),
+        [
+            "empty->init",
+            "init->sync_safekeepers",
+            "sync_safekeepers->basebackup",
+            "basebackup->starting",
+            "starting->configuring",
+            "configuring->running"
+        ]
+    );
+    let mut admin = compute.admin();
+    assert_eq!(count(&mut admin, "t"), 10);
 }

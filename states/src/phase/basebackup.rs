@@ -49,7 +49,10 @@ impl StartupPhase for Basebackup {
             | StepOutput::PostgresStopped { .. }
             | StepOutput::SpecFetched { .. }
             | StepOutput::PostgresAdopted { .. }
-            | StepOutput::NotAdopted => Err(self),
+            | StepOutput::NotAdopted
+            | StepOutput::ClusterPrepared
+            | StepOutput::PreparedUsed
+            | StepOutput::PreparedDiscarded => Err(self),
         }
     }
 }

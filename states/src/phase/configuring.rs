@@ -76,7 +76,10 @@ impl Transition for Configuring {
                         | StepOutput::PostgresStopped { .. }
                         | StepOutput::SpecFetched { .. }
                         | StepOutput::PostgresAdopted { .. }
-                        | StepOutput::NotAdopted,
+                        | StepOutput::NotAdopted
+                        | StepOutput::ClusterPrepared
+                        | StepOutput::PreparedUsed
+                        | StepOutput::PreparedDiscarded,
                     ) => Err(self.reject(Rejection::UnexpectedOutput { phase: PHASE, id })),
                     // A failed apply never takes Postgres down: it keeps serving with what
                     // it had, and `failed` waits for a corrected spec or `recover` -- unless a

@@ -1,13 +1,16 @@
-//! `init`: the postmaster an earlier run left may be adopted; else PGDATA is checked (only an
-//! absent, empty or own directory is wiped) and recreated.
+//! `init`: the postmaster an earlier run left may be adopted; a cluster prepared in `empty`
+//! may be used (then straight to `starting`); else PGDATA is checked (only an absent, empty
+//! or own directory is wiped) and recreated.
 
 use crate::event::Event;
 use crate::spec_ref::SpecRef;
-use crate::step::{Step, StepId, StepOutput};
+use crate::step::{PreparedStart, Step, StepId, StepOutput};
 use crate::time::Now;
 
 use super::startup::{self, Startup, StartupPhase};
-use super::{reconfigure, Next, PhaseName, Rejected, Running, SyncSafekeepers, Transition};
+use super::{
+    reconfigure, Next, PhaseName, Rejected, Running, Starting, SyncSafekeepers, Transition,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Init {
@@ -15,6 +18,9 @@ pub struct Init {
     /// The spec the journal says an earlier run's postmaster was last confirmed to run:
     /// while set, the step is `adopt_postgres`; once refused, a fresh start.
     pub adopting: Option<SpecRef>,
+    /// How the spec found the `--prepare` cluster: while set, the step is `use_prepared`;
+    /// once discarded, a fresh start.
+    pub prepared: Option<PreparedStart>,
 }
 
 impl StartupPhase for Init {
@@ -28,12 +34,17 @@ impl StartupPhase for Init {
     }
 
     fn step(&mut self, id: StepId) -> Step {
-        match &self.adopting {
-            Some(spec) => Step::AdoptPostgres {
+        match (&self.adopting, self.prepared) {
+            (Some(spec), _) => Step::AdoptPostgres {
                 id,
                 spec: spec.clone(),
             },
-            None => Step::InitPgdata {
+            (None, Some(preparation)) => Step::UsePrepared {
+                id,
+                spec: self.startup.target.clone(),
+                preparation,
+            },
+            (None, None) => Step::InitPgdata {
                 id,
                 spec: self.startup.target.clone(),
             },
@@ -69,10 +80,28 @@ impl StartupPhase for Init {
                 let init = Init {
                     startup,
                     adopting: None,
+                    prepared: None,
                 };
                 Ok(Next::to(init, vec![Step::InitPgdata { id, spec }]))
             }
-            StepOutput::PgdataReady if self.adopting.is_none() => {
+            // PGDATA holds a fresh initdb already: no LSN to find, no base backup to take.
+            StepOutput::PreparedUsed if self.prepared.is_some() => {
+                let (startup, id) = self.startup.advance(PhaseName::Starting);
+                let spec = startup.target.clone();
+                let step = Step::SpawnPostgres { id, spec };
+                Ok(Next::to(Starting { startup }, vec![step]))
+            }
+            StepOutput::PreparedDiscarded if self.prepared.is_some() => {
+                let (startup, id) = self.startup.advance(PhaseName::Init);
+                let spec = startup.target.clone();
+                let init = Init {
+                    startup,
+                    adopting: None,
+                    prepared: None,
+                };
+                Ok(Next::to(init, vec![Step::InitPgdata { id, spec }]))
+            }
+            StepOutput::PgdataReady if self.adopting.is_none() && self.prepared.is_none() => {
                 let (startup, id) = self.startup.advance(PhaseName::SyncSafekeepers);
                 let spec = startup.target.clone();
                 let step = Step::SyncSafekeepers { id, spec };
@@ -80,6 +109,9 @@ impl StartupPhase for Init {
             }
             StepOutput::PgdataReady
             | StepOutput::NotAdopted
+            | StepOutput::PreparedUsed
+            | StepOutput::PreparedDiscarded
+            | StepOutput::ClusterPrepared
             | StepOutput::SafekeepersSynced { .. }
             | StepOutput::BasebackupDone
             | StepOutput::PostgresStarted { .. }

@@ -30,7 +30,7 @@ mod terminating;
 pub use basebackup::Basebackup;
 pub use configuration_pending::ConfigurationPending;
 pub use configuring::Configuring;
-pub use empty::{Empty, SpecFetch};
+pub use empty::{Empty, Preparation, SpecFetch};
 pub use failed::Failed;
 pub use init::Init;
 pub use running::Running;
@@ -104,6 +104,8 @@ pub struct Policy {
     /// The drift check's interval (`--drift-interval`): also the least time between two
     /// repairs.
     pub drift_interval_ms: u64,
+    /// `--prepare`: prepare a cluster in `empty` while no spec is known.
+    pub prepare: bool,
 }
 
 impl Default for Policy {
@@ -115,6 +117,7 @@ impl Default for Policy {
             retry_backoff_ms_max: 10_000,
             drift_repair: false,
             drift_interval_ms: 30_000,
+            prepare: false,
         }
     }
 }
@@ -458,15 +461,44 @@ impl Phase {
     /// The start-up step's retry state, in the phases that retry.
     fn step_run(&self) -> Option<&StepRun> {
         match self {
-            Phase::Empty(p) => match &p.fetch {
-                SpecFetch::Fetching(run) => Some(run),
-                SpecFetch::Off | SpecFetch::NoSpecYet | SpecFetch::Received => None,
+            Phase::Empty(p) => match (&p.fetch, &p.prepare) {
+                (SpecFetch::Fetching(run), _) => Some(run),
+                (_, Preparation::Preparing(run)) => Some(run),
+                (
+                    SpecFetch::Off | SpecFetch::NoSpecYet | SpecFetch::Received,
+                    Preparation::Off
+                    | Preparation::Wanted
+                    | Preparation::Ready
+                    | Preparation::GaveUp,
+                ) => None,
             },
             Phase::Init(p) => Some(&p.startup.run),
             Phase::SyncSafekeepers(p) => Some(&p.startup.run),
             Phase::Basebackup(p) => Some(&p.startup.run),
             Phase::Starting(p) => Some(&p.startup.run),
             Phase::Configuring(_)
+            | Phase::ConfigurationPending(_)
+            | Phase::Running(_)
+            | Phase::Failed(_)
+            | Phase::Terminating(_)
+            | Phase::Terminated(_) => None,
+        }
+    }
+
+    /// Whether a `--prepare` cluster is ready (`Some(true)`) or being prepared (`Some(false)`)
+    /// in `empty`; `None` where there is none to show.
+    pub fn prepared(&self) -> Option<bool> {
+        match self {
+            Phase::Empty(p) => match &p.prepare {
+                Preparation::Ready => Some(true),
+                Preparation::Wanted | Preparation::Preparing(_) => Some(false),
+                Preparation::Off | Preparation::GaveUp => None,
+            },
+            Phase::Init(_)
+            | Phase::SyncSafekeepers(_)
+            | Phase::Basebackup(_)
+            | Phase::Starting(_)
+            | Phase::Configuring(_)
             | Phase::ConfigurationPending(_)
             | Phase::Running(_)
             | Phase::Failed(_)
@@ -613,7 +645,22 @@ pub(crate) fn take_offer(
 ) -> Result<Next, Rejected> {
     let phase: Phase = phase.into();
     let name = phase.name();
-    match admission::judge(phase.ctx(), &offer, name) {
+    take_offer_with(phase, name, Phase::ctx, offer, now, |phase, spec, now| {
+        phase.on_event(Event::SpecAccepted { spec }, now)
+    })
+}
+
+/// `take_offer`, with the phase's own reaction to the accepted spec (`empty` also heeds the
+/// offer's storage): `phase` is named `name`, and `ctx_of` finds its `Ctx`.
+pub(crate) fn take_offer_with<P: Into<Phase>>(
+    phase: P,
+    name: PhaseName,
+    ctx_of: fn(&P) -> &Ctx,
+    offer: SpecOffer,
+    now: Now,
+    accept: impl FnOnce(P, SpecRef, Now) -> Result<Next, Rejected>,
+) -> Result<Next, Rejected> {
+    match admission::judge(ctx_of(&phase), &offer, name) {
         Verdict::Answer(answer) => Ok(Next {
             answer: Some(answer),
             ..Next::stay(phase)
@@ -621,7 +668,7 @@ pub(crate) fn take_offer(
         Verdict::Refuse(rejection) => Err(Rejected::new(phase, rejection)),
         Verdict::Accept(spec) => {
             let generation = spec.generation;
-            let mut next = phase.on_event(Event::SpecAccepted { spec }, now)?;
+            let mut next = accept(phase, spec, now)?;
             let answer = admission::remember(next.phase.ctx_mut(), offer, generation);
             next.answer = Some(answer);
             Ok(next)
@@ -713,8 +760,12 @@ pub(crate) fn start_over(mut ctx: Ctx, target: SpecRef) -> Next {
     };
     let run = ctx.first_run(PhaseName::Init, id, target.generation);
     let startup = Startup { ctx, target, run };
-    let adopting = None;
-    Next::to(Init { startup, adopting }, vec![step])
+    let init = Init {
+        startup,
+        adopting: None,
+        prepared: None,
+    };
+    Next::to(init, vec![step])
 }
 
 /// Apply the desired spec to the Postgres that serves (`configuration_pending`).

@@ -58,7 +58,10 @@ impl StartupPhase for Starting {
             | StepOutput::PostgresStopped { .. }
             | StepOutput::SpecFetched { .. }
             | StepOutput::PostgresAdopted { .. }
-            | StepOutput::NotAdopted => Err(self),
+            | StepOutput::NotAdopted
+            | StepOutput::ClusterPrepared
+            | StepOutput::PreparedUsed
+            | StepOutput::PreparedDiscarded => Err(self),
         }
     }
 }

@@ -42,7 +42,10 @@ impl StartupPhase for SyncSafekeepers {
             | StepOutput::PostgresStopped { .. }
             | StepOutput::SpecFetched { .. }
             | StepOutput::PostgresAdopted { .. }
-            | StepOutput::NotAdopted => Err(self),
+            | StepOutput::NotAdopted
+            | StepOutput::ClusterPrepared
+            | StepOutput::PreparedUsed
+            | StepOutput::PreparedDiscarded => Err(self),
         }
     }
 }

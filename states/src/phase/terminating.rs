@@ -55,7 +55,10 @@ impl Transition for Terminating {
                         | StepOutput::SpecApplied
                         | StepOutput::SpecFetched { .. }
                         | StepOutput::PostgresAdopted { .. }
-                        | StepOutput::NotAdopted,
+                        | StepOutput::NotAdopted
+                        | StepOutput::ClusterPrepared
+                        | StepOutput::PreparedUsed
+                        | StepOutput::PreparedDiscarded,
                     ) => return Err(self.reject(Rejection::UnexpectedOutput { phase: PHASE, id })),
                     Err(_) => None,
                 };

@@ -117,6 +117,14 @@ impl World {
                 Step::FetchSpec { .. } => StepOutput::SpecFetched {
                     found: self.rng.chance(30),
                 },
+                Step::PrepareCluster { .. } => StepOutput::ClusterPrepared,
+                Step::UsePrepared { .. } => {
+                    if self.rng.chance(50) {
+                        StepOutput::PreparedUsed
+                    } else {
+                        StepOutput::PreparedDiscarded
+                    }
+                }
                 Step::CancelSteps | Step::StartSidecar | Step::StopSidecar | Step::Exit { .. } => {
                     unreachable!("not a worker step")
                 }
@@ -222,10 +230,12 @@ fn new_world(seed: u64) -> World {
 /// Returns every phase reached.
 fn simulate(seed: u64, events: usize) -> Result<Vec<PhaseName>, String> {
     let mut world = new_world(seed);
-    // Half the seeds repair drift, with an interval shorter than the clock's steps.
+    // Half the seeds repair drift, with an interval shorter than the clock's steps; a
+    // (different) half run with `--prepare`.
     let policy = Policy {
         drift_repair: seed.is_multiple_of(2),
         drift_interval_ms: 100,
+        prepare: seed % 4 < 2,
         ..Policy::default()
     };
     let mut reached = Vec::new();
