@@ -547,6 +547,7 @@ mod tests {
                 CatalogDatabase::new(16_401, "shop", "alice"),
             ],
             dependencies: Vec::new(),
+            fsync_off: false,
         }
     }
 

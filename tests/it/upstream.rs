@@ -1452,6 +1452,8 @@ fn count_where(client: &mut postgres::Client, table: &str, condition: &str) -> i
         )
         .unwrap()
         .get(0)
+}
+
 #[test]
 fn a_prepared_cluster_is_discarded_for_an_upstream_spec() {
     let upstream = upstream(10);
