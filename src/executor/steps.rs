@@ -111,6 +111,7 @@ fn init_pgdata(ctx: &StepCtx<'_>) -> StepResult {
     pgdata::lock_created(&env.pgdata)
         .map_err(|e| StepError::new(PHASE, STEP, ErrorKind::PgdataUnsafe, format!("{e:#}")))?;
     pgdata::claim(&env.state_dir, &env.pgdata).map_err(|e| io_error(PHASE, STEP, &e))?;
+    crate::failpoint!("pgdata.claimed");
     pgdata::wipe_and_recreate(&env.pgdata, env.pg_user.as_ref())
         .map_err(|e| io_error(PHASE, STEP, &e))?;
     Ok((
@@ -213,6 +214,7 @@ fn adopt_postgres(
         crate::postgres::adopt::Verdict::Adopt { pid } => pid,
         crate::postgres::adopt::Verdict::Refuse { check, reason } => return refused(check, reason),
     };
+    crate::failpoint!("adopt.judged");
     let (on_exit, release) = exit_reporter(inbox);
     match process::adopt(pid, on_exit) {
         Ok(adopted) => {

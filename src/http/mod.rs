@@ -139,6 +139,7 @@ fn handle(api: &Api, mut request: Request) {
     } else {
         route(api, &mut request, &method, path, query, &request_id)
     };
+    crate::failpoint!(crate::failpoint::http_point(method == Method::Post, path));
     respond(request, reply, &request_id);
 }
 

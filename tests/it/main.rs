@@ -8,6 +8,8 @@ mod control_plane;
 mod crash;
 mod driver;
 mod durability;
+#[cfg(feature = "failpoints")]
+mod failpoints;
 mod journal;
 mod layers;
 mod lifecycle;
