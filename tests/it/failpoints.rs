@@ -15,10 +15,12 @@
 //! Needs the `failpoints` feature (`cargo test --workspace --features failpoints`).
 //! `FAILPOINTS_ERRORS=all` injects both errors at every I/O point (default: `eio` at every
 //! I/O point, `enospc` at the journal's and the spec store's); `FAILPOINTS_ONLY=<scenario>`
-//! runs one scenario; `FAILPOINTS_LIMIT=<n>` at most n armed runs per scenario.
+//! runs one scenario; `FAILPOINTS_LIMIT=<n>` at most n armed runs per scenario;
+//! `FAILPOINTS_JOBS=<n>` runs n at a time (default 3).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -181,6 +183,8 @@ struct Run {
     exits: Vec<Option<i32>>,
     /// Every 'POST /spec' answer or error, for the report of a failure.
     answers: Vec<String>,
+    /// The scenario and the armed point, for messages.
+    context: String,
 }
 
 impl Run {
@@ -210,6 +214,7 @@ impl Run {
             exit_seen: false,
             exits: Vec::new(),
             answers: Vec::new(),
+            context: String::new(),
         };
         run.compute.wait_exit(MINUTE);
         run
@@ -282,7 +287,8 @@ impl Run {
     }
 
     /// Waits until the phase is stable: `running` with applied = desired, `failed`, or exited.
-    fn settle(&mut self) -> Option<Value> {
+    /// `empty` counts as stable when `empty_too`.
+    fn settle_or_empty(&mut self, empty_too: bool) -> Option<Value> {
         let deadline = Instant::now() + MINUTE;
         while Instant::now() < deadline {
             if self.exited() {
@@ -291,14 +297,25 @@ impl Run {
             if let Ok((200, state)) = self.compute.get("/state") {
                 let stable = (state["phase"] == "running"
                     && state["applied_generation"] == state["desired_generation"])
-                    || state["phase"] == "failed";
+                    || state["phase"] == "failed"
+                    // Nothing accepted (a crash before the -S spec's record): the control
+                    // plane posts it.
+                    || (empty_too && state["phase"] == "empty");
                 if stable {
                     return Some(state);
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("not settled within a minute\nlog:\n{}", self.compute.log());
+        panic!(
+            "{}: not settled within a minute\nlog:\n{}",
+            self.context,
+            self.compute.log()
+        );
+    }
+
+    fn settle(&mut self) -> Option<Value> {
+        self.settle_or_empty(false)
     }
 
     /// Brings the compute to running `final_spec` as a control plane would: restarts it when
@@ -306,7 +323,7 @@ impl Run {
     fn finish(&mut self, final_spec: &str) -> Value {
         let deadline = Instant::now() + 2 * MINUTE;
         while Instant::now() < deadline {
-            let Some(state) = self.settle() else {
+            let Some(state) = self.settle_or_empty(true) else {
                 self.launch(None, false, None);
                 continue;
             };
@@ -327,7 +344,8 @@ impl Run {
             return state;
         }
         panic!(
-            "the compute did not come to run {final_spec}; answers {:?}\nlog:\n{}",
+            "{}: the compute did not come to run {final_spec}; answers {:?}\nlog:\n{}",
+            self.context,
             self.answers,
             self.compute.log()
         );
@@ -580,6 +598,7 @@ fn run_scenario(scenario: Scenario, arm: Option<&Arm>, tally: &mut Tally) -> Run
         None => format!("{} (listing run)", scenario.name()),
     };
     let mut run = Run::new();
+    run.context = context.clone();
     run.setup(scenario, arm);
     run.act(scenario, arm);
     let hits = read_trace(&run.trace);
@@ -677,6 +696,10 @@ fn crash_and_fail_at_every_point() {
     let limit: Option<u64> = std::env::var("FAILPOINTS_LIMIT")
         .ok()
         .and_then(|l| l.parse().ok());
+    let jobs: usize = std::env::var("FAILPOINTS_JOBS")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(3);
     let mut report = Vec::new();
     let mut tally = Tally::default();
     let mut all_points = BTreeSet::new();
@@ -698,8 +721,7 @@ fn crash_and_fail_at_every_point() {
         }
         drop(listing);
         assert!(!points.is_empty(), "{}: no point reached", scenario.name());
-        let mut crashed = 0;
-        let mut failed = 0;
+        let mut arms = Vec::new();
         for (point, (hit, io)) in &points {
             all_points.insert(point.clone());
             let mut actions = vec!["abort"];
@@ -707,21 +729,37 @@ fn crash_and_fail_at_every_point() {
                 actions.extend(error_actions(point));
             }
             for action in actions {
-                let arm = Arm {
+                arms.push(Arm {
                     point: point.clone(),
                     hit: *hit,
                     action,
-                };
-                if limit.is_some_and(|l| crashed + failed >= l) {
-                    continue;
-                }
-                drop(run_scenario(scenario, Some(&arm), &mut tally));
-                if action == "abort" {
-                    crashed += 1;
-                } else {
-                    failed += 1;
-                }
+                });
             }
+        }
+        arms.truncate(limit.unwrap_or(u64::MAX).try_into().unwrap_or(usize::MAX));
+        let crashed = arms.iter().filter(|a| a.action == "abort").count();
+        let failed = arms.len() - crashed;
+        // The runs wait on Postgres and fsyncs mostly: a few at a time.
+        let queue = Mutex::new(arms);
+        let tallies = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..jobs {
+                scope.spawn(|| {
+                    let mut mine = Tally::default();
+                    loop {
+                        let Some(arm) = queue.lock().unwrap().pop() else {
+                            break;
+                        };
+                        drop(run_scenario(scenario, Some(&arm), &mut mine));
+                    }
+                    tallies.lock().unwrap().push(mine);
+                });
+            }
+        });
+        for mine in tallies.into_inner().unwrap() {
+            tally.runs += mine.runs;
+            tally.fired += mine.fired;
+            tally.checks += mine.checks;
         }
         report.push(format!(
             "{:<19} {:>3} points reached, {crashed:>3} crashed at, {failed:>3} failed with I/O errors, {:>4.0} s",
