@@ -139,6 +139,20 @@ macro_rules! failpoint {
     }};
 }
 
+/// A failpoint in front of an operation that can fail, as an `io::Result<()>` to chain before
+/// it (`failpoint_io!(name).and_then(|()| file.sync_data())`), so that an armed error takes
+/// the operation's own error path; `Ok(())` without the feature.
+#[macro_export]
+macro_rules! failpoint_io {
+    ($name:expr) => {{
+        #[cfg(feature = "failpoints")]
+        let result = $crate::failpoint::hit(AsRef::<str>::as_ref(&$name));
+        #[cfg(not(feature = "failpoints"))]
+        let result = Ok::<(), std::io::Error>(());
+        result
+    }};
+}
+
 #[cfg(feature = "failpoints")]
 pub use armed::{hit, reach};
 

@@ -192,14 +192,10 @@ impl FileJournal {
             .file
             .write_all(lines)
             .map_err(|e| JournalError::io(&segment.path, e))?;
-        crate::failpoint!("journal.append.written", |e| Err(JournalError::io(
-            &segment.path,
-            e
-        )));
-        // fdatasync: the data and the file size, which is all a reader needs.
-        segment
-            .file
-            .sync_data()
+        // fdatasync: the data and the file size, which is all a reader needs. (An error armed
+        // at the failpoint comes out as the fsync's own.)
+        crate::failpoint_io!("journal.append.written")
+            .and_then(|()| segment.file.sync_data())
             .map_err(|e| JournalError::io(&segment.path, e))?;
         self.stats.file_fsyncs += 1;
         segment.len += lines.len() as u64;

@@ -287,7 +287,8 @@ impl Run {
     }
 
     /// Waits until the phase is stable: `running` with applied = desired, `failed`, or exited.
-    /// `empty` counts as stable when `empty_too`.
+    /// `empty` counts as stable when `empty_too`, or once the armed point fired (a spec that
+    /// could not be stored is not accepted: the compute waits for one).
     fn settle_or_empty(&mut self, empty_too: bool) -> Option<Value> {
         let deadline = Instant::now() + MINUTE;
         while Instant::now() < deadline {
@@ -300,7 +301,7 @@ impl Run {
                     || state["phase"] == "failed"
                     // Nothing accepted (a crash before the -S spec's record): the control
                     // plane posts it.
-                    || (empty_too && state["phase"] == "empty");
+                    || (state["phase"] == "empty" && (empty_too || self.fired()));
                 if stable {
                     return Some(state);
                 }
@@ -312,6 +313,10 @@ impl Run {
             self.context,
             self.compute.log()
         );
+    }
+
+    fn fired(&self) -> bool {
+        read_trace(&self.trace).iter().any(|h| h.fired.is_some())
     }
 
     fn settle(&mut self) -> Option<Value> {
