@@ -14,8 +14,8 @@
 //!
 //! Needs the `failpoints` feature (`cargo test --workspace --features failpoints`).
 //! `FAILPOINTS_ERRORS=all` injects both errors at every I/O point (default: `eio` at every
-//! I/O point, `enospc` at the journal's and the spec store's); `FAILPOINTS_ONLY=<scenario>`
-//! runs one scenario; `FAILPOINTS_LIMIT=<n>` at most n armed runs per scenario;
+//! I/O point, `enospc` at the journal's and the spec store's); `FAILPOINTS_ONLY=<scenario>[,…]`
+//! runs only those; `FAILPOINTS_LIMIT=<n>` at most n armed runs per scenario;
 //! `FAILPOINTS_JOBS=<n>` runs n at a time (default 3).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -709,7 +709,10 @@ fn crash_and_fail_at_every_point() {
     let mut tally = Tally::default();
     let mut all_points = BTreeSet::new();
     for scenario in Scenario::ALL {
-        if only.as_deref().is_some_and(|o| o != scenario.name()) {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|o| o == scenario.name()))
+        {
             continue;
         }
         let scenario_started = Instant::now();
