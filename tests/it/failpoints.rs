@@ -16,7 +16,8 @@
 //! `FAILPOINTS_ERRORS=all` injects both errors at every I/O point (default: `eio` at every
 //! I/O point, `enospc` at the journal's and the spec store's); `FAILPOINTS_ONLY=<scenario>[,…]`
 //! runs only those; `FAILPOINTS_LIMIT=<n>` at most n armed runs per scenario;
-//! `FAILPOINTS_JOBS=<n>` runs n at a time (default 3).
+//! `FAILPOINTS_JOBS=<n>` runs n at a time (default 3); `FAILPOINTS_EVERY_HIT=1` aborts at
+//! every hit of every point after the set-up, not only at each point's first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -701,6 +702,8 @@ fn crash_and_fail_at_every_point() {
     let limit: Option<u64> = std::env::var("FAILPOINTS_LIMIT")
         .ok()
         .and_then(|l| l.parse().ok());
+    // Abort at every hit of every point after the set-up, not only at each point's first.
+    let every_hit = std::env::var("FAILPOINTS_EVERY_HIT").as_deref() == Ok("1");
     let jobs: usize = std::env::var("FAILPOINTS_JOBS")
         .ok()
         .and_then(|l| l.parse().ok())
@@ -721,12 +724,18 @@ fn crash_and_fail_at_every_point() {
         let listing = run_scenario(scenario, None, &mut tally);
         let hits = read_trace(&listing.trace);
         let mut points: BTreeMap<String, (u64, bool)> = BTreeMap::new();
+        // Every (point, hit) after the mark.
+        let mut later_hits: Vec<(String, u64)> = Vec::new();
         for hit in hits.iter().filter(|h| Some(h.pid) == listing.armed_pid) {
             let skip = listing.mark.get(&hit.point).copied().unwrap_or(0);
             if hit.hit > skip {
+                if points.contains_key(&hit.point) {
+                    later_hits.push((hit.point.clone(), hit.hit));
+                }
                 points.entry(hit.point.clone()).or_insert((hit.hit, hit.io));
             }
         }
+        let hits_reached = points.len() + later_hits.len();
         drop(listing);
         assert!(!points.is_empty(), "{}: no point reached", scenario.name());
         let mut arms = Vec::new();
@@ -743,6 +752,13 @@ fn crash_and_fail_at_every_point() {
                     action,
                 });
             }
+        }
+        if every_hit {
+            arms.extend(later_hits.iter().map(|(point, hit)| Arm {
+                point: point.clone(),
+                hit: *hit,
+                action: "abort",
+            }));
         }
         arms.truncate(limit.unwrap_or(u64::MAX).try_into().unwrap_or(usize::MAX));
         let crashed = arms.iter().filter(|a| a.action == "abort").count();
@@ -770,7 +786,7 @@ fn crash_and_fail_at_every_point() {
             tally.checks += mine.checks;
         }
         report.push(format!(
-            "{:<19} {:>3} points reached, {crashed:>3} crashed at, {failed:>3} failed with I/O errors, {:>4.0} s",
+            "{:<19} {:>3} points reached ({hits_reached:>3} hits), {crashed:>3} crashed at, {failed:>3} failed with I/O errors, {:>4.0} s",
             scenario.name(),
             points.len(),
             scenario_started.elapsed().as_secs_f64()
