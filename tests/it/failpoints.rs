@@ -16,8 +16,9 @@
 //! `FAILPOINTS_ERRORS=all` injects both errors at every I/O point (default: `eio` at every
 //! I/O point, `enospc` at the journal's and the spec store's); `FAILPOINTS_ONLY=<scenario>[,…]`
 //! runs only those; `FAILPOINTS_LIMIT=<n>` at most n armed runs per scenario;
-//! `FAILPOINTS_JOBS=<n>` runs n at a time (default 3); `FAILPOINTS_EVERY_HIT=1` aborts at
-//! every hit of every point after the set-up, not only at each point's first.
+//! `FAILPOINTS_JOBS=<n>` runs n at a time (default 3); `FAILPOINTS_EVERY_HIT=0` aborts only at
+//! each point's first hit after the set-up (by default: at every hit, so a point reached twice,
+//! e.g. by a failed reconfiguration's spec and then by its recovery's, is crashed at both).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -703,7 +704,7 @@ fn crash_and_fail_at_every_point() {
         .ok()
         .and_then(|l| l.parse().ok());
     // Abort at every hit of every point after the set-up, not only at each point's first.
-    let every_hit = std::env::var("FAILPOINTS_EVERY_HIT").as_deref() == Ok("1");
+    let every_hit = std::env::var("FAILPOINTS_EVERY_HIT").as_deref() != Ok("0");
     let jobs: usize = std::env::var("FAILPOINTS_JOBS")
         .ok()
         .and_then(|l| l.parse().ok())
