@@ -93,8 +93,8 @@ pub fn parse(text: &str) -> Result<Vec<Arm>, String> {
 }
 
 /// The name of an atomic write's point at `stage`: `durable.<file>.<stage>`, where `<file>` is
-/// the file's name (`RETIRED`, `pgdata.claim`, the marker `compute_ctl.pgdata`), `spec` for a stored spec, and a
-/// temp file is named by the file it replaces.
+/// the file's name (`RETIRED`, `pgdata.claim`, the marker `compute_ctl.pgdata`), `spec` for a
+/// stored spec; a temp file is named by the file it replaces.
 pub fn durable_point(path: &std::path::Path, stage: &str) -> String {
     let in_specs = path
         .parent()

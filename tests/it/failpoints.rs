@@ -1,9 +1,10 @@
 //! Crash at every point (issue 17, README "Reliability"): for each scenario (start-up, a live
 //! reconfiguration, a failed reconfiguration and its recovery, a terminate, an adoption) a
 //! first run lists the failpoints the real binary reaches (`COMPUTE_CTL_FAILPOINTS_TRACE`);
-//! then, for each point, a run aborts there (`COMPUTE_CTL_FAILPOINTS=<point>=abort@<hit>`),
-//! compute_ctl is started again without the failpoint, the scenario is finished as a control
-//! plane would (the spec posted again, the terminate sent again), and the invariants are
+//! then, for each point at each of its hits, a run aborts there
+//! (`COMPUTE_CTL_FAILPOINTS=<point>=abort@<hit>`), compute_ctl is started again without the
+//! failpoint, the scenario is finished as a control plane would (the spec posted again, the
+//! terminate sent again), and the invariants are
 //! checked: the journal verifies, seq is gap-free, the phase shown is the one the journal
 //! replays to, a spec that got a 202 is never lost and an older one never comes back, no
 //! destructive step runs without its `step_started` record, each start names the steps its

@@ -1,10 +1,10 @@
 //! The journal at each of its failpoints (issue 17): a child process appends to tiny segments
 //! with two kept, so it creates and retires segments; a first child lists the points it
-//! reaches, then a child per (point, first or last hit, action) aborts or fails there. After each, the
-//! journal must open without damage, verify, read gap-free from its first kept seq, hold every
-//! record the child acknowledged (that retention may keep) and the last acknowledged
-//! `spec_accepted`; a failed append is the child's last acknowledgement, a failed retirement
-//! is not a failed append. Needs the `failpoints` feature.
+//! reaches, then a child per (point, first or last hit, action) aborts or fails there. After
+//! each, the journal must open without damage, verify, read gap-free from its first kept seq,
+//! hold every record the child acknowledged (that retention may keep) and the last
+//! acknowledged `spec_accepted`; a failed append is the child's last acknowledgement, a failed
+//! retirement is not a failed append. Needs the `failpoints` feature.
 
 use std::collections::BTreeMap;
 use std::path::Path;
