@@ -167,6 +167,18 @@ fn post(compute: &Compute, path: &str, body: Option<&Value>) -> Result<(u16, Val
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
+/// The environment of a launch: the trace, and the arm if any.
+fn env_of(trace: &Path, arm: Option<&Arm>) -> Vec<(String, String)> {
+    let mut env = vec![(TRACE_ENV.to_string(), trace.display().to_string())];
+    if let Some(arm) = arm {
+        env.push((
+            ARM_ENV.into(),
+            format!("{}={}@{}", arm.point, arm.action, arm.hit),
+        ));
+    }
+    env
+}
+
 /// One scenario run: its compute, the 202s it got, the trace of its processes.
 struct Run {
     compute: Compute,
@@ -226,21 +238,31 @@ impl Run {
     /// Starts compute_ctl (with `-S spec_file`), tracing; the process under test when
     /// `target`, armed with `arm`.
     fn launch(&mut self, spec_file: Option<&str>, target: bool, arm: Option<&Arm>) {
-        let mut env = vec![(TRACE_ENV.to_string(), self.trace.display().to_string())];
-        if let Some(arm) = arm {
-            env.push((
-                ARM_ENV.into(),
-                format!("{}={}@{}", arm.point, arm.action, arm.hit),
-            ));
-        }
         let launch = Launch {
             spec: spec_file.map(|name| spec(self.port, name)),
             args: vec!["--failed-linger".into(), "2s".into()],
-            env,
+            env: env_of(&self.trace, arm),
             ..Launch::default()
         };
         self.exit_seen = false;
+        let logged = self.compute.log().len();
         self.compute.relaunch(launch);
+        // The HTTP port, free when the run began, may have been taken since (runs go on in
+        // parallel): another one.
+        for _ in 0..3 {
+            let bound = self.compute.try_exit().is_none()
+                || !self.compute.log()[logged..].contains("Address already in use");
+            if bound {
+                break;
+            }
+            self.compute.http_port = free_port();
+            self.compute.relaunch(Launch {
+                spec: spec_file.map(|name| spec(self.port, name)),
+                args: vec!["--failed-linger".into(), "2s".into()],
+                env: env_of(&self.trace, arm),
+                ..Launch::default()
+            });
+        }
         if target {
             self.armed_pid = self.compute.pid();
         }
