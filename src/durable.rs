@@ -88,7 +88,17 @@ pub fn write_atomic_owned(
         return Err(e);
     }
     match persistence {
-        Persistence::Durable => fsync_dir(dir),
+        Persistence::Durable => {
+            crate::failpoint!(crate::failpoint::durable_point(path, "renamed"), |e| Err(
+                DurableError::new("fsync directory", dir, e)
+            ));
+            fsync_dir(dir)?;
+            crate::failpoint!(
+                crate::failpoint::durable_point(path, "dir_synced"),
+                |e| Err(DurableError::new("fsync directory", dir, e))
+            );
+            Ok(())
+        }
         Persistence::Rebuilt => Ok(()),
     }
 }
@@ -112,9 +122,17 @@ fn write_temp(
             .map_err(|e| DurableError::new("give away", temp, e))?;
     }
     match persistence {
-        Persistence::Durable => file
-            .sync_all()
-            .map_err(|e| DurableError::new("fsync", temp, e)),
+        Persistence::Durable => {
+            crate::failpoint!(crate::failpoint::durable_point(temp, "temp_written"), |e| {
+                Err(DurableError::new("fsync", temp, e))
+            });
+            file.sync_all()
+                .map_err(|e| DurableError::new("fsync", temp, e))?;
+            crate::failpoint!(crate::failpoint::durable_point(temp, "temp_synced"), |e| {
+                Err(DurableError::new("rename temp file onto", temp, e))
+            });
+            Ok(())
+        }
         Persistence::Rebuilt => Ok(()),
     }
 }

@@ -11,6 +11,7 @@ pub mod driver;
 pub mod durable;
 pub mod executor;
 pub mod exit;
+pub mod failpoint;
 pub mod http;
 pub mod input;
 pub mod journal;

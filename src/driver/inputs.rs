@@ -295,6 +295,7 @@ impl Driver {
         {
             log::info!("step {step} {id} reported late: {why}");
         }
+        crate::failpoint!(format!("step.finished.{step}"));
         if let Some(spec) = fetched {
             match self.offer(spec, SpecSource::ControlPlane, None, None, now)? {
                 Handled::Done(_) => {}

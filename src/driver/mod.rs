@@ -454,6 +454,10 @@ impl Driver {
             self.world.perform(effect);
         }
         if let Some(reason) = exit {
+            if reason == states::ExitReason::Requested {
+                // A stop that failed leaves no Postgres behind an answered terminate.
+                self.world.stop_everything();
+            }
             let code = ExitCode::from(reason);
             log::info!("exiting with code {} ({reason:?})", code.code());
             self.exit = Some(Exit::Code(code));

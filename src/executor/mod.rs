@@ -128,6 +128,25 @@ impl Executor {
     }
 }
 
+/// A worker step between its failpoints: `step.begin.<step>` once its `step_started` record
+/// is durable and before its side effect (an armed error fails the step as an I/O error),
+/// `step.done.<step>` after the side effect, before it is reported.
+fn run_step(
+    ctx: &StepCtx<'_>,
+    job: &Job,
+    postmaster: &Mutex<Option<Postmaster>>,
+    inbox: &SyncSender<Input>,
+) -> steps::Outcome {
+    crate::failpoint!(format!("step.begin.{}", job.step.name()), |e| {
+        let name = job.step.name();
+        let message = format!("{name} cannot begin: {e}");
+        steps::Outcome::failed(StepError::new(job.phase, name, ErrorKind::Io, message))
+    });
+    let outcome = steps::run(ctx, &job.step, job.phase, postmaster, inbox);
+    crate::failpoint!(format!("step.done.{}", job.step.name()));
+    outcome
+}
+
 struct Worker {
     env: Arc<StepEnv>,
     inbox: SyncSender<Input>,
@@ -165,7 +184,7 @@ impl Worker {
                     cancel: &job.cancel,
                     on_progress: &on_progress,
                 };
-                steps::run(&ctx, &job.step, job.phase, &self.postmaster, &self.inbox)
+                run_step(&ctx, &job, &self.postmaster, &self.inbox)
             };
             lock(&self.live).retain(|(id, _)| *id != job.id);
             let report = StepReport {

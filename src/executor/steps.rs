@@ -163,6 +163,7 @@ fn wipe_pgdata(
     pgdata::lock_created(&env.pgdata)
         .map_err(|e| StepError::new(PHASE, step, ErrorKind::PgdataUnsafe, format!("{e:#}")))?;
     pgdata::claim(&env.state_dir, &env.pgdata).map_err(|e| io_error(PHASE, step, &e))?;
+    crate::failpoint!("pgdata.claimed");
     pgdata::wipe_and_recreate(&env.pgdata, env.pg_user.as_ref())
         .map_err(|e| io_error(PHASE, step, &e))?;
     Ok(
@@ -336,6 +337,7 @@ fn adopt_postgres(
         crate::postgres::adopt::Verdict::Adopt { pid } => pid,
         crate::postgres::adopt::Verdict::Refuse { check, reason } => return refused(check, reason),
     };
+    crate::failpoint!("adopt.judged");
     let (on_exit, release) = exit_reporter(inbox);
     match process::adopt(pid, on_exit) {
         Ok(adopted) => {

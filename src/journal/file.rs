@@ -157,12 +157,18 @@ impl FileJournal {
         if rotate {
             let name = segment_name(first_seq);
             let path = self.journal_dir.join(&name);
+            crate::failpoint!("journal.segment.create", |e| Err(JournalError::io(
+                &path, e
+            )));
             let file = OpenOptions::new()
                 .append(true)
                 .create_new(true)
                 .open(&path)
                 .map_err(|e| JournalError::io(&path, e))?;
             self.stats.segments_created += 1;
+            crate::failpoint!("journal.segment.created", |e| Err(JournalError::io(
+                &path, e
+            )));
             // The new name must be on disk before records in it are acknowledged.
             fsync_dir(&self.journal_dir)?;
             self.stats.dir_fsyncs += 1;
@@ -178,17 +184,25 @@ impl FileJournal {
                 reason: "no segment to append to".to_owned(),
             });
         };
+        crate::failpoint!("journal.append.before_write", |e| Err(JournalError::io(
+            &segment.path,
+            e
+        )));
         segment
             .file
             .write_all(lines)
             .map_err(|e| JournalError::io(&segment.path, e))?;
-        // fdatasync: the data and the file size, which is all a reader needs.
-        segment
-            .file
-            .sync_data()
+        // fdatasync: the data and the file size, which is all a reader needs. (An error armed
+        // at the failpoint comes out as the fsync's own.)
+        crate::failpoint_io!("journal.append.written")
+            .and_then(|()| segment.file.sync_data())
             .map_err(|e| JournalError::io(&segment.path, e))?;
         self.stats.file_fsyncs += 1;
         segment.len += lines.len() as u64;
+        crate::failpoint!("journal.append.synced", |e| Err(JournalError::io(
+            &segment.path,
+            e
+        )));
         Ok(())
     }
 
@@ -218,7 +232,15 @@ impl FileJournal {
             &self.journal_dir.join(RETIRED_FILE),
             format!("{first_kept}\n").as_bytes(),
         )?;
+        crate::failpoint!("journal.segment.retire", |e| Err(JournalError::io(
+            &self.journal_dir,
+            e
+        )));
         remove_retired(&self.journal_dir, first_kept)?;
+        crate::failpoint!("journal.segment.retired", |e| Err(JournalError::io(
+            &self.journal_dir,
+            e
+        )));
         self.stats.segments_retired += retire as u64;
         Ok(())
     }

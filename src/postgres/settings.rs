@@ -74,15 +74,16 @@ pub fn apply(
         )
     })?;
     let mut outcome = SettingsOutcome::default();
-    // The file may hold the target already while Postgres runs another (a run that wrote it
-    // was killed before its reload): then the reload is still owed.
-    let running = current_hash(client, phase)?;
-    if previous != target.conf || running != target.spec_hash {
-        if previous != target.conf {
-            write_conf(&path, target.conf, target.user, phase)?;
-        }
+    let written = previous != target.conf;
+    if written {
+        write_conf(&path, target.conf, target.user, phase)?;
+        crate::failpoint!("settings.written");
+    }
+    // The file is the target's but Postgres does not run it: a run that wrote it crashed
+    // before its reload (an adopted postmaster). Checked and reloaded like a new file.
+    if written || spec_hash_seen(client, phase)? != target.spec_hash {
         if let Err(refused) = refused_settings(client, target, phase) {
-            if previous != target.conf {
+            if written {
                 write_conf(&path, &previous, target.user, phase)?;
             }
             return Err(refused);
@@ -201,6 +202,17 @@ fn postgres_reads_file(target: &SettingsTarget<'_>, name: &str) -> Result<(), Ve
         .collect())
 }
 
+/// The spec hash this session's Postgres runs (empty when none).
+fn spec_hash_seen(client: &mut postgres::Client, phase: PhaseName) -> Result<String, StepError> {
+    let rows = client
+        .query("SELECT current_setting($1, true)", &[&SPEC_HASH_SETTING])
+        .map_err(|e| postgres_error(phase, "cannot read back the spec hash", &e))?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .unwrap_or_default())
+}
+
 /// Waits until this session sees the new spec hash: each query starts by processing a pending
 /// reload, so a read-back that matches proves the reload reached the backends.
 fn confirm_hash(
@@ -211,7 +223,7 @@ fn confirm_hash(
 ) -> Result<(), StepError> {
     let started = Instant::now();
     let seen = loop {
-        let seen = current_hash(client, phase)?;
+        let seen = spec_hash_seen(client, phase)?;
         if seen == expected {
             return Ok(());
         }
@@ -231,17 +243,6 @@ fn confirm_hash(
         ErrorKind::Timeout,
         format!("postgres did not load the new configuration within {RELOAD_CONFIRM_TIMEOUT:?}: {SPEC_HASH_SETTING} reads {seen:?}, expected {expected:?}"),
     ))
-}
-
-/// The spec hash this session's Postgres runs with ("" if none).
-fn current_hash(client: &mut postgres::Client, phase: PhaseName) -> Result<String, StepError> {
-    let rows = client
-        .query("SELECT current_setting($1, true)", &[&SPEC_HASH_SETTING])
-        .map_err(|e| postgres_error(phase, "cannot read back the spec hash", &e))?;
-    Ok(rows
-        .first()
-        .and_then(|r| r.get::<_, Option<String>>(0))
-        .unwrap_or_default())
 }
 
 /// Settings changed in the file that take effect only after a restart.

@@ -32,7 +32,7 @@ fn adoption_in(compute: &Compute, epoch: u64) -> Option<Value> {
 
 /// Postmasters on `pgdata`: the processes working there whose parent does not (a backend
 /// just forked still carries the postmaster's command line).
-fn postmasters_on(pgdata: &Path) -> Vec<u32> {
+pub(crate) fn postmasters_on(pgdata: &Path) -> Vec<u32> {
     let working = processes_in(pgdata);
     let parent = |pid: u32| -> Option<u32> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

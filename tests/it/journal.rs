@@ -7,6 +7,8 @@
 mod conformance;
 mod crash;
 mod damage;
+#[cfg(feature = "failpoints")]
+mod failpoints;
 mod fixtures;
 mod format;
 mod lock;

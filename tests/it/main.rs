@@ -11,6 +11,8 @@ mod driver;
 mod durability;
 mod first_run;
 mod frontdoor;
+#[cfg(feature = "failpoints")]
+mod failpoints;
 mod journal;
 mod layers;
 mod lifecycle;

@@ -121,12 +121,17 @@ impl Compute {
     /// Starts compute_ctl again on the same directory and HTTP port (after it exited or was
     /// killed), with `spec` as `-S` if given.
     pub fn restart(&mut self, spec: Option<Value>, args: Vec<String>) {
-        assert!(self.child.is_none(), "compute_ctl still runs");
-        let launch = Launch {
+        self.relaunch(Launch {
             spec,
             args,
             ..Launch::default()
-        };
+        });
+    }
+
+    /// Starts compute_ctl again on the same directory and HTTP port as `launch` says (its
+    /// `dir`, `http_port` and `binary` are this compute's).
+    pub fn relaunch(&mut self, launch: Launch) {
+        assert!(self.child.is_none(), "compute_ctl still runs");
         self.exit = None;
         self.spawn(&launch);
     }
