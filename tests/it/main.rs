@@ -9,10 +9,10 @@ mod crash;
 mod drift;
 mod driver;
 mod durability;
-mod first_run;
-mod frontdoor;
 #[cfg(feature = "failpoints")]
 mod failpoints;
+mod first_run;
+mod frontdoor;
 mod journal;
 mod layers;
 mod lifecycle;
