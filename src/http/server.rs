@@ -131,6 +131,8 @@ impl Responder {
     fn send(&mut self, status: u16, content_type: &str, body: &[u8], request_id: &str) {
         self.sent = true;
         if let Some((method, path, started)) = self.label.take() {
+            // After the driver persisted what it answers, before the answer is written.
+            crate::failpoint!(crate::failpoint::http_point(method == "POST", &path));
             crate::metrics::http_request(&method, &path, status, started.elapsed());
         }
         let bytes = wire::render(status, content_type, body, request_id, self.keep_alive);
