@@ -333,6 +333,12 @@ fn own_role(role: &CatalogRole, catalog: &CatalogSnapshot, admin_role: &str) -> 
         || role.name.starts_with("pg_")
 }
 
+/// Whether the spec's data comes from storage (an upstream, Neon's pageserver), whose roles
+/// and databases the spec need not name.
+fn brought_by_storage(spec: &ComputeSpec) -> bool {
+    spec.upstream_connstring.is_some() || spec.pageserver_connstring.is_some()
+}
+
 fn compare_roles(
     spec: &ComputeSpec,
     catalog: &CatalogSnapshot,
@@ -382,8 +388,14 @@ fn compare_roles(
             }
         }
     }
+    // Roles the spec does not name are drift only where compute_ctl made every role: a copy
+    // of an upstream or a Neon timeline brings the roles of its storage.
+    let from_storage = brought_by_storage(spec);
     for role in &catalog.roles {
-        if own_role(role, catalog, admin_role) || declared.contains(role.name.as_str()) {
+        if from_storage
+            || own_role(role, catalog, admin_role)
+            || declared.contains(role.name.as_str())
+        {
             continue;
         }
         out.push(Difference::new(
@@ -491,8 +503,10 @@ fn compare_databases(spec: &ComputeSpec, catalog: &CatalogSnapshot) -> Vec<Diffe
         .iter()
         .map(|d| d.name.as_str())
         .collect();
+    let from_storage = brought_by_storage(spec);
     for database in &catalog.databases {
-        if database.oid < FIRST_NORMAL_OID
+        if from_storage
+            || database.oid < FIRST_NORMAL_OID
             || database.name == catalog.session_database
             || declared.contains(database.name.as_str())
         {

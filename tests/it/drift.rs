@@ -303,10 +303,19 @@ fn drift_repair_applies_the_spec_again_and_reports_what_it_cannot_remove() {
         &compute,
         "DROP DATABASE shop; ALTER ROLE alice NOCREATEDB; ALTER ROLE alice PASSWORD 'x';",
     );
+    // The statements run one by one: a check may see only some of them, and the rest are
+    // repaired one interval later; what counts is the end.
     let state = poll(&mut compute, "drift repaired", |compute, s| {
         s["phase"] == "running"
             && s["drift"].as_array().is_some_and(Vec::is_empty)
             && caused_by(compute, "drift") >= 1
+            && compute
+                .admin()
+                .query_one(
+                    "SELECT count(*) FROM pg_database WHERE datname = 'shop'",
+                    &[],
+                )
+                .is_ok_and(|row| row.get::<_, i64>(0) == 1)
     });
     let mut admin = compute.admin();
     let row = admin

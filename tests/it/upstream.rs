@@ -529,7 +529,8 @@ fn terminate_during_a_base_backup_exits_0_at_once() {
 
 #[test]
 fn upstream_lost_during_a_base_backup_fails_retryable_with_pg_basebackups_words() {
-    let upstream = big_upstream(800);
+    // Over a second of backup, so that pg_basebackup reports progress mid-way (see above).
+    let upstream = big_upstream(2000);
     let spec = upstream_spec(
         &replicator_connstr(&upstream, REPLICATOR_PASSWORD),
         json!("Primary"),
