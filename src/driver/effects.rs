@@ -52,17 +52,11 @@ pub fn steps_to_effects(
             Step::StartSidecar => effects.push(Effect::StartSidecar),
             Step::StopSidecar => effects.push(Effect::StopSidecar),
             Step::Exit { reason } => exit = Some(reason),
-            Step::AdoptPostgres { id, .. }
-            | Step::InitPgdata { id, .. }
-            | Step::SyncSafekeepers { id, .. }
-            | Step::FetchBasebackup { id, .. }
-            | Step::SpawnPostgres { id, .. }
-            | Step::ApplySpec { id, .. }
-            | Step::PromotePostgres { id, .. }
-            | Step::StopPostgres { id, .. }
-            | Step::FetchSpec { id }
-            | Step::PrepareCluster { id }
-            | Step::UsePrepared { id, .. } => {
+            // Every other step is a worker's; the core's `Step::id` is the one list of them.
+            step => {
+                let Some(id) = step.id() else {
+                    unreachable!("a step done at once reached the worker arm: {step}")
+                };
                 let spec = specs.get(&id).cloned();
                 debug_assert!(
                     step.spec().is_none() || spec.is_some(),
