@@ -133,16 +133,7 @@ fn kill_9_during_a_stream_of_specs_never_goes_back() {
                 "{context}: seq gap at {record}"
             );
         }
-        let verify = std::process::Command::new(crate::support::compute::binary())
-            .args(["journal", "verify", "--state-dir"])
-            .arg(&compute.state_dir)
-            .output()
-            .unwrap();
-        assert!(
-            verify.status.success(),
-            "{context}: {}",
-            String::from_utf8_lossy(&verify.stderr)
-        );
+        compute.assert_journal_verifies(&context);
     }
     eprintln!(
         "{rounds} rounds, {} specs posted, last acknowledged generation {}",

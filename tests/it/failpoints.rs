@@ -456,16 +456,7 @@ fn check(run: &mut Run, scenario: Scenario, context: &str, tally: &mut Tally) {
     let compute = &run.compute;
     let records = compute.journal_files();
     // The journal verifies.
-    let verify = std::process::Command::new(crate::support::compute::binary())
-        .args(["journal", "verify", "--state-dir"])
-        .arg(&compute.state_dir)
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{context}: journal verify: {}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    compute.assert_journal_verifies(context);
     // seq gap-free from 1.
     for (i, record) in records.iter().enumerate() {
         assert_eq!(

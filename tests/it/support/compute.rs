@@ -322,6 +322,20 @@ impl Compute {
         dump_journal(&self.state_dir)
     }
 
+    /// Asserts that `journal verify` passes on the state directory; `context` starts the message.
+    pub fn assert_journal_verifies(&self, context: &str) {
+        let verify = std::process::Command::new(binary())
+            .args(["journal", "verify", "--state-dir"])
+            .arg(&self.state_dir)
+            .output()
+            .unwrap();
+        assert!(
+            verify.status.success(),
+            "{context}: journal verify: {}",
+            String::from_utf8_lossy(&verify.stderr)
+        );
+    }
+
     /// Transitions as `from->to` strings.
     pub fn transitions(&self) -> Vec<String> {
         self.journal()
