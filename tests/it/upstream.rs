@@ -438,7 +438,7 @@ fn refused_password_fails_retryable_with_the_upstreams_message() {
 
 #[test]
 fn kill_9_during_a_base_backup_then_restart_redoes_it() {
-    let upstream = big_upstream(800);
+    let upstream = big_upstream(2000);
     let mut spec = upstream_spec(
         &replicator_connstr(&upstream, REPLICATOR_PASSWORD),
         json!("Replica"),
