@@ -1,7 +1,11 @@
-//! The HTTP/1.1 server on `std::net`: one I/O thread owns every socket (non-blocking, `poll`),
-//! reads each request whole within its limits (`limits.rs`), hands it to the request threads
-//! as a `Job`, and writes the answers they (or the parking) give back through a `Responder`.
+//! The HTTP/1.1 server on `std::net`: `IO_THREADS` I/O threads own the sockets (non-blocking,
+//! `poll`; the first accepts and deals connections out in turn), read each request whole
+//! within its limits (`limits.rs`), hand it to the request threads as a `Job`, and write the
+//! answers they (or the parking) give back through a `Responder`.
 //! A slow or silent client costs a buffer, never a thread: it is cut off at its deadline.
+//! What can be answered at once from the published view (the probes, `/state`) is answered
+//! on the I/O thread itself (`AnswerAtOnce`): handing such a request to a thread and its
+//! answer back costs more than the answer.
 //!
 //! A connection is, in turn: idle (no byte of its next request yet), receiving the head,
 //! receiving the body, dispatched (a thread or the parking has it), writing the answer; then
@@ -34,6 +38,10 @@ const READ_TURN_BYTES_MAX: usize = 256 * 1024;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest sleep of the loop without an event.
 const POLL_TIMEOUT_MS_MAX: i32 = 1000;
+/// I/O threads. One thread answers a few busy connections in lock-step with its clients
+/// (it sleeps while they read, they wait while it writes); two overlap that on two cores
+/// (README, "Benchmarks": `GET /state` at 4 connections).
+pub const IO_THREADS: usize = 2;
 
 /// A request read whole: head and body.
 #[derive(Debug)]
@@ -54,15 +62,32 @@ impl Request {
     }
 }
 
-/// What the I/O thread shares with whoever answers.
+/// Answers on the I/O thread what needs no wait, no lock held long and no disk (the probes and
+/// `/state` from the published view); gives the request back for a request thread otherwise.
+/// It must return within microseconds: every connection waits while it runs.
+pub type AnswerAtOnce =
+    Box<dyn Fn(Request, Responder) -> Option<(Request, Responder)> + Send + Sync + 'static>;
+
+thread_local! {
+    /// True on the I/O thread: an answer given there needs no wake-up of the loop, which
+    /// writes its outbox before it sleeps again.
+    static ON_IO_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// What an I/O thread shares with whoever answers, and with the other I/O threads.
 #[derive(Debug)]
 pub struct Io {
     outbox: Mutex<Vec<(u64, Vec<u8>, bool)>>,
+    /// Connections the accepting thread dealt to this one.
+    incoming: Mutex<Vec<(TcpStream, SocketAddr)>>,
     wake: UnixStream,
     /// Answers given and not yet written out (or dropped with their connection): the process
     /// waits for them before it exits.
     pub writes_pending: Arc<AtomicUsize>,
-    bodies_bytes: AtomicUsize,
+    /// Of every I/O thread: bytes of bodies being received or held by requests.
+    bodies_bytes: Arc<AtomicUsize>,
+    /// Of every I/O thread: connections open (`CONNECTIONS_MAX`).
+    connections: Arc<AtomicUsize>,
 }
 
 impl Io {
@@ -138,7 +163,9 @@ impl Responder {
         let bytes = wire::render(status, content_type, body, request_id, self.keep_alive);
         self.io.writes_pending.fetch_add(1, Ordering::SeqCst);
         lock(&self.io.outbox).push((self.conn, bytes, !self.keep_alive));
-        self.io.wake();
+        if !ON_IO_THREAD.with(|on| on.get()) {
+            self.io.wake();
+        }
     }
 
     /// The client hung up while its request waited: nobody reads the answer.
@@ -161,9 +188,10 @@ pub fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {addr}: {e}"))
 }
 
-/// Starts the I/O thread on `listener`; requests go to `jobs`.
+/// Starts the I/O threads on `listener`; requests `at_once` gives back go to `jobs`.
 pub fn start(
     listener: TcpListener,
+    at_once: AnswerAtOnce,
     jobs: SyncSender<Job>,
     writes_pending: Arc<AtomicUsize>,
 ) -> std::io::Result<()> {
@@ -178,28 +206,45 @@ pub fn start(
             std::io::Error::last_os_error()
         );
     }
-    let (wake_tx, wake_rx) = UnixStream::pair()?;
-    wake_tx.set_nonblocking(true)?;
-    wake_rx.set_nonblocking(true)?;
-    let io = Arc::new(Io {
-        outbox: Mutex::new(Vec::new()),
-        wake: wake_tx,
-        writes_pending,
-        bodies_bytes: AtomicUsize::new(0),
-    });
-    let mut server = Server {
-        listener,
-        wake: wake_rx,
-        io,
-        jobs,
-        conns: HashMap::new(),
-        next_conn: 1,
-        refused_logged: None,
-        accept_paused_until: None,
-    };
-    std::thread::Builder::new()
-        .name("http-io".into())
-        .spawn(move || server.run())?;
+    let bodies_bytes = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let mut ios = Vec::with_capacity(IO_THREADS);
+    let mut wakes = Vec::with_capacity(IO_THREADS);
+    for _ in 0..IO_THREADS {
+        let (wake_tx, wake_rx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        ios.push(Arc::new(Io {
+            outbox: Mutex::new(Vec::new()),
+            incoming: Mutex::new(Vec::new()),
+            wake: wake_tx,
+            writes_pending: writes_pending.clone(),
+            bodies_bytes: bodies_bytes.clone(),
+            connections: connections.clone(),
+        }));
+        wakes.push(wake_rx);
+    }
+    let peers: Arc<[Arc<Io>]> = ios.clone().into();
+    let at_once: Arc<AnswerAtOnce> = Arc::new(at_once);
+    let mut listener = Some(listener);
+    for (n, (io, wake)) in ios.into_iter().zip(wakes).enumerate() {
+        let mut server = Server {
+            listener: listener.take(),
+            wake,
+            io,
+            peers: peers.clone(),
+            next_peer: 0,
+            at_once: at_once.clone(),
+            jobs: jobs.clone(),
+            conns: HashMap::new(),
+            next_conn: 1,
+            refused_logged: None,
+            accept_paused_until: None,
+        };
+        std::thread::Builder::new()
+            .name(format!("http-io-{n}"))
+            .spawn(move || server.run())?;
+    }
     Ok(())
 }
 
@@ -237,9 +282,14 @@ struct Conn {
 }
 
 struct Server {
-    listener: TcpListener,
+    /// The first I/O thread's: it accepts for all.
+    listener: Option<TcpListener>,
     wake: UnixStream,
     io: Arc<Io>,
+    /// Every I/O thread's `Io`, this one's too: where accepted connections are dealt.
+    peers: Arc<[Arc<Io>]>,
+    next_peer: usize,
+    at_once: Arc<AnswerAtOnce>,
     jobs: SyncSender<Job>,
     conns: HashMap<u64, Conn>,
     next_conn: u64,
@@ -257,6 +307,7 @@ enum Verdict {
 
 impl Server {
     fn run(&mut self) {
+        ON_IO_THREAD.with(|on| on.set(true));
         let mut fds: Vec<libc::pollfd> = Vec::new();
         let mut ids: Vec<u64> = Vec::new();
         loop {
@@ -264,8 +315,9 @@ impl Server {
             fds.clear();
             ids.clear();
             let listening = self.accept_paused_until.is_none_or(|until| now >= until);
+            // Without a listener, an fd of -1 is ignored by poll and keeps the indices.
             fds.push(pollfd(
-                self.listener.as_raw_fd(),
+                self.listener.as_ref().map_or(-1, AsRawFd::as_raw_fd),
                 if listening { libc::POLLIN } else { 0 },
             ));
             fds.push(pollfd(self.wake.as_raw_fd(), libc::POLLIN));
@@ -300,6 +352,9 @@ impl Server {
                 continue;
             }
             if fds[1].revents != 0 {
+                let mut drain = [0u8; 256];
+                while matches!((&self.wake).read(&mut drain), Ok(n) if n > 0) {}
+                self.take_incoming();
                 self.take_outbox();
             }
             if fds[0].revents != 0 {
@@ -312,13 +367,16 @@ impl Server {
                 }
             }
             self.expire(Instant::now());
+            // Answers given on this thread: written now, not after the next poll. Writing
+            // one may free a pipelined request that is answered at once too.
+            while !lock(&self.io.outbox).is_empty() {
+                self.take_outbox();
+            }
         }
     }
 
     /// Answers handed over by request threads and the parking.
     fn take_outbox(&mut self) {
-        let mut drain = [0u8; 256];
-        while matches!((&self.wake).read(&mut drain), Ok(n) if n > 0) {}
         let answers = std::mem::take(&mut *lock(&self.io.outbox));
         for (id, out, close) in answers {
             match self.conns.get_mut(&id) {
@@ -337,32 +395,25 @@ impl Server {
 
     fn accept(&mut self) {
         loop {
-            match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
                 Ok((stream, peer)) => {
-                    if self.conns.len() >= CONNECTIONS_MAX {
+                    if self.io.connections.load(Ordering::SeqCst) >= CONNECTIONS_MAX {
                         self.refuse(stream, peer);
                         continue;
                     }
-                    if let Err(e) = stream.set_nonblocking(true) {
-                        log::warn!(
-                            "http: cannot make the connection from {peer} non-blocking: {e}"
-                        );
-                        continue;
+                    self.io.connections.fetch_add(1, Ordering::SeqCst);
+                    // Dealt in turn: keep-alive connections stay where they land.
+                    let to = self.next_peer % self.peers.len();
+                    self.next_peer = self.next_peer.wrapping_add(1);
+                    if Arc::ptr_eq(&self.peers[to], &self.io) {
+                        self.adopt(stream, peer);
+                    } else {
+                        lock(&self.peers[to].incoming).push((stream, peer));
+                        self.peers[to].wake();
                     }
-                    let _ = stream.set_nodelay(true);
-                    let id = self.next_conn;
-                    self.next_conn += 1;
-                    self.conns.insert(
-                        id,
-                        Conn {
-                            stream,
-                            peer,
-                            buf: Vec::new(),
-                            state: State::Idle,
-                            deadline: Instant::now() + IDLE_TIMEOUT,
-                            gone: Arc::new(AtomicBool::new(false)),
-                        },
-                    );
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -373,6 +424,37 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Connections the accepting thread dealt to this one.
+    fn take_incoming(&mut self) {
+        let incoming = std::mem::take(&mut *lock(&self.io.incoming));
+        for (stream, peer) in incoming {
+            self.adopt(stream, peer);
+        }
+    }
+
+    /// Takes an accepted connection (counted in `connections` already) into this thread.
+    fn adopt(&mut self, stream: TcpStream, peer: SocketAddr) {
+        if let Err(e) = stream.set_nonblocking(true) {
+            log::warn!("http: cannot make the connection from {peer} non-blocking: {e}");
+            self.io.connections.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                stream,
+                peer,
+                buf: Vec::new(),
+                state: State::Idle,
+                deadline: Instant::now() + IDLE_TIMEOUT,
+                gone: Arc::new(AtomicBool::new(false)),
+            },
+        );
     }
 
     /// One connection too many: 503 at once (if the socket takes it) and closed.
@@ -421,6 +503,7 @@ impl Server {
 
     fn close(&mut self, id: u64) {
         if let Some(conn) = self.conns.remove(&id) {
+            self.io.connections.fetch_sub(1, Ordering::SeqCst);
             if matches!(conn.state, State::Writing { .. }) {
                 self.io.writes_pending.fetch_sub(1, Ordering::SeqCst);
             }
@@ -444,6 +527,11 @@ impl Server {
                 Ok(n) => {
                     conn.buf.extend_from_slice(&chunk[..n]);
                     this_turn += n;
+                    if n < chunk.len() {
+                        // The socket had no more; poll says when it has (a read that
+                        // would block costs a system call per request).
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -554,6 +642,9 @@ impl Server {
                         io: self.io.clone(),
                         sent: false,
                         label: None,
+                    };
+                    let Some((request, responder)) = (self.at_once)(request, responder) else {
+                        return Verdict::Keep;
                     };
                     return match self.jobs.try_send(Job::Request { request, responder }) {
                         Ok(()) => Verdict::Keep,

@@ -3,9 +3,11 @@
 //! - `GET /healthz` latency (a new connection per probe, as a kubelet does): p50 / p99 / max
 //!   while N long-polls (`GET /journal?wait=60` that nothing answers) and M slow clients (a
 //!   byte of a request head a second) are open, for N, M in 0, 16, 64;
-//! - `GET /state` throughput with `wrk` at 4 and 64 connections (skipped without `wrk`).
+//! - `GET /state` throughput with `wrk` at 4 and 64 connections (skipped without `wrk`),
+//!   alternated with a same-run baseline: `tiny_http` answering the same body.
 //!
-//! Knobs: `FRONTDOOR_BENCH_PROBES` (probes per row, 2000), `FRONTDOOR_BENCH_WRK_SECS` (10).
+//! Knobs: `FRONTDOOR_BENCH_PROBES` (probes per row, 2000), `FRONTDOOR_BENCH_WRK_SECS` (10),
+//! `FRONTDOOR_BENCH_WRK_ROUNDS` (2).
 //! Prints tables; asserts nothing about time.
 
 #[path = "machine.rs"]
@@ -168,8 +170,89 @@ fn healthz_rows(probes: usize) {
     println!();
 }
 
-fn wrk_rows(secs: u64) {
-    println!("## GET /state throughput (wrk, loopback, {secs} s per row)");
+/// One request on a new connection: its body.
+fn get_body(port: u16, path: &str) -> Option<Vec<u8>> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .ok()?;
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).ok()?;
+    let at = out.windows(4).position(|w| w == b"\r\n\r\n")?;
+    Some(out.split_off(at + 4))
+}
+
+/// The baseline: `tiny_http` 0.12 with four request threads (the API's server before the
+/// front-door issue, whose 57k req/s at 4 connections is the goal) answering the same `/state`
+/// body from memory. Its threads live until the benchmark ends.
+fn tiny_http_baseline(body: Vec<u8>) -> u16 {
+    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("a tiny_http server"));
+    let port = server
+        .server_addr()
+        .to_ip()
+        .map(|a| a.port())
+        .expect("a TCP address");
+    let body = Arc::new(body);
+    for _ in 0..4 {
+        let server = server.clone();
+        let body = body.clone();
+        std::thread::spawn(move || {
+            let header = tiny_http::Header::from_bytes("Content-Type", "application/json")
+                .expect("a valid header");
+            for request in server.incoming_requests() {
+                let response =
+                    tiny_http::Response::from_data(body.as_slice()).with_header(header.clone());
+                let _ = request.respond(response);
+            }
+        });
+    }
+    port
+}
+
+/// One `wrk` run against `port`: a table row's cells after the first two.
+fn wrk_row(wrk: &Path, port: u16, connections: usize, secs: u64) -> String {
+    let output = Command::new(wrk)
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            &format!("http://127.0.0.1:{port}/state"),
+        ])
+        .output()
+        .expect("cannot run wrk");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |key: &str| {
+        text.lines()
+            .map(str::split_whitespace)
+            .filter_map(|mut words| {
+                (words.next() == Some(key)).then(|| words.next().unwrap_or("?").to_string())
+            })
+            .next()
+            .unwrap_or_else(|| "?".into())
+    };
+    let max = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Latency"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap_or("?")
+        .to_string();
+    let errors = text
+        .lines()
+        .find(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
+        .map_or_else(|| "0".to_string(), |l| l.trim().to_string());
+    format!(
+        "{} | {} | {} | {max} | {errors}",
+        field("Requests/sec:"),
+        field("50%"),
+        field("99%"),
+    )
+}
+
+fn wrk_rows(secs: u64, rounds: usize) {
+    println!("## GET /state throughput (wrk -t2, loopback, {secs} s per row)");
     let Some(wrk) = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|dir| dir.join("wrk"))
@@ -178,47 +261,21 @@ fn wrk_rows(secs: u64) {
         println!("skipped: `wrk` is not installed (apt-get install -y wrk)");
         return;
     };
+    let running = start();
+    let body = get_body(running.port, "/state").expect("compute_ctl answers GET /state");
+    let baseline = tiny_http_baseline(body);
     println!();
-    println!("| connections | requests/s | p50 | p99 | max | errors |");
-    println!("|---|---|---|---|---|---|");
-    for connections in [4, 64] {
-        let running = start();
-        let output = Command::new(&wrk)
-            .args([
-                "-t2",
-                &format!("-c{connections}"),
-                &format!("-d{secs}s"),
-                "--latency",
-                &format!("http://127.0.0.1:{}/state", running.port),
-            ])
-            .output()
-            .expect("cannot run wrk");
-        let text = String::from_utf8_lossy(&output.stdout);
-        let field = |key: &str| {
-            text.lines()
-                .map(str::split_whitespace)
-                .filter_map(|mut words| {
-                    (words.next() == Some(key)).then(|| words.next().unwrap_or("?").to_string())
-                })
-                .next()
-                .unwrap_or_else(|| "?".into())
-        };
-        let max = text
-            .lines()
-            .find(|l| l.trim_start().starts_with("Latency"))
-            .and_then(|l| l.split_whitespace().nth(3))
-            .unwrap_or("?")
-            .to_string();
-        let errors = text
-            .lines()
-            .find(|l| l.contains("Socket errors") || l.contains("Non-2xx"))
-            .map_or_else(|| "0".to_string(), |l| l.trim().to_string());
-        println!(
-            "| {connections} | {} | {} | {} | {max} | {errors} |",
-            field("Requests/sec:"),
-            field("50%"),
-            field("99%"),
-        );
+    println!("Alternated, {rounds} rounds; the baseline serves the same body.");
+    println!();
+    println!("| server | connections | requests/s | p50 | p99 | max | errors |");
+    println!("|---|---|---|---|---|---|---|");
+    for _ in 0..rounds {
+        for connections in [4, 64] {
+            let ours = wrk_row(&wrk, running.port, connections, secs);
+            println!("| compute_ctl | {connections} | {ours} |");
+            let theirs = wrk_row(&wrk, baseline, connections, secs);
+            println!("| tiny_http, 4 threads | {connections} | {theirs} |");
+        }
     }
     println!();
 }
@@ -245,6 +302,9 @@ fn main() {
         healthz_rows(env_count("FRONTDOOR_BENCH_PROBES", 2000) as usize);
     }
     if wants("state") {
-        wrk_rows(env_count("FRONTDOOR_BENCH_WRK_SECS", 10));
+        wrk_rows(
+            env_count("FRONTDOOR_BENCH_WRK_SECS", 10),
+            env_count("FRONTDOOR_BENCH_WRK_ROUNDS", 2) as usize,
+        );
     }
 }

@@ -399,6 +399,29 @@ fn keep_alive_and_pipelined_requests() {
     let one = both.find("X-Request-Id: one").expect("no answer to one");
     let two = both.find("X-Request-Id: two").expect("no answer to two");
     assert!(one < two, "{both}");
+    // Answers given on the I/O thread (`/healthz`, `/state`) and on a request thread
+    // (`/fsm`, `/metrics`), pipelined in turn, still come back in order.
+    let mut stream = send(
+        &compute,
+        b"GET /fsm HTTP/1.1\r\nHost: t\r\nX-Request-Id: m1\r\n\r\n\
+          GET /state HTTP/1.1\r\nHost: t\r\nX-Request-Id: m2\r\n\r\n\
+          GET /metrics HTTP/1.1\r\nHost: t\r\nX-Request-Id: m3\r\n\r\n\
+          GET /healthz HTTP/1.1\r\nHost: t\r\nX-Request-Id: m4\r\n\r\n",
+    );
+    let mut all = String::new();
+    while !all.contains("X-Request-Id: m4") {
+        assert!(Instant::now() < deadline, "four answers never came: {all}");
+        all.push_str(&read_answer(&mut stream, Duration::from_secs(1)));
+    }
+    let at: Vec<usize> = ["m1", "m2", "m3", "m4"]
+        .iter()
+        .map(|id| {
+            all.find(&format!("X-Request-Id: {id}\r\n"))
+                .unwrap_or_else(|| panic!("no answer to {id}: {all}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "out of order: {all}");
+    assert_eq!(all.matches("HTTP/1.1 200 OK").count(), 4, "{all}");
     stream
         .write_all(b"GET /fsm HTTP/1.0\r\nHost: t\r\n\r\n")
         .unwrap();
