@@ -69,7 +69,7 @@ impl ExitCode {
 impl From<ExitReason> for ExitCode {
     fn from(reason: ExitReason) -> ExitCode {
         match reason {
-            ExitReason::Requested => ExitCode::Terminated,
+            ExitReason::Requested | ExitReason::StoppedFromOutside => ExitCode::Terminated,
             ExitReason::PgdataUnsafe => ExitCode::PgdataUnsafe,
             ExitReason::PostmasterExited => ExitCode::PostgresExited,
             ExitReason::StepFailed => ExitCode::StepFailed,
@@ -88,6 +88,7 @@ mod tests {
         assert_eq!(codes.len(), ExitCode::ALL.len());
         for reason in [
             ExitReason::Requested,
+            ExitReason::StoppedFromOutside,
             ExitReason::PgdataUnsafe,
             ExitReason::PostmasterExited,
             ExitReason::StepFailed,
