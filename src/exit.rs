@@ -23,7 +23,8 @@ pub enum ExitCode {
     JournalDamaged,
     /// PGDATA is not safe to wipe (not empty and not ours).
     PgdataUnsafe,
-    /// Postgres exited unexpectedly, after `--failed-linger`.
+    /// Postgres exited unexpectedly (not an orderly stop from outside), after
+    /// `--failed-linger`.
     PostgresExited,
     /// Start-up or configuration failed, after `--failed-linger`.
     StepFailed,

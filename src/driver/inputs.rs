@@ -58,7 +58,9 @@ impl Driver {
                         "postmaster pid {pid} stopped from outside: {status}, {cluster}"
                     ))
                 } else {
-                    log::error!("postgres (pid {pid}) exited unexpectedly with {status}, {cluster}");
+                    log::error!(
+                        "postgres (pid {pid}) exited unexpectedly with {status}, {cluster}"
+                    );
                     Origin::source(format!(
                         "postmaster pid {pid} exited unexpectedly: {status}, {cluster}"
                     ))

@@ -8,8 +8,7 @@ use crate::step::{ExitReason, Step, StepId};
 use crate::time::Now;
 
 use super::{
-    postmaster_gone, take_offer, terminate, Configuring, Ctx, Next, PhaseName, Rejected,
-    Transition,
+    postmaster_gone, take_offer, terminate, Configuring, Ctx, Next, PhaseName, Rejected, Transition,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +60,9 @@ impl Transition for ConfigurationPending {
             }
             Event::PostmasterExited { status, shut_down } => {
                 let steps = vec![Step::CancelSteps, Step::StopSidecar];
-                Ok(postmaster_gone(self.ctx, PHASE, status, shut_down, now, steps))
+                Ok(postmaster_gone(
+                    self.ctx, PHASE, status, shut_down, now, steps,
+                ))
             }
             Event::Tick => Ok(Next::stay(self)),
             Event::Terminate { mode } => Ok(terminate(

@@ -96,7 +96,9 @@ impl Transition for Configuring {
             }
             Event::PostmasterExited { status, shut_down } => {
                 let steps = vec![Step::CancelSteps, Step::StopSidecar];
-                Ok(postmaster_gone(self.ctx, PHASE, status, shut_down, now, steps))
+                Ok(postmaster_gone(
+                    self.ctx, PHASE, status, shut_down, now, steps,
+                ))
             }
             Event::Tick => Ok(Next::stay(self)),
             Event::Terminate { mode } => Ok(terminate(

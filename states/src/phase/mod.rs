@@ -752,7 +752,12 @@ pub(crate) fn postmaster_gone(
     steps: Vec<Step>,
 ) -> Next {
     if crate::event::stopped_from_outside(status, shut_down) {
-        return terminate(ctx, None, ShutdownMode::Fast, ExitReason::StoppedFromOutside);
+        return terminate(
+            ctx,
+            None,
+            ShutdownMode::Fast,
+            ExitReason::StoppedFromOutside,
+        );
     }
     fail(ctx, postmaster_exited(phase, status), None, now, steps)
 }
