@@ -23,7 +23,8 @@ pub enum ExitCode {
     JournalDamaged,
     /// PGDATA is not safe to wipe (not empty and not ours).
     PgdataUnsafe,
-    /// Postgres exited unexpectedly, after `--failed-linger`.
+    /// Postgres exited unexpectedly (not an orderly stop from outside), after
+    /// `--failed-linger`.
     PostgresExited,
     /// Start-up or configuration failed, after `--failed-linger`.
     StepFailed,
@@ -69,7 +70,7 @@ impl ExitCode {
 impl From<ExitReason> for ExitCode {
     fn from(reason: ExitReason) -> ExitCode {
         match reason {
-            ExitReason::Requested => ExitCode::Terminated,
+            ExitReason::Requested | ExitReason::StoppedFromOutside => ExitCode::Terminated,
             ExitReason::PgdataUnsafe => ExitCode::PgdataUnsafe,
             ExitReason::PostmasterExited => ExitCode::PostgresExited,
             ExitReason::StepFailed => ExitCode::StepFailed,
@@ -88,6 +89,7 @@ mod tests {
         assert_eq!(codes.len(), ExitCode::ALL.len());
         for reason in [
             ExitReason::Requested,
+            ExitReason::StoppedFromOutside,
             ExitReason::PgdataUnsafe,
             ExitReason::PostmasterExited,
             ExitReason::StepFailed,

@@ -31,6 +31,8 @@ pub enum Input {
     PostmasterExited {
         pid: u32,
         status: ExitStatus,
+        /// pg_control, read after the exit, says the cluster was shut down cleanly.
+        shut_down: bool,
     },
     Signal(SignalKind),
     /// The monitor saw activity (a client backend not idle, a walsender...).

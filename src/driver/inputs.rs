@@ -31,19 +31,41 @@ impl Driver {
                 Ok(())
             }
             Input::StepFinished(report) => self.on_step_finished(report, now),
-            Input::PostmasterExited { pid, status } => {
+            Input::PostmasterExited {
+                pid,
+                status,
+                shut_down,
+            } => {
                 if self.phase.postmaster() != Some(pid) {
                     log::info!("postgres (pid {pid}) exited with {status}; no phase waits for it");
                     return Ok(());
                 }
+                let cluster = if shut_down {
+                    "pg_control says shut down"
+                } else {
+                    "pg_control does not say shut down"
+                };
+                // The decision is the core's (`stopped_from_outside`); asked here only to say
+                // in the log and the transition record's cause which one it is.
                 let origin = if self.phase.name() == PhaseName::Terminating {
                     log::info!("postgres (pid {pid}) stopped as asked, with {status}");
                     Origin::default()
+                } else if states::stopped_from_outside(status, shut_down) {
+                    log::warn!(
+                        "postgres (pid {pid}) was stopped from outside ({status}, {cluster}): exiting"
+                    );
+                    Origin::source(format!(
+                        "postmaster pid {pid} stopped from outside: {status}, {cluster}"
+                    ))
                 } else {
-                    log::error!("postgres (pid {pid}) exited unexpectedly with {status}");
-                    Origin::source(format!("postmaster pid {pid}"))
+                    log::error!(
+                        "postgres (pid {pid}) exited unexpectedly with {status}, {cluster}"
+                    );
+                    Origin::source(format!(
+                        "postmaster pid {pid} exited unexpectedly: {status}, {cluster}"
+                    ))
                 };
-                let event = Event::PostmasterExited { status };
+                let event = Event::PostmasterExited { status, shut_down };
                 if let Handled::Refused(why) = self.handle(event, origin, now, Facts::default())? {
                     log::warn!("the postmaster's exit was refused: {why}");
                 }

@@ -131,6 +131,7 @@ impl World for Shell {
                 let env = self.executor.env();
                 let watch = port.map(|port| Watch {
                     config: env.admin.config(port, None),
+                    pgdata: env.pgdata.clone(),
                     drift: drift.map(|target| DriftWatch {
                         id: target.id,
                         expected_settings: crate::storage::expected_settings(env, &target.spec),

@@ -11,7 +11,7 @@ use crate::pgdata;
 use crate::postgres::process::{self, Postmaster, StartRequest};
 use crate::postgres::settings::{self, SettingsTarget};
 use crate::prepared;
-use crate::step_env::StepCtx;
+use crate::step_env::{StepCtx, StepEnv};
 use crate::storage;
 use crate::sync::lock;
 
@@ -278,9 +278,11 @@ fn cancelled(phase: PhaseName, step: StepName) -> StepError {
 }
 
 /// The postmaster's exit, reported to `inbox` only once `release` ran (after the step's own
-/// report reached the driver, so the driver learns of the postmaster before of its death).
+/// report reached the driver, so the driver learns of the postmaster before of its death),
+/// with what pg_control of `env`'s PGDATA says of the shutdown.
 fn exit_reporter(
     inbox: &SyncSender<Input>,
+    env: &StepEnv,
 ) -> (
     impl FnOnce(u32, states::ExitStatus) + Send + 'static,
     Box<dyn FnOnce() + Send>,
@@ -288,14 +290,21 @@ fn exit_reporter(
     let released = Arc::new((Mutex::new(false), Condvar::new()));
     let wait_for = released.clone();
     let inbox = inbox.clone();
+    let binaries = env.binaries.clone();
+    let pgdata = env.pgdata.clone();
     let on_exit = move |pid, status| {
+        let shut_down = process::cluster_shut_down(&binaries, &pgdata);
         let (flag, cv) = &*wait_for;
         let mut done = lock(flag);
         while !*done {
             done = cv.wait(done).unwrap_or_else(|p| p.into_inner());
         }
         drop(done);
-        let _ = inbox.send(Input::PostmasterExited { pid, status });
+        let _ = inbox.send(Input::PostmasterExited {
+            pid,
+            status,
+            shut_down,
+        });
     };
     let release: Box<dyn FnOnce() + Send> = Box::new(move || {
         let (flag, cv) = &*released;
@@ -338,7 +347,7 @@ fn adopt_postgres(
         crate::postgres::adopt::Verdict::Refuse { check, reason } => return refused(check, reason),
     };
     crate::failpoint!("adopt.judged");
-    let (on_exit, release) = exit_reporter(inbox);
+    let (on_exit, release) = exit_reporter(inbox, env);
     match process::adopt(pid, on_exit) {
         Ok(adopted) => {
             *lock(postmaster) = Some(adopted);
@@ -379,7 +388,7 @@ fn spawn_postgres(
         return Outcome::failed(io_error(PHASE, STEP, &e));
     }
 
-    let (on_exit, release) = exit_reporter(inbox);
+    let (on_exit, release) = exit_reporter(inbox, env);
     let request = StartRequest {
         binaries: &env.binaries,
         pgdata: &env.pgdata,

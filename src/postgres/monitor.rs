@@ -9,11 +9,13 @@
 //! `running` before it hands over a step) waits for a check in flight to end, so no check
 //! runs while a step does.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::clock::Clock;
 use crate::postgres::drift::{self, Drift};
+use crate::postgres::process::read_pid_file;
 use crate::spec::ParsedSpec;
 use crate::sync::lock;
 
@@ -30,6 +32,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug)]
 pub struct Watch {
     pub config: postgres::Config,
+    /// Its PGDATA: postmaster.pid says when a shutdown has begun.
+    pub pgdata: PathBuf,
     pub drift: Option<DriftWatch>,
 }
 
@@ -106,6 +110,15 @@ fn watch_loop(interval: Duration, target: &Mutex<Option<Watch>>, reports: &Repor
             drift_due = None;
             continue;
         };
+        // A smart shutdown from outside (`pg_ctl stop -m smart`) waits for every session to
+        // end, the monitor's own too: once postmaster.pid says "stopping", let go of it (a
+        // new one is refused until Postgres is gone).
+        let stopping = read_pid_file(&watch.pgdata.join("postmaster.pid"))
+            .is_some_and(|(_, status)| status.as_deref() == Some("stopping"));
+        if stopping {
+            connection = None;
+            continue;
+        }
         let Some(client) = connected(&mut connection, &watch.config) else {
             continue;
         };

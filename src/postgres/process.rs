@@ -696,6 +696,24 @@ pub(crate) fn process_alive(pid: u32) -> bool {
     true
 }
 
+/// Whether pg_control says the stopped cluster on `pgdata` was shut down cleanly ("shut
+/// down", or "shut down in recovery" for a standby): what a fast or smart shutdown leaves,
+/// and an immediate one, a crash or a kill does not. Asked once the postmaster has exited,
+/// when the checkpointer has written its last word; `false` when pg_controldata cannot say.
+pub fn cluster_shut_down(binaries: &Binaries, pgdata: &Path) -> bool {
+    let mut command = Command::new(binaries.tool("pg_controldata"));
+    command.arg(pgdata).env("LC_ALL", "C");
+    let Ok(finished) = crate::subprocess::run(&mut command, &CancelToken::new(), |_| {}) else {
+        return false;
+    };
+    let state = finished
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("Database cluster state:"))
+        .map(str::trim);
+    matches!(state, Some("shut down" | "shut down in recovery"))
+}
+
 /// The LSN of the last checkpoint of a stopped cluster (`pg_controldata`): what
 /// `POST /terminate` reports.
 pub fn checkpoint_lsn(binaries: &Binaries, pgdata: &Path) -> Option<Lsn> {

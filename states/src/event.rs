@@ -29,8 +29,15 @@ pub enum Event {
         id: StepId,
         result: Result<StepOutput, StepError>,
     },
-    /// The postmaster exited without being asked to stop.
-    PostmasterExited { status: ExitStatus },
+    /// The postmaster exited without being asked to stop. `shut_down` is what pg_control
+    /// said just after the exit: the cluster was shut down cleanly (a shutdown checkpoint
+    /// written), as a fast or smart shutdown leaves it and an immediate one, a crash or a
+    /// kill does not.
+    PostmasterExited {
+        status: ExitStatus,
+        #[serde(default)]
+        shut_down: bool,
+    },
     /// Time passed: the monitor interval elapsed or a phase's deadline came.
     Tick,
     /// Stop Postgres and exit (SIGTERM, SIGINT, `POST /terminate`).
@@ -123,6 +130,22 @@ impl fmt::Display for EventName {
     }
 }
 
+/// Whether the postmaster's exit was an orderly shutdown asked from outside (`pg_ctl stop -m
+/// fast` or `-m smart`, as neon_local's `endpoint stop` does): it exited with status 0, or
+/// with a status nobody can know (an adopted postmaster is not our child, so only a pidfd
+/// says it ended), and pg_control says the cluster was shut down. `pg_ctl -m immediate`
+/// does not count: on PostgreSQL 15 its postmaster also exits with status 0 (measured), but
+/// it writes no shutdown checkpoint (pg_control stays "in production") and the next start
+/// runs crash recovery, so it is an unexpected exit like a crash.
+pub fn stopped_from_outside(status: ExitStatus, shut_down: bool) -> bool {
+    let clean_status = match (status.code, status.signal) {
+        (Some(code), _) => code == 0,
+        (None, Some(_)) => false,
+        (None, None) => true,
+    };
+    clean_status && shut_down
+}
+
 /// How a process ended: its exit code, or the signal that killed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitStatus {
@@ -137,5 +160,28 @@ impl fmt::Display for ExitStatus {
             (None, Some(signal)) => write!(f, "signal {signal}"),
             (None, None) => write!(f, "unknown status"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: Option<i32>, signal: Option<i32>) -> ExitStatus {
+        ExitStatus { code, signal }
+    }
+
+    #[test]
+    fn only_a_clean_shutdown_with_status_zero_or_unknown_is_a_stop_from_outside() {
+        // pg_ctl -m fast / -m smart on our child.
+        assert!(stopped_from_outside(status(Some(0), None), true));
+        // An adopted postmaster: no status, pg_control says shut down.
+        assert!(stopped_from_outside(status(None, None), true));
+        // pg_ctl -m immediate: status 0, pg_control still "in production".
+        assert!(!stopped_from_outside(status(Some(0), None), false));
+        assert!(!stopped_from_outside(status(None, None), false));
+        // A crash or a kill, whatever pg_control says.
+        assert!(!stopped_from_outside(status(Some(1), None), true));
+        assert!(!stopped_from_outside(status(None, Some(9)), true));
     }
 }

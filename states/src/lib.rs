@@ -18,7 +18,7 @@ pub use admission::{
     AcceptedAt, Recalled, RequestLog, SpecAnswer, SpecOffer, REQUESTS_REMEMBERED_MAX,
 };
 pub use error::{ErrorKind, Rejection, StepError};
-pub use event::{Event, EventName, ExitStatus};
+pub use event::{stopped_from_outside, Event, EventName, ExitStatus};
 pub use lsn::Lsn;
 pub use phase::{
     Ctx, DriftMemory, DriftVerdict, Next, Phase, PhaseName, Policy, Preparation, Rejected,

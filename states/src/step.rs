@@ -43,6 +43,9 @@ impl ShutdownMode {
 pub enum ExitReason {
     /// Terminated on request (SIGTERM, `POST /terminate`): 0.
     Requested,
+    /// Postgres was stopped from outside in an orderly way (`pg_ctl stop -m fast`): 0 at
+    /// once, as Neon's compute_ctl exits with Postgres's own code.
+    StoppedFromOutside,
     /// PGDATA was not safe to wipe: 6.
     PgdataUnsafe,
     /// Postgres exited unexpectedly, and `--failed-linger` passed: 10.
@@ -54,7 +57,7 @@ pub enum ExitReason {
 impl ExitReason {
     pub fn code(self) -> i32 {
         match self {
-            ExitReason::Requested => 0,
+            ExitReason::Requested | ExitReason::StoppedFromOutside => 0,
             ExitReason::PgdataUnsafe => 6,
             ExitReason::PostmasterExited => 10,
             ExitReason::StepFailed => 11,

@@ -312,6 +312,7 @@ pub fn samples_of(name: PhaseName) -> Vec<PhaseSample> {
                             code: None,
                             signal: Some(9),
                         },
+                        shut_down: false,
                     }],
                 ),
             ),
@@ -476,7 +477,20 @@ pub fn events_for(phase: &Phase) -> Vec<EventSample> {
                     code: Some(1),
                     signal: None,
                 };
-                add("postmaster_exited", Event::PostmasterExited { status }, T0);
+                let event = Event::PostmasterExited {
+                    status,
+                    shut_down: false,
+                };
+                add("postmaster_exited", event, T0);
+                let status = ExitStatus {
+                    code: Some(0),
+                    signal: None,
+                };
+                let event = Event::PostmasterExited {
+                    status,
+                    shut_down: true,
+                };
+                add("postmaster_exited (stopped from outside)", event, T0);
             }
             EventName::Tick => {
                 add("tick", Event::Tick, T0);

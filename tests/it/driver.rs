@@ -404,6 +404,16 @@ fn run_line(bench: &mut Bench, line: &str) -> Vec<String> {
                 code: Some(code.parse().unwrap()),
                 signal: None,
             },
+            shut_down: false,
+        }),
+        // `pg_ctl stop -m fast` from outside: status 0, pg_control says shut down.
+        ["stopped", pid] => bench.feed(Input::PostmasterExited {
+            pid: pid.parse().unwrap(),
+            status: ExitStatus {
+                code: Some(0),
+                signal: None,
+            },
+            shut_down: true,
         }),
         ["store-fails"] => {
             *bench.asked.store_fails.lock().unwrap() = Some("disk full".into());
@@ -605,6 +615,7 @@ fn random_input(bench: &mut Bench, rng: &mut Rng) -> Option<Input> {
                 code: Some(rng.below(3) as i32),
                 signal: None,
             },
+            shut_down: rng.chance(30),
         },
         17 if rng.chance(5) => Input::Signal(SignalKind::Terminate),
         17 => Input::Signal(SignalKind::Reload),
@@ -697,9 +708,15 @@ fn driver_random_inputs_keep_its_invariants() {
             if bench.published.view().phase == PhaseName::Terminated {
                 break;
             }
-            match bench.begin() {
-                Some(input) => {
+            // A step the random inputs began but did not finish (the phase moved on, to
+            // `terminating` from outside, while it ran) finishes first.
+            if bench.begun.is_none() {
+                if let Some(input) = bench.begin() {
                     bench.feed(input);
+                }
+            }
+            match bench.begun {
+                Some(_) => {
                     let result = bench.success().map_or_else(
                         || {
                             Err(StepError::new(

@@ -9,6 +9,7 @@ mod crash;
 mod drift;
 mod driver;
 mod durability;
+mod external_stop;
 #[cfg(feature = "failpoints")]
 mod failpoints;
 mod first_run;

@@ -8,8 +8,7 @@ use crate::step::{ExitReason, Step, StepId};
 use crate::time::Now;
 
 use super::{
-    fail, postmaster_exited, take_offer, terminate, Configuring, Ctx, Next, PhaseName, Rejected,
-    Transition,
+    postmaster_gone, take_offer, terminate, Configuring, Ctx, Next, PhaseName, Rejected, Transition,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,10 +58,11 @@ impl Transition for ConfigurationPending {
             Event::StepFinished { id, .. } => {
                 Err(self.reject(Rejection::StaleStep { phase: PHASE, id }))
             }
-            Event::PostmasterExited { status } => {
-                let error = postmaster_exited(PHASE, status);
+            Event::PostmasterExited { status, shut_down } => {
                 let steps = vec![Step::CancelSteps, Step::StopSidecar];
-                Ok(fail(self.ctx, error, None, now, steps))
+                Ok(postmaster_gone(
+                    self.ctx, PHASE, status, shut_down, now, steps,
+                ))
             }
             Event::Tick => Ok(Next::stay(self)),
             Event::Terminate { mode } => Ok(terminate(

@@ -7,7 +7,7 @@ use crate::step::{ExitReason, Step, StepId, StepOutput};
 use crate::time::Now;
 
 use super::{
-    fail, postmaster_exited, reconfigure, take_offer, terminate, Ctx, Next, PhaseName, Rejected,
+    fail, postmaster_gone, reconfigure, take_offer, terminate, Ctx, Next, PhaseName, Rejected,
     Running, Transition,
 };
 
@@ -94,10 +94,11 @@ impl Transition for Configuring {
                     },
                 }
             }
-            Event::PostmasterExited { status } => {
-                let error = postmaster_exited(PHASE, status);
+            Event::PostmasterExited { status, shut_down } => {
                 let steps = vec![Step::CancelSteps, Step::StopSidecar];
-                Ok(fail(self.ctx, error, None, now, steps))
+                Ok(postmaster_gone(
+                    self.ctx, PHASE, status, shut_down, now, steps,
+                ))
             }
             Event::Tick => Ok(Next::stay(self)),
             Event::Terminate { mode } => Ok(terminate(

@@ -2,7 +2,7 @@
 //! for `--failed-linger`, waiting for a new spec or `recover`; then exits.
 
 use crate::error::{ErrorKind, Rejection, StepError};
-use crate::event::Event;
+use crate::event::{stopped_from_outside, Event};
 use crate::step::{ExitReason, ShutdownMode, Step};
 use crate::time::Now;
 
@@ -77,11 +77,21 @@ impl Transition for Failed {
             )),
             // Postgres survived the failure and has now exited too: that is what the exit
             // code reports. The first error stays in the journal.
-            Event::PostmasterExited { status } => {
+            Event::PostmasterExited { status, shut_down } => {
                 if self.postmaster.is_none() {
                     return Err(Rejected::new(
                         self,
                         Rejection::NoPostmaster { phase: PHASE },
+                    ));
+                }
+                // Stopped from outside in an orderly way: the compute is being taken down on
+                // purpose, as from any other phase that serves (exit 0 at once).
+                if stopped_from_outside(status, shut_down) {
+                    return Ok(terminate(
+                        self.ctx,
+                        None,
+                        ShutdownMode::Fast,
+                        ExitReason::StoppedFromOutside,
                     ));
                 }
                 self.error = postmaster_exited(PHASE, status);

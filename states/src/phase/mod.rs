@@ -740,6 +740,28 @@ pub(crate) fn fail(
     )
 }
 
+/// The postmaster exited without compute_ctl asking, while it served: an orderly shutdown
+/// from outside ends the process at once (`terminating`, whose stop finds Postgres gone,
+/// then exit 0); any other exit is a failure, with `steps` (`failed`, lingering, exit 10).
+pub(crate) fn postmaster_gone(
+    ctx: Ctx,
+    phase: PhaseName,
+    status: crate::event::ExitStatus,
+    shut_down: bool,
+    now: Now,
+    steps: Vec<Step>,
+) -> Next {
+    if crate::event::stopped_from_outside(status, shut_down) {
+        return terminate(
+            ctx,
+            None,
+            ShutdownMode::Fast,
+            ExitReason::StoppedFromOutside,
+        );
+    }
+    fail(ctx, postmaster_exited(phase, status), None, now, steps)
+}
+
 /// The error of a postmaster that exited on its own.
 pub(crate) fn postmaster_exited(phase: PhaseName, status: crate::event::ExitStatus) -> StepError {
     StepError::new(

@@ -8,8 +8,8 @@ use crate::step::{ExitReason, Step};
 use crate::time::Now;
 
 use super::{
-    fail, postmaster_exited, reconfigure, repair, take_offer, terminate, Configuring, Ctx,
-    DriftVerdict, Next, PhaseName, Rejected, Transition,
+    postmaster_gone, reconfigure, repair, take_offer, terminate, Configuring, Ctx, DriftVerdict,
+    Next, PhaseName, Rejected, Transition,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,10 +48,14 @@ impl Transition for Running {
             Event::StepStarted { id } | Event::StepFinished { id, .. } => {
                 Err(self.reject(Rejection::StaleStep { phase: PHASE, id }))
             }
-            Event::PostmasterExited { status } => {
-                let error = postmaster_exited(PHASE, status);
-                Ok(fail(self.ctx, error, None, now, vec![Step::StopSidecar]))
-            }
+            Event::PostmasterExited { status, shut_down } => Ok(postmaster_gone(
+                self.ctx,
+                PHASE,
+                status,
+                shut_down,
+                now,
+                vec![Step::StopSidecar],
+            )),
             Event::Tick => Ok(Next::stay(self)),
             Event::Terminate { mode } => Ok(terminate(
                 self.ctx,

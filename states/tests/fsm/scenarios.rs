@@ -108,11 +108,14 @@ fn run(name: &str, script: &str) {
                         "scripted failure",
                     )),
                 },
+                // `exit CODE [shut_down]`: `shut_down` when pg_control says the cluster was
+                // shut down cleanly.
                 "exit" => Event::PostmasterExited {
                     status: ExitStatus {
                         code: Some(words[1].parse().unwrap()),
                         signal: None,
                     },
+                    shut_down: words.get(2) == Some(&"shut_down"),
                 },
                 "tick" => {
                     let ms: u64 = words[1].trim_start_matches('+').parse().unwrap();

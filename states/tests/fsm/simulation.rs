@@ -149,11 +149,14 @@ impl World {
             }
             80..=84 => {
                 self.postmaster_alive = false;
+                // A kill, or now and then an orderly stop from outside.
+                let orderly = self.rng.chance(25);
                 Event::PostmasterExited {
                     status: ExitStatus {
-                        code: None,
-                        signal: Some(9),
+                        code: orderly.then_some(0),
+                        signal: (!orderly).then_some(9),
                     },
+                    shut_down: orderly,
                 }
             }
             85..=87 => Event::Terminate {
