@@ -145,6 +145,7 @@ impl World for Shell {
             Effect::Published { view } => {
                 crate::notify::published(&view);
                 crate::logging::published(&view);
+                crate::metrics::published(&view);
             }
         }
     }
