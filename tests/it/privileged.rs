@@ -100,8 +100,8 @@ fn last_apply_summary(compute: &Compute) -> Vec<String> {
     let record = compute
         .journal()
         .into_iter()
-        .filter(|r| r["kind"] == "step_finished" && r["step"] == "apply_spec")
-        .last()
+        .rev()
+        .find(|r| r["kind"] == "step_finished" && r["step"] == "apply_spec")
         .unwrap_or_else(|| panic!("no apply_spec finished"));
     let summary = &record["output"]["detail"]["catalog"]["summary"];
     summary
