@@ -74,6 +74,15 @@ pub struct RunArgs {
     /// How compute_ctl connects to its Postgres as the admin (superuser) role
     #[arg(short = 'C', long = "connstr", value_name = "URL", default_value = DEFAULT_CONNSTR)]
     pub connstr: String,
+    /// Neon's privileged role, created at the first configuration; the spec's roles are
+    /// created as its members (lowercase letters and underscores)
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = crate::postgres::privileged::DEFAULT_NAME,
+        value_parser = crate::postgres::PrivilegedRole::parse
+    )]
+    pub privileged_role_name: crate::postgres::PrivilegedRole,
     /// The postgres binary, or the directory that holds it; initdb, pg_basebackup etc. are
     /// looked up beside it (default: postgres on PATH, else pg_config --bindir)
     #[arg(short = 'b', long = "pgbin", value_name = "PATH")]

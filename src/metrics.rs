@@ -10,12 +10,21 @@
 //! Who counts what: the driver's journal appends count transitions `{from,to}` and step
 //! outcomes `{step,result}` with their durations (`journaled`), the journal file counts its
 //! appends, fsyncs and append latency (`journal_appended`), the HTTP threads count requests
-//! `{method,route,code}` and their latency `{route}` (`http_request`).
+//! `{method,route,code}` and their latency `{route}` (`http_request`), and each published
+//! view moves the downtime account (`published`).
+//!
+//! Beside ours, Neon compute_ctl's names where they mean something here (its
+//! `compute_tools/src/metrics.rs`), so that its dashboards and alerts work unchanged:
+//! `compute_ctl_up{build_tag,status}` (1 for the current `/status` name),
+//! `compute_pg_current_downtime_ms` and `compute_pg_downtime_ms_total` (see [`Downtime`]).
+//! Neon's two downtime names carry `ms`, which `promtool check metrics` calls an abbreviated
+//! unit; they are kept as Neon spells them, and `compute_ctl_postgres_downtime_seconds_total`
+//! and `compute_ctl_postgres_current_downtime_seconds` say the same in base units.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use states::{ErrorKind, PhaseName, StepName};
 
@@ -167,6 +176,128 @@ fn phase_index(phase: PhaseName) -> usize {
         .unwrap_or_default()
 }
 
+/// Neon's `build_tag` label of `compute_ctl_up`: `BUILD_TAG` at compile time (Neon's image
+/// builds set it), else the crate's version.
+pub const BUILD_TAG: &str = match option_env!("BUILD_TAG") {
+    Some(tag) => tag,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
+/// Whether Postgres serves, as the published view says, for the downtime account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Serving {
+    /// It accepts connections: `running`, `configuring`, `configuration_pending`, or `failed`
+    /// while the postmaster still runs (a failed reconfiguration).
+    Yes,
+    /// It does not: gone, or being started again (`init` … `starting`, `failed` without a
+    /// postmaster).
+    No,
+    /// A stop was asked for (`terminating`, `terminated`): not downtime.
+    Stopping,
+}
+
+impl Serving {
+    pub fn of(view: &StateView) -> Serving {
+        match view.phase {
+            PhaseName::Terminating | PhaseName::Terminated => Serving::Stopping,
+            PhaseName::Running
+            | PhaseName::Configuring
+            | PhaseName::ConfigurationPending
+            | PhaseName::Failed
+                if view.postmaster_pid.is_some() =>
+            {
+                Serving::Yes
+            }
+            PhaseName::Empty
+            | PhaseName::Init
+            | PhaseName::SyncSafekeepers
+            | PhaseName::Basebackup
+            | PhaseName::Starting
+            | PhaseName::Running
+            | PhaseName::Configuring
+            | PhaseName::ConfigurationPending
+            | PhaseName::Failed => Serving::No,
+        }
+    }
+}
+
+/// Postgres's downtime in this process run, as Neon's monitor counts it: from the first time
+/// Postgres serves, every stretch in which it does not, until it serves again. Neon's monitor
+/// sees a failed connection or query every 500 ms; here the published view says it at once
+/// (the postmaster's exit is a `waitpid` away). Times are milliseconds of a monotonic clock,
+/// passed in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Downtime {
+    /// Postgres served once: downtime counts from then (a first start-up is not downtime).
+    served: bool,
+    /// When the stretch without Postgres now open began.
+    down_since_ms: Option<u64>,
+    /// The stretches that ended.
+    ended_ms: u64,
+}
+
+impl Downtime {
+    pub fn observe(&mut self, serving: Serving, now_ms: u64) {
+        match serving {
+            Serving::Yes => {
+                self.close(now_ms);
+                self.served = true;
+            }
+            Serving::No => {
+                if self.served && self.down_since_ms.is_none() {
+                    self.down_since_ms = Some(now_ms);
+                }
+            }
+            Serving::Stopping => self.close(now_ms),
+        }
+    }
+
+    fn close(&mut self, now_ms: u64) {
+        if let Some(since) = self.down_since_ms.take() {
+            self.ended_ms += now_ms.saturating_sub(since);
+        }
+    }
+
+    /// Neon's `compute_pg_current_downtime_ms`: how long the stretch now open has lasted; 0
+    /// while Postgres serves.
+    pub fn current_ms(&self, now_ms: u64) -> u64 {
+        self.down_since_ms
+            .map_or(0, |since| now_ms.saturating_sub(since))
+    }
+
+    /// Neon's `compute_pg_downtime_ms_total`: every stretch, the one open included.
+    pub fn total_ms(&self, now_ms: u64) -> u64 {
+        self.ended_ms + self.current_ms(now_ms)
+    }
+}
+
+/// The downtime account and the clock it reads.
+static DOWNTIME: Mutex<Downtime> = Mutex::new(Downtime {
+    served: false,
+    down_since_ms: None,
+    ended_ms: 0,
+});
+
+/// Milliseconds since the first call: the downtime account's monotonic clock.
+fn mono_ms() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = ORIGIN.get_or_init(Instant::now);
+    u64::try_from(origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn downtime() -> std::sync::MutexGuard<'static, Downtime> {
+    // A panic elsewhere aborts the process (release profile); the account stays readable.
+    DOWNTIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The driver published `view`: the downtime account follows it.
+pub fn published(view: &StateView) {
+    let now = mono_ms();
+    downtime().observe(Serving::of(view), now);
+}
+
 /// The driver journaled these records: count transitions and finished steps.
 pub fn journaled(records: &[Record]) {
     for record in records {
@@ -248,6 +379,7 @@ pub fn render(view: &StateView) -> String {
         env!("CARGO_PKG_VERSION")
     );
     gauges(&mut out, view);
+    neon(&mut out, view);
 
     header(
         &mut out,
@@ -479,6 +611,61 @@ fn gauges(out: &mut String, view: &StateView) {
     let _ = writeln!(out, "{name} {}", view.drift_checks);
 }
 
+/// Neon compute_ctl's names (see the module's documentation), and ours in base units.
+fn neon(out: &mut String, view: &StateView) {
+    header(
+        out,
+        "compute_ctl_up",
+        "gauge",
+        "Neon's: 1, with the compute's /status name and the build tag.",
+    );
+    let _ = writeln!(
+        out,
+        "compute_ctl_up{{build_tag=\"{}\",status=\"{}\"}} 1",
+        label_value(BUILD_TAG),
+        view.neon_status()
+    );
+    let now = mono_ms();
+    let account = *downtime();
+    let (current_ms, total_ms) = (account.current_ms(now), account.total_ms(now));
+    for (name, kind, help, value) in [
+        (
+            "compute_pg_current_downtime_ms",
+            "gauge",
+            "Neon's: how long Postgres has not been serving, ms; 0 while it serves.",
+            current_ms as f64,
+        ),
+        (
+            "compute_pg_downtime_ms_total",
+            "counter",
+            "Neon's: how long Postgres did not serve since it first served, ms.",
+            total_ms as f64,
+        ),
+        (
+            "compute_ctl_postgres_current_downtime_seconds",
+            "gauge",
+            "How long Postgres has not been serving; 0 while it serves.",
+            current_ms as f64 / 1000.0,
+        ),
+        (
+            "compute_ctl_postgres_downtime_seconds_total",
+            "counter",
+            "How long Postgres did not serve since it first served in this process run.",
+            total_ms as f64 / 1000.0,
+        ),
+    ] {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
+/// `text` as a label value: backslash, quote and newline escaped.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// What `/proc/self/stat` and the system constants give, as client libraries report it.
 fn process(out: &mut String) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -608,6 +795,83 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("x_seconds_count{step=\"a\"} 3\n"), "{out}");
+    }
+
+    #[test]
+    fn downtime_counts_from_the_first_serving_until_it_serves_again() {
+        let mut d = Downtime::default();
+        // The first start-up is not downtime.
+        d.observe(Serving::No, 0);
+        d.observe(Serving::No, 500);
+        assert_eq!((d.current_ms(900), d.total_ms(900)), (0, 0));
+        d.observe(Serving::Yes, 1_000);
+        // Postgres gone at 2 s, back at 5 s.
+        d.observe(Serving::No, 2_000);
+        d.observe(Serving::No, 3_000);
+        assert_eq!((d.current_ms(4_000), d.total_ms(4_000)), (2_000, 2_000));
+        d.observe(Serving::Yes, 5_000);
+        assert_eq!((d.current_ms(9_000), d.total_ms(9_000)), (0, 3_000));
+        // Gone again at 10 s, then asked to stop at 10.5 s: stopping is not downtime.
+        d.observe(Serving::No, 10_000);
+        d.observe(Serving::Stopping, 10_500);
+        assert_eq!((d.current_ms(20_000), d.total_ms(20_000)), (0, 3_500));
+        d.observe(Serving::No, 21_000);
+        assert_eq!(
+            d.total_ms(30_000),
+            12_500,
+            "served once: a later stretch counts"
+        );
+        // A clock that steps back never makes it negative.
+        assert_eq!(d.current_ms(0), 0);
+    }
+
+    #[test]
+    fn serving_follows_the_phase_and_the_postmaster() {
+        let mut view = StateView::starting(1, 0, "2026-12-03T00:00:00Z");
+        assert_eq!(Serving::of(&view), Serving::No);
+        view.phase = PhaseName::Running;
+        view.postmaster_pid = Some(42);
+        assert_eq!(Serving::of(&view), Serving::Yes);
+        view.phase = PhaseName::Failed;
+        assert_eq!(
+            Serving::of(&view),
+            Serving::Yes,
+            "a failed reconfiguration serves"
+        );
+        view.postmaster_pid = None;
+        assert_eq!(Serving::of(&view), Serving::No);
+        view.phase = PhaseName::Starting;
+        view.postmaster_pid = Some(43);
+        assert_eq!(
+            Serving::of(&view),
+            Serving::No,
+            "not accepting connections yet"
+        );
+        view.phase = PhaseName::Terminating;
+        assert_eq!(Serving::of(&view), Serving::Stopping);
+    }
+
+    #[test]
+    fn neon_names_are_rendered_with_the_status_and_build_tag() {
+        let mut view = StateView::starting(1, 0, "2026-12-03T00:00:00Z");
+        view.phase = PhaseName::Running;
+        let mut out = String::new();
+        neon(&mut out, &view);
+        assert!(
+            out.contains(&format!(
+                "\ncompute_ctl_up{{build_tag=\"{BUILD_TAG}\",status=\"running\"}} 1\n"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains("# TYPE compute_pg_downtime_ms_total counter\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("# TYPE compute_pg_current_downtime_ms gauge\n"),
+            "{out}"
+        );
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 
     #[test]

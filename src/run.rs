@@ -208,7 +208,9 @@ fn check_command_line(args: &RunArgs) -> Result<Setup, Stop> {
     };
     let state_dir = state_dir_for(&pgdata, args.state_dir.as_deref())?;
     let binaries = Binaries::locate(args.pgbin.as_deref()).map_err(bad)?;
-    let admin = AdminConnection::parse(&args.connstr).map_err(bad)?;
+    let admin = AdminConnection::parse(&args.connstr)
+        .and_then(|admin| admin.with_privileged_role(args.privileged_role_name.clone()))
+        .map_err(bad)?;
     let pg_user = PgUser::for_root(&args.pg_user).map_err(bad)?;
     if let Some(user) = &pg_user {
         crate::pgdata::check_reachable(&pgdata, user, &binaries.postgres).map_err(bad)?;

@@ -137,6 +137,7 @@ impl World for Shell {
                         expected_settings: crate::storage::expected_settings(env, &target.spec),
                         spec: target.spec,
                         admin_role: env.admin.role().to_owned(),
+                        privileged_role: env.admin.privileged_role().clone(),
                         interval: target.interval,
                     }),
                 });
@@ -145,6 +146,7 @@ impl World for Shell {
             Effect::Published { view } => {
                 crate::notify::published(&view);
                 crate::logging::published(&view);
+                crate::metrics::published(&view);
             }
         }
     }

@@ -511,8 +511,14 @@ fn apply_spec_parts(
             promoted = as_primary;
             &promoted
         };
-        let report = crate::postgres::reconcile_on(client, &config, declared, env.admin.role())
-            .map_err(|e| e.to_step_error(phase))?;
+        let report = crate::postgres::reconcile_on(
+            client,
+            &config,
+            declared,
+            env.admin.role(),
+            env.admin.privileged_role(),
+        )
+        .map_err(|e| e.to_step_error(phase))?;
         json!({
             "statements_sent": report.statements_sent,
             "catalog_reads": report.catalog_reads,

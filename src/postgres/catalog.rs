@@ -16,12 +16,16 @@ use crate::postgres::reconcile::ApplyError;
 /// check sends the same selects with its own after them (`read_with`).
 const CATALOG_SELECTS: &str = "\
 SELECT session_user AS who, pg_catalog.current_database() AS db, \
-pg_catalog.current_setting('fsync') AS fsync;
+pg_catalog.current_setting('fsync') AS fsync, \
+pg_catalog.current_setting('server_version_num') AS version;
 SELECT oid, rolname, rolpassword, rolsuper, rolcanlogin, rolinherit, rolcreaterole, \
 rolcreatedb, rolreplication, rolbypassrls, rolconnlimit, \
 extract(epoch FROM rolvaliduntil) AS valid_until FROM pg_catalog.pg_authid;
 SELECT oid, datname, pg_catalog.pg_get_userbyid(datdba) AS owner, datconnlimit, \
-datistemplate, datallowconn FROM pg_catalog.pg_database;
+datistemplate, datallowconn, \
+ARRAY(SELECT a.grantee FROM pg_catalog.aclexplode(datacl) a GROUP BY a.grantee \
+HAVING pg_catalog.count(DISTINCT a.privilege_type) = 3) AS all_privileges_to \
+FROM pg_catalog.pg_database;
 SELECT DISTINCT refobjid AS role_oid, dbid FROM pg_catalog.pg_shdepend \
 WHERE refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass;";
 
@@ -154,6 +158,9 @@ pub struct CatalogDatabase {
     pub connection_limit: i32,
     pub is_template: bool,
     pub allow_connections: bool,
+    /// Oids of the roles granted every privilege on it (`CREATE`, `CONNECT`, `TEMPORARY`)
+    /// in its ACL; empty when it has the default ACL.
+    pub all_privileges_to: Vec<u32>,
 }
 
 impl CatalogDatabase {
@@ -165,6 +172,7 @@ impl CatalogDatabase {
             connection_limit: -1,
             is_template: false,
             allow_connections: true,
+            all_privileges_to: Vec::new(),
         }
     }
 
@@ -198,6 +206,8 @@ pub struct CatalogSnapshot {
     /// The server runs with `fsync = off` (the embedded default's, unless the spec sets it):
     /// `CREATE DATABASE` then copies files (see `plan`).
     pub fsync_off: bool,
+    /// `server_version_num` (`150018`): what the privileged role is granted depends on it.
+    pub server_version_num: u32,
     pub roles: Vec<CatalogRole>,
     pub databases: Vec<CatalogDatabase>,
     pub dependencies: Vec<Dependency>,
@@ -252,6 +262,7 @@ impl CatalogSnapshot {
             session_user: text(who, "who")?.to_owned(),
             session_database: text(who, "db")?.to_owned(),
             fsync_off: text(who, "fsync")? == "off",
+            server_version_num: number(who, "version")?,
             ..CatalogSnapshot::default()
         };
         for row in &results[2] {
@@ -283,6 +294,12 @@ impl CatalogSnapshot {
                 connection_limit: number(row, "datconnlimit")?,
                 is_template: boolean(row, "datistemplate")?,
                 allow_connections: boolean(row, "datallowconn")?,
+                all_privileges_to: oid_array(text(row, "all_privileges_to")?).ok_or_else(|| {
+                    catalog_error(format!(
+                        "column all_privileges_to: {:?} is not an array of oids",
+                        text(row, "all_privileges_to").unwrap_or_default()
+                    ))
+                })?,
             });
         }
         for row in &results[4] {
@@ -301,6 +318,13 @@ impl CatalogSnapshot {
 
     pub fn database(&self, name: &str) -> Option<&CatalogDatabase> {
         self.databases.iter().find(|d| d.name == name)
+    }
+}
+
+impl CatalogDatabase {
+    /// Whether the role of `oid` holds every privilege on it by a grant of its own.
+    pub fn grants_all_to(&self, oid: u32) -> bool {
+        oid != 0 && self.all_privileges_to.contains(&oid)
     }
 }
 
@@ -340,9 +364,26 @@ fn number<T: std::str::FromStr>(row: &SimpleQueryRow, column: &str) -> Result<T,
         .map_err(|_| catalog_error(format!("column {column}: {t:?} is not a number")))
 }
 
+/// Parses an array of oids as Postgres writes it (`{10,16390}`, `{}`).
+fn oid_array(text: &str) -> Option<Vec<u32>> {
+    let inner = text.strip_prefix('{')?.strip_suffix('}')?;
+    if inner.is_empty() {
+        return Some(Vec::new());
+    }
+    inner.split(',').map(|oid| oid.parse().ok()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oid_arrays_parse_or_are_refused() {
+        assert_eq!(oid_array("{}"), Some(vec![]));
+        assert_eq!(oid_array("{10,16390}"), Some(vec![10, 16390]));
+        assert_eq!(oid_array("{x}"), None);
+        assert_eq!(oid_array("10"), None);
+    }
 
     #[test]
     fn epoch_text_parses_to_micros() {

@@ -1,8 +1,10 @@
 //! How compute_ctl connects to its own Postgres as the admin role (`-C/--connstr`): the
-//! session settings of `reconcile::admin_config`, completed with the spec's port.
+//! session settings of `reconcile::admin_config`, completed with the spec's port; and the
+//! roles that are compute_ctl's own there (the admin role, the privileged role).
 
 use anyhow::Context;
 
+use super::privileged::PrivilegedRole;
 use super::reconcile::admin_config;
 
 /// The admin connection: `-C` as given, completed with the spec's port.
@@ -13,6 +15,8 @@ pub struct AdminConnection {
     /// Whether `-C` named a port; if not, the spec's `port` setting is used.
     has_port: bool,
     role: String,
+    /// `--privileged-role-name`: the role spec roles become members of.
+    privileged: PrivilegedRole,
 }
 
 impl AdminConnection {
@@ -32,12 +36,34 @@ impl AdminConnection {
             connstr: connstr.trim().to_string(),
             has_port: names_port(connstr),
             role,
+            privileged: PrivilegedRole::default(),
         })
+    }
+
+    /// With `privileged` as the privileged role; refused when it is the admin role (spec
+    /// roles would become members of the superuser).
+    pub fn with_privileged_role(
+        mut self,
+        privileged: PrivilegedRole,
+    ) -> anyhow::Result<AdminConnection> {
+        if privileged.name() == self.role {
+            anyhow::bail!(
+                "--privileged-role-name {privileged}: it is the admin role of -C/--connstr; \
+                 spec roles become members of the privileged role, so it must be another role"
+            );
+        }
+        self.privileged = privileged;
+        Ok(self)
     }
 
     /// The admin role's name (the superuser `initdb` creates).
     pub fn role(&self) -> &str {
         &self.role
+    }
+
+    /// The privileged role (`--privileged-role-name`).
+    pub fn privileged_role(&self) -> &PrivilegedRole {
+        &self.privileged
     }
 
     /// The connection to the compute's Postgres listening on `port` (unless `-C` names one),

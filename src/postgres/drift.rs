@@ -4,10 +4,11 @@
 //! What is compared: settings (the last entry of compute_ctl's `postgresql.conf` and the
 //! running value's source against the expected settings, anything in `postgresql.auto.conf`,
 //! any `ALTER DATABASE/ROLE … SET`); roles (missing, unexpected, the attributes the spec
-//! declares, superuser, the password verifier); databases (missing, unexpected, owner). What
-//! Postgres owns (oids below 16384: the bootstrap superuser, `pg_…` roles, `postgres` and the
-//! templates), the admin role and the admin database are never drift. A verifier is never
-//! shown: a changed one reads `"changed"`.
+//! declares, superuser, the password verifier); databases (missing, unexpected, owner); the
+//! privileged role (`--privileged-role-name`) when it is missing. What Postgres owns (oids
+//! below 16384: the bootstrap superuser, `pg_…` roles, `postgres` and the templates), the
+//! admin role, the privileged role and the admin database are never unexpected. A verifier
+//! is never shown: a changed one reads `"changed"`.
 //!
 //! `compare` is a pure function of the spec, the snapshot and the expected settings, tested
 //! as data; `check` reads and compares.
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::postgres::catalog::{boolean, catalog_error, field, text, CatalogRole, CatalogSnapshot};
 use crate::postgres::options::{desired_verifier, RoleAttributes};
+use crate::postgres::privileged::{self, PrivilegedRole};
 use crate::postgres::reconcile::{ApplyError, ADMIN_SESSION_SETTINGS};
 use crate::spec::ComputeSpec;
 
@@ -184,6 +186,7 @@ pub fn check(
     spec: &ComputeSpec,
     expected_settings: &[(String, String)],
     admin_role: &str,
+    privileged: &PrivilegedRole,
 ) -> Result<Drift, ApplyError> {
     let (catalog, results) =
         CatalogSnapshot::read_with(client, SETTINGS_SELECTS, SETTINGS_RESULTS)?;
@@ -194,6 +197,7 @@ pub fn check(
         &settings,
         expected_settings,
         admin_role,
+        privileged,
     ))
 }
 
@@ -240,11 +244,12 @@ pub fn compare(
     settings: &SettingsSnapshot,
     expected_settings: &[(String, String)],
     admin_role: &str,
+    privileged: &PrivilegedRole,
 ) -> Drift {
     let mut found = compare_settings(settings, expected_settings);
     // Roles and databases are the spec's only where compute_ctl manages them (as `plan`).
     if !spec.skip_pg_catalog_updates && spec.mode.is_read_write() {
-        found.extend(compare_roles(spec, catalog, admin_role));
+        found.extend(compare_roles(spec, catalog, admin_role, privileged));
         found.extend(compare_databases(spec, catalog));
     }
     found.sort_by(|a, b| a.key().cmp(&b.key()).then(a.actual.cmp(&b.actual)));
@@ -326,10 +331,16 @@ fn compare_settings(
 }
 
 /// Whether a role is Postgres's or compute_ctl's own, never the spec's.
-fn own_role(role: &CatalogRole, catalog: &CatalogSnapshot, admin_role: &str) -> bool {
+fn own_role(
+    role: &CatalogRole,
+    catalog: &CatalogSnapshot,
+    admin_role: &str,
+    privileged: &PrivilegedRole,
+) -> bool {
     role.oid < FIRST_NORMAL_OID
         || role.name == admin_role
         || role.name == catalog.session_user
+        || role.name == privileged.name()
         || role.name.starts_with("pg_")
 }
 
@@ -343,12 +354,22 @@ fn compare_roles(
     spec: &ComputeSpec,
     catalog: &CatalogSnapshot,
     admin_role: &str,
+    privileged: &PrivilegedRole,
 ) -> Vec<Difference> {
     let mut out = Vec::new();
+    // Every configuration creates it when missing (`plan`): a repair brings it back.
+    if catalog.role(privileged.name()).is_none() {
+        out.push(Difference::new(
+            DriftKind::Role,
+            privileged.name(),
+            Some(privileged::ATTRIBUTES.to_owned()),
+            None,
+        ));
+    }
     let declared: BTreeSet<&str> = spec.cluster.roles.iter().map(|r| r.name.as_str()).collect();
     for role in &spec.cluster.roles {
         let name = role.name.as_str();
-        if name == admin_role || name == catalog.session_user {
+        if name == admin_role || name == catalog.session_user || name == privileged.name() {
             continue;
         }
         // A spec `plan` refuses never reached `running`; nothing to compare in that case.
@@ -393,7 +414,7 @@ fn compare_roles(
     let from_storage = brought_by_storage(spec);
     for role in &catalog.roles {
         if from_storage
-            || own_role(role, catalog, admin_role)
+            || own_role(role, catalog, admin_role, privileged)
             || declared.contains(role.name.as_str())
         {
             continue;
@@ -553,7 +574,12 @@ mod tests {
         CatalogSnapshot {
             session_user: ADMIN.into(),
             session_database: "postgres".into(),
-            roles: vec![admin, CatalogRole::new(3373, "pg_monitor"), alice],
+            roles: vec![
+                admin,
+                CatalogRole::new(3373, "pg_monitor"),
+                alice,
+                CatalogRole::new(16_390, privileged::DEFAULT_NAME),
+            ],
             databases: vec![
                 CatalogDatabase::new(5, "postgres", ADMIN),
                 CatalogDatabase::new(1, "template1", ADMIN),
@@ -562,6 +588,7 @@ mod tests {
             ],
             dependencies: Vec::new(),
             fsync_off: false,
+            server_version_num: 150_018,
         }
     }
 
@@ -586,7 +613,15 @@ mod tests {
     }
 
     fn drift(catalog: &CatalogSnapshot, settings: &SettingsSnapshot) -> Vec<Difference> {
-        compare(&spec(), catalog, settings, &expected(), ADMIN).items
+        compare(
+            &spec(),
+            catalog,
+            settings,
+            &expected(),
+            ADMIN,
+            &PrivilegedRole::default(),
+        )
+        .items
     }
 
     fn item(
@@ -600,7 +635,14 @@ mod tests {
 
     #[test]
     fn a_matching_cluster_has_no_drift_and_postgres_own_objects_are_not_drift() {
-        let found = compare(&spec(), &catalog(), &settings(), &expected(), ADMIN);
+        let found = compare(
+            &spec(),
+            &catalog(),
+            &settings(),
+            &expected(),
+            ADMIN,
+            &PrivilegedRole::default(),
+        );
         assert_eq!(found, Drift::default());
         assert_eq!(found.fingerprint(), None);
     }
@@ -684,6 +726,40 @@ mod tests {
     }
 
     #[test]
+    fn the_privileged_role_is_never_unexpected_and_its_absence_is_drift() {
+        // Present (as every configuration leaves it), made by compute_ctl, not in the spec.
+        assert!(drift(&catalog(), &settings()).is_empty());
+        let mut catalog = catalog();
+        catalog.roles.retain(|r| r.name != privileged::DEFAULT_NAME);
+        assert_eq!(
+            drift(&catalog, &settings()),
+            [item(
+                DriftKind::Role,
+                "neon_superuser",
+                Some("NOLOGIN CREATEDB CREATEROLE REPLICATION BYPASSRLS"),
+                None
+            )]
+        );
+        // Another name: that one is compute_ctl's, and neon_superuser is anybody's.
+        let mine = PrivilegedRole::parse("my_superuser").unwrap();
+        let mut catalog = self::catalog();
+        catalog.roles[3].name = "my_superuser".into();
+        catalog
+            .roles
+            .push(CatalogRole::new(16_600, "neon_superuser"));
+        let found = compare(&spec(), &catalog, &settings(), &expected(), ADMIN, &mine);
+        assert_eq!(
+            found.items,
+            [item(
+                DriftKind::Role,
+                "neon_superuser",
+                None,
+                Some("NOLOGIN")
+            )]
+        );
+    }
+
+    #[test]
     fn the_list_is_bounded_and_the_fingerprint_follows_it() {
         let mut catalog = catalog();
         for i in 0..(DRIFT_ITEMS_MAX as u32 + 10) {
@@ -691,7 +767,14 @@ mod tests {
                 .roles
                 .push(CatalogRole::new(20_000 + i, format!("r{i:04}")));
         }
-        let found = compare(&spec(), &catalog, &settings(), &expected(), ADMIN);
+        let found = compare(
+            &spec(),
+            &catalog,
+            &settings(),
+            &expected(),
+            ADMIN,
+            &PrivilegedRole::default(),
+        );
         assert_eq!(found.items.len(), DRIFT_ITEMS_MAX);
         assert_eq!(found.more, 10);
         let mut fewer = found.clone();
@@ -708,7 +791,14 @@ mod tests {
         catalog
             .roles
             .push(CatalogRole::new(16_500, "upstream_role"));
-        let found = compare(&replica, &catalog, &settings(), &expected(), ADMIN);
+        let found = compare(
+            &replica,
+            &catalog,
+            &settings(),
+            &expected(),
+            ADMIN,
+            &PrivilegedRole::default(),
+        );
         assert!(found.items.is_empty(), "{found:?}");
     }
 }

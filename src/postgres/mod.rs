@@ -14,6 +14,7 @@
 //! - [`catalog`]: one read of `pg_authid`, `pg_database` and `pg_shdepend`;
 //! - [`options`]: the spec's role and database options and passwords, checked and rendered;
 //! - [`plan`]: the statements that bring the catalog to the spec, as a pure function;
+//! - [`privileged`]: Neon's privileged role (`--privileged-role-name`) and what it is given;
 //! - [`reconcile`]: the admin session, sending a plan, the error and report.
 //!
 //! Architecture invariant: only `plan` decides what to send, only `apply` sends, and every
@@ -28,6 +29,7 @@ pub mod error;
 pub mod monitor;
 pub mod options;
 pub mod plan;
+pub mod privileged;
 pub mod process;
 pub mod promote;
 pub mod quote;
@@ -40,6 +42,7 @@ pub use catalog::{
 };
 pub use config::{render_pg_hba, render_postgresql_conf, write_config_files, ConfigError};
 pub use plan::{plan, Plan, Statement, StatementKind};
+pub use privileged::PrivilegedRole;
 pub use reconcile::{
     admin_config, apply, connect, reconcile, reconcile_on, ApplyError, ApplyReport,
 };

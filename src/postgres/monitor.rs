@@ -46,6 +46,8 @@ pub struct DriftWatch {
     /// The `(name, value)` pairs compute_ctl wrote to `postgresql.conf` for `spec`.
     pub expected_settings: Vec<(String, String)>,
     pub admin_role: String,
+    /// `--privileged-role-name`: compute_ctl's, never an unexpected role.
+    pub privileged_role: crate::postgres::privileged::PrivilegedRole,
     pub interval: Duration,
 }
 
@@ -170,6 +172,7 @@ fn watch_loop(interval: Duration, target: &Mutex<Option<Watch>>, reports: &Repor
             &drift_watch.spec.spec,
             &drift_watch.expected_settings,
             &drift_watch.admin_role,
+            &drift_watch.privileged_role,
         )
         .map_err(|e| e.to_string());
         let duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);

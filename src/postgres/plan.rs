@@ -5,17 +5,21 @@
 //! in the list is seen by what comes after it) and emits a [`Statement`] only where the
 //! working copy differs from the spec: a spec that matches the catalog plans nothing.
 //!
-//! Order: delta operations (in the spec's order), then roles, then databases (whose owners
-//! must exist by then). What is never touched: the admin role, the session user, roles named
-//! `pg_…`, and any role or database the spec does not name (no implicit drops). A spec that
-//! declares the admin role (Neon's demo spec does) gets a note; a delta operation on it, or
-//! a declared `pg_…` role, fails the plan.
+//! Order: the privileged role when it is missing (`privileged`), delta operations (in the
+//! spec's order), then roles (created as members of the privileged role), then databases
+//! (whose owners must exist by then; each gets all privileges for the privileged role), and
+//! last the default privileges in each database created. What is never touched: the admin
+//! role, the session user, the privileged role once it exists, roles named `pg_…`, and any
+//! role or database the spec does not name (no implicit drops). A spec that declares the
+//! admin role (Neon's demo spec does) or the privileged role gets a note; a delta operation
+//! on either, or a declared `pg_…` role, fails the plan.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use crate::postgres::catalog::{CatalogDatabase, CatalogRole, CatalogSnapshot, Verifier};
 use crate::postgres::options::{desired_verifier, DatabaseOptions, RoleAttributes};
+use crate::postgres::privileged::{PrivilegedRole, MEMBER_DEFAULTS};
 use crate::postgres::quote::{quote_ident, quote_literal};
 use crate::postgres::reconcile::ApplyError;
 use crate::spec::{ComputeSpec, DeltaOp};
@@ -42,6 +46,10 @@ pub enum StatementKind {
     CreateDatabase,
     AlterDatabaseOwner,
     AlterDatabase,
+    /// `GRANT`: what the privileged role is given (roles, functions, databases).
+    Grant,
+    /// `ALTER DEFAULT PRIVILEGES` for the privileged role, in one database.
+    DefaultPrivileges,
 }
 
 impl StatementKind {
@@ -58,7 +66,9 @@ impl StatementKind {
             | StatementKind::CreateRole
             | StatementKind::AlterRole
             | StatementKind::AlterDatabaseOwner
-            | StatementKind::AlterDatabase => true,
+            | StatementKind::AlterDatabase
+            | StatementKind::Grant
+            | StatementKind::DefaultPrivileges => true,
             StatementKind::DropDatabase
             | StatementKind::TerminateBackends
             | StatementKind::RenameDatabase
@@ -80,6 +90,8 @@ impl StatementKind {
             StatementKind::CreateDatabase => "create_database",
             StatementKind::AlterDatabaseOwner => "alter_database_owner",
             StatementKind::AlterDatabase => "alter_database",
+            StatementKind::Grant => "grant",
+            StatementKind::DefaultPrivileges => "default_privileges",
         }
     }
 }
@@ -182,8 +194,9 @@ pub fn plan(
     spec: &ComputeSpec,
     catalog: &CatalogSnapshot,
     admin_role: &str,
+    privileged: &PrivilegedRole,
 ) -> Result<Plan, ApplyError> {
-    let mut planner = Planner::new(catalog, admin_role);
+    let mut planner = Planner::new(catalog, admin_role, privileged);
     if spec.skip_pg_catalog_updates {
         planner
             .plan
@@ -198,6 +211,7 @@ pub fn plan(
         ));
         return Ok(planner.plan);
     }
+    planner.privileged_role()?;
     for (i, op) in spec.delta_operations.iter().flatten().enumerate() {
         planner.delta(i, op)?;
     }
@@ -207,6 +221,7 @@ pub fn plan(
     for database in &spec.cluster.databases {
         planner.database(database)?;
     }
+    planner.default_privileges();
     Ok(planner.plan)
 }
 
@@ -214,8 +229,12 @@ pub fn plan(
 struct Planner<'a> {
     catalog: &'a CatalogSnapshot,
     admin_role: &'a str,
+    privileged: &'a PrivilegedRole,
     roles: HashMap<String, CatalogRole>,
     databases: HashMap<String, CatalogDatabase>,
+    /// Databases this plan creates: they get the privileged role's default privileges last,
+    /// on one connection each.
+    created_databases: Vec<String>,
     plan: Plan,
 }
 
@@ -228,10 +247,16 @@ fn database_object(name: &str) -> String {
 }
 
 impl<'a> Planner<'a> {
-    fn new(catalog: &'a CatalogSnapshot, admin_role: &'a str) -> Planner<'a> {
+    fn new(
+        catalog: &'a CatalogSnapshot,
+        admin_role: &'a str,
+        privileged: &'a PrivilegedRole,
+    ) -> Planner<'a> {
         Planner {
             catalog,
             admin_role,
+            privileged,
+            created_databases: Vec::new(),
             roles: catalog
                 .roles
                 .iter()
@@ -259,6 +284,8 @@ impl<'a> Planner<'a> {
     fn check_role_touchable(&self, name: &str, doing: &str) -> Result<(), ApplyError> {
         let why = if name == self.admin_role || name == self.catalog.session_user {
             "it is compute_ctl's admin role"
+        } else if name == self.privileged.name() {
+            "it is the privileged role of --privileged-role-name"
         } else if name.starts_with("pg_") {
             "names starting with pg_ are reserved by Postgres"
         } else {
@@ -286,6 +313,93 @@ impl<'a> Planner<'a> {
             });
         }
         Ok(())
+    }
+
+    /// Creates the privileged role when the catalog has none, with what it is given
+    /// (`privileged`), as Neon does at every configuration: a role that exists is left as
+    /// it is, whoever made it. Its statements share the roles' transaction, so the role is
+    /// made whole or not at all.
+    fn privileged_role(&mut self) -> Result<(), ApplyError> {
+        let name = self.privileged.name();
+        if name == self.admin_role || name == self.catalog.session_user {
+            return Err(ApplyError {
+                object: role_object(name),
+                statement: format!("create role {}", quote_ident(name)),
+                message: format!(
+                    "the privileged role {} (--privileged-role-name) is compute_ctl's admin role: \
+                     spec roles would become its members",
+                    quote_ident(name)
+                ),
+            });
+        }
+        if self.roles.contains_key(name) {
+            return Ok(());
+        }
+        let object = role_object(name);
+        self.push(Statement::new(
+            StatementKind::CreateRole,
+            self.privileged.create_sql(),
+            None,
+            object.clone(),
+            format!("create the privileged role {}", quote_ident(name)),
+        ));
+        for sql in self.privileged.grant_sql(self.catalog.server_version_num) {
+            let describes = format!("privileged role: {}", sql.to_ascii_lowercase());
+            self.push(Statement::new(
+                StatementKind::Grant,
+                sql,
+                None,
+                object.clone(),
+                describes,
+            ));
+        }
+        // Neon gives the default privileges in the admin database too ("SystemDB").
+        self.push(Statement::new(
+            StatementKind::DefaultPrivileges,
+            self.privileged.default_privileges_sql(),
+            None,
+            object,
+            format!(
+                "default privileges for {} in database {}",
+                quote_ident(name),
+                quote_ident(&self.catalog.session_database)
+            ),
+        ));
+        let mut role = CatalogRole::new(0, name);
+        role.create_db = true;
+        role.create_role = true;
+        role.replication = true;
+        role.bypass_rls = true;
+        self.roles.insert(name.to_owned(), role);
+        Ok(())
+    }
+
+    /// Whether `database` (as the catalog has it, `None`: created by this plan) lacks the
+    /// privileged role's grant of all privileges.
+    fn lacks_database_grant(&self, database: Option<&CatalogDatabase>) -> bool {
+        match (self.catalog.role(self.privileged.name()), database) {
+            (Some(role), Some(db)) => !db.grants_all_to(role.oid),
+            _ => true,
+        }
+    }
+
+    /// The privileged role's default privileges in each database this plan created (Neon's
+    /// `ChangeSchemaPerms` phase), last, so that each needs one connection.
+    fn default_privileges(&mut self) {
+        for database in std::mem::take(&mut self.created_databases) {
+            let target = self.target(&database);
+            self.push(Statement::new(
+                StatementKind::DefaultPrivileges,
+                self.privileged.default_privileges_sql(),
+                target,
+                database_object(&database),
+                format!(
+                    "default privileges for {} in database {}",
+                    quote_ident(self.privileged.name()),
+                    quote_ident(&database)
+                ),
+            ));
+        }
     }
 
     fn delta(&mut self, index: usize, op: &DeltaOp) -> Result<(), ApplyError> {
@@ -526,15 +640,33 @@ impl<'a> Planner<'a> {
             ));
             return Ok(());
         }
+        if name == self.privileged.name() {
+            // Its attributes and grants are compute_ctl's to give, as the admin role's are.
+            self.plan.notes.push(format!(
+                "role {} is the privileged role (--privileged-role-name): left as it is",
+                quote_ident(name)
+            ));
+            return Ok(());
+        }
         let exists = self.roles.contains_key(name);
         let doing = if exists { "alter" } else { "create" };
         self.check_role_touchable(name, doing)?;
         let describe = format!("{doing} role {}", quote_ident(name));
         let password = desired_verifier(role).map_err(|m| fail(describe.clone(), m))?;
-        let attrs = RoleAttributes::from_spec(role.options.as_deref())
+        let mut attrs = RoleAttributes::from_spec(role.options.as_deref())
             .map_err(|m| fail(describe.clone(), m))?;
 
         let current = self.roles.get(name);
+        if current.is_none() {
+            // Neon's members get these unless the spec says otherwise; a role that exists
+            // keeps what it has (Neon never widens an existing role).
+            let defaults = MEMBER_DEFAULTS;
+            attrs.inherit.get_or_insert(defaults.inherit);
+            attrs.create_role.get_or_insert(defaults.create_role);
+            attrs.create_db.get_or_insert(defaults.create_db);
+            attrs.bypass_rls.get_or_insert(defaults.bypass_rls);
+            attrs.replication.get_or_insert(defaults.replication);
+        }
         let mut clause = match current {
             None => attrs.create_clause(),
             Some(current) => attrs.alter_clause(current),
@@ -560,6 +692,9 @@ impl<'a> Planner<'a> {
                 None => "PASSWORD NULL".to_owned(),
             });
             changed.push("password".into());
+        }
+        if current.is_none() {
+            clause.push(format!("IN ROLE {}", self.privileged.ident()));
         }
         if clause.is_empty() {
             return Ok(());
@@ -669,9 +804,21 @@ impl<'a> Planner<'a> {
                     object,
                     describe,
                 ));
+                self.push(Statement::new(
+                    StatementKind::Grant,
+                    self.privileged.database_grant_sql(name),
+                    None,
+                    database_object(name),
+                    format!(
+                        "grant all on database {} to {}",
+                        quote_ident(name),
+                        quote_ident(self.privileged.name())
+                    ),
+                ));
                 let mut created = CatalogDatabase::new(0, name, owner);
                 options.apply_to(&mut created);
                 self.databases.insert(name.to_owned(), created);
+                self.created_databases.push(name.to_owned());
             }
             Some(current) => {
                 if current.owner != owner {
@@ -705,6 +852,27 @@ impl<'a> Planner<'a> {
                         format!("alter database {} options", quote_ident(name)),
                     ));
                 }
+                // Neon grants at creation; a database that lacks the grant (made before the
+                // role, or brought by an upstream) gets it too, so a retried configuration
+                // finishes what a failed one began.
+                let in_catalog = self
+                    .catalog
+                    .databases
+                    .iter()
+                    .find(|d| d.oid == current.oid && d.oid != 0);
+                if self.lacks_database_grant(in_catalog) {
+                    self.push(Statement::new(
+                        StatementKind::Grant,
+                        self.privileged.database_grant_sql(name),
+                        None,
+                        database_object(name),
+                        format!(
+                            "grant all on database {} to {}",
+                            quote_ident(name),
+                            quote_ident(self.privileged.name())
+                        ),
+                    ));
+                }
                 if let Some(db) = self.databases.get_mut(name) {
                     db.owner = owner.to_owned();
                     options.apply_to(db);
@@ -731,6 +899,9 @@ mod tests {
     use crate::postgres::catalog::Dependency;
 
     const ADMIN: &str = "cloud_admin";
+    /// The privileged role's oid in `catalog()`, which has it (as every configuration after
+    /// the first finds it).
+    const PRIVILEGED_OID: u32 = 16_390;
     const MD5: &str = "md5aaaabbbbccccddddeeeeffff00001111";
 
     fn catalog() -> CatalogSnapshot {
@@ -741,7 +912,12 @@ mod tests {
             session_user: ADMIN.into(),
             session_database: "postgres".into(),
             fsync_off: false,
-            roles: vec![admin, CatalogRole::new(3373, "pg_monitor")],
+            server_version_num: 150_018,
+            roles: vec![
+                admin,
+                CatalogRole::new(3373, "pg_monitor"),
+                CatalogRole::new(PRIVILEGED_OID, "neon_superuser"),
+            ],
             databases: vec![
                 CatalogDatabase::new(5, "postgres", ADMIN),
                 CatalogDatabase::new(1, "template1", ADMIN),
@@ -763,6 +939,20 @@ mod tests {
         serde_json::from_value(full).unwrap()
     }
 
+    /// A database the privileged role has every privilege on, as the plan leaves it.
+    fn granted(mut database: CatalogDatabase) -> CatalogDatabase {
+        database.all_privileges_to.push(PRIVILEGED_OID);
+        database
+    }
+
+    fn grant_on(database: &str) -> String {
+        format!("GRANT ALL PRIVILEGES ON DATABASE \"{database}\" TO \"neon_superuser\"")
+    }
+
+    fn default_privileges() -> String {
+        PrivilegedRole::default().default_privileges_sql()
+    }
+
     fn sql(plan: &Plan) -> Vec<(Option<&str>, &str)> {
         plan.statements
             .iter()
@@ -782,7 +972,8 @@ mod tests {
         }));
         let mut unsynced = catalog();
         unsynced.fsync_off = true;
-        let plan = plan(&spec, &unsynced, ADMIN).unwrap();
+        let plan = plan(&spec, &unsynced, ADMIN, &PrivilegedRole::default()).unwrap();
+        let (a, b, defaults) = (grant_on("a"), grant_on("b"), default_privileges());
         assert_eq!(
             sql(&plan)[1..],
             [
@@ -790,10 +981,14 @@ mod tests {
                     None,
                     "CREATE DATABASE \"a\" WITH OWNER = \"alice\" STRATEGY = FILE_COPY"
                 ),
+                (None, a.as_str()),
                 (
                     None,
                     "CREATE DATABASE \"b\" WITH OWNER = \"alice\" STRATEGY = 'wal_log'"
                 ),
+                (None, b.as_str()),
+                (Some("a"), defaults.as_str()),
+                (Some("b"), defaults.as_str()),
             ]
         );
         assert!(plan.statements[0].kind.batches() && !plan.statements[1].kind.batches());
@@ -811,19 +1006,30 @@ mod tests {
                  "options": [{"name": "LC_COLLATE", "value": "C"}]},
             ],
         }));
-        let plan = plan(&spec, &catalog(), ADMIN).unwrap();
+        let plan = plan(&spec, &catalog(), ADMIN, &PrivilegedRole::default()).unwrap();
+        let (grant, defaults) = (grant_on("shop"), default_privileges());
         assert_eq!(
             sql(&plan),
             [
                 (
                     None,
-                    format!("CREATE ROLE \"alice\" WITH LOGIN PASSWORD '{MD5}'").as_str()
+                    format!(
+                        "CREATE ROLE \"alice\" WITH LOGIN CREATEDB CREATEROLE REPLICATION \
+                         BYPASSRLS INHERIT PASSWORD '{MD5}' IN ROLE \"neon_superuser\""
+                    )
+                    .as_str()
                 ),
-                (None, "CREATE ROLE \"bob\" WITH LOGIN CREATEDB"),
+                (
+                    None,
+                    "CREATE ROLE \"bob\" WITH LOGIN CREATEDB CREATEROLE REPLICATION BYPASSRLS \
+                     INHERIT IN ROLE \"neon_superuser\""
+                ),
                 (
                     None,
                     "CREATE DATABASE \"shop\" WITH OWNER = \"alice\" LC_COLLATE = 'C'"
                 ),
+                (None, grant.as_str()),
+                (Some("shop"), defaults.as_str()),
             ]
         );
         assert_eq!(plan.statements[0].describes, "create role \"alice\"");
@@ -847,7 +1053,7 @@ mod tests {
         catalog.roles.push(alice);
         catalog
             .databases
-            .push(CatalogDatabase::new(30, "shop", "alice"));
+            .push(granted(CatalogDatabase::new(30, "shop", "alice")));
         let spec = spec(serde_json::json!({
             // Upper case hex: normalised before comparing.
             "roles": [{"name": "alice", "encrypted_password": MD5[3..].to_ascii_uppercase()}],
@@ -859,7 +1065,7 @@ mod tests {
                 {"action": "delete_role", "name": "gone"},
             ],
         }));
-        let plan = plan(&spec, &catalog, ADMIN).unwrap();
+        let plan = plan(&spec, &catalog, ADMIN, &PrivilegedRole::default()).unwrap();
         assert_eq!(plan, Plan::default());
     }
 
@@ -886,7 +1092,7 @@ mod tests {
         let spec = spec(serde_json::json!({
             "delta_operations": [{"action": "delete_role", "name": "leaver"}],
         }));
-        let plan = plan(&spec, &catalog, ADMIN).unwrap();
+        let plan = plan(&spec, &catalog, ADMIN, &PrivilegedRole::default()).unwrap();
         assert_eq!(
             sql(&plan),
             [
@@ -917,13 +1123,13 @@ mod tests {
         catalog.roles.push(old);
         catalog
             .databases
-            .push(CatalogDatabase::new(30, "db", "old"));
+            .push(granted(CatalogDatabase::new(30, "db", "old")));
         let spec = spec(serde_json::json!({
             "roles": [{"name": "new", "encrypted_password": MD5}],
             "databases": [{"name": "db", "owner": "new"}],
             "delta_operations": [{"action": "rename_role", "name": "old", "new_name": "new"}],
         }));
-        let plan = plan(&spec, &catalog, ADMIN).unwrap();
+        let plan = plan(&spec, &catalog, ADMIN, &PrivilegedRole::default()).unwrap();
         assert_eq!(
             sql(&plan),
             [
@@ -953,7 +1159,7 @@ mod tests {
                 {"action": "rename_db", "name": "x", "new_name": "y"},
             ],
         }));
-        let plan = plan(&spec, &catalog, ADMIN).unwrap();
+        let plan = plan(&spec, &catalog, ADMIN, &PrivilegedRole::default()).unwrap();
         assert!(plan.is_empty());
         assert_eq!(
             plan.notes,
@@ -1004,7 +1210,13 @@ mod tests {
                 "database \"d\"",
             ),
         ] {
-            let err = plan(&spec(value.clone()), &catalog(), ADMIN).unwrap_err();
+            let err = plan(
+                &spec(value.clone()),
+                &catalog(),
+                ADMIN,
+                &PrivilegedRole::default(),
+            )
+            .unwrap_err();
             assert_eq!(err.object, object, "{value}: {err}");
             assert!(!err.to_string().contains("plain"), "no password in errors");
         }
@@ -1016,9 +1228,9 @@ mod tests {
             "roles": [{"name": ADMIN, "encrypted_password": MD5}],
             "databases": [{"name": "mine", "owner": ADMIN}],
         }));
-        let plan = plan(&spec, &catalog(), ADMIN).unwrap();
+        let plan = plan(&spec, &catalog(), ADMIN, &PrivilegedRole::default()).unwrap();
         assert_eq!(
-            sql(&plan),
+            sql(&plan)[..1],
             [(
                 None,
                 "CREATE DATABASE \"mine\" WITH OWNER = \"cloud_admin\""
@@ -1037,9 +1249,9 @@ mod tests {
         half.connection_limit = crate::postgres::catalog::DATCONNLIMIT_INVALID;
         catalog.databases.push(half);
         let spec = spec(serde_json::json!({"databases": [{"name": "half", "owner": ADMIN}]}));
-        let plan = plan(&spec, &catalog, ADMIN).unwrap();
+        let plan = plan(&spec, &catalog, ADMIN, &PrivilegedRole::default()).unwrap();
         assert_eq!(
-            sql(&plan),
+            sql(&plan)[..2],
             [
                 (None, "DROP DATABASE IF EXISTS \"half\" WITH (FORCE)"),
                 (
@@ -1051,13 +1263,165 @@ mod tests {
     }
 
     #[test]
+    fn the_first_configuration_creates_the_privileged_role_before_its_members() {
+        let mut fresh = catalog();
+        fresh.roles.retain(|r| r.name != "neon_superuser");
+        let spec = spec(serde_json::json!({
+            "roles": [{"name": "alice", "encrypted_password": null}],
+            "databases": [{"name": "shop", "owner": "alice"}],
+        }));
+        let plan = plan(&spec, &fresh, ADMIN, &PrivilegedRole::default()).unwrap();
+        let (grant, defaults) = (grant_on("shop"), default_privileges());
+        assert_eq!(
+            sql(&plan),
+            [
+                (
+                    None,
+                    "CREATE ROLE \"neon_superuser\" WITH NOLOGIN CREATEDB CREATEROLE \
+                     REPLICATION BYPASSRLS IN ROLE \"pg_read_all_data\", \"pg_write_all_data\""
+                ),
+                (
+                    None,
+                    "GRANT \"pg_monitor\" TO \"neon_superuser\" WITH ADMIN OPTION"
+                ),
+                (
+                    None,
+                    "GRANT \"pg_signal_backend\" TO \"neon_superuser\" WITH ADMIN OPTION"
+                ),
+                (
+                    None,
+                    "GRANT EXECUTE ON FUNCTION pg_catalog.pg_show_replication_origin_status() \
+                     TO \"neon_superuser\""
+                ),
+                (None, defaults.as_str()),
+                (
+                    None,
+                    "CREATE ROLE \"alice\" WITH LOGIN CREATEDB CREATEROLE REPLICATION BYPASSRLS \
+                     INHERIT IN ROLE \"neon_superuser\""
+                ),
+                (None, "CREATE DATABASE \"shop\" WITH OWNER = \"alice\""),
+                (None, grant.as_str()),
+                (Some("shop"), defaults.as_str()),
+            ]
+        );
+        // The role and its members go in one transaction: made whole, or not at all.
+        let batches = crate::postgres::reconcile::batch_lengths(&plan.statements);
+        assert_eq!(batches, [6, 1, 1, 1]);
+        assert_eq!(
+            plan.statements[0].describes,
+            "create the privileged role \"neon_superuser\""
+        );
+
+        // Another name, on PostgreSQL 16: the same, plus what 16 has.
+        fresh.server_version_num = 160_004;
+        let mine = PrivilegedRole::parse("my_superuser").unwrap();
+        let plan = super::plan(&spec, &fresh, ADMIN, &mine).unwrap();
+        assert_eq!(
+            plan.statements
+                .iter()
+                .filter(|s| s.kind == StatementKind::Grant && s.database.is_none())
+                .count(),
+            7,
+            "{plan:?}"
+        );
+        let alice = plan
+            .statements
+            .iter()
+            .find(|s| s.object == "role \"alice\"");
+        assert!(alice.is_some_and(|s| s.sql.ends_with("IN ROLE \"my_superuser\"")));
+    }
+
+    #[test]
+    fn declared_attributes_win_over_the_members_defaults_and_existing_roles_keep_theirs() {
+        let mut catalog = catalog();
+        let mut old = CatalogRole::new(20, "old");
+        old.login = true;
+        catalog.roles.push(old);
+        let spec = spec(serde_json::json!({
+            "roles": [
+                {"name": "careful", "encrypted_password": null,
+                 "options": [{"name": "NOCREATEDB"}, {"name": "NOINHERIT"},
+                             {"name": "REPLICATION", "value": "false"}]},
+                {"name": "old", "encrypted_password": null},
+            ],
+        }));
+        let plan = plan(&spec, &catalog, ADMIN, &PrivilegedRole::default()).unwrap();
+        assert_eq!(
+            sql(&plan),
+            [(
+                None,
+                "CREATE ROLE \"careful\" WITH LOGIN NOCREATEDB CREATEROLE NOREPLICATION \
+                 BYPASSRLS NOINHERIT IN ROLE \"neon_superuser\""
+            )]
+        );
+    }
+
+    #[test]
+    fn a_database_without_the_grant_gets_it_and_one_with_it_does_not() {
+        let mut catalog = catalog();
+        catalog
+            .databases
+            .push(CatalogDatabase::new(30, "bare", ADMIN));
+        catalog
+            .databases
+            .push(granted(CatalogDatabase::new(31, "given", ADMIN)));
+        let mut other = CatalogDatabase::new(32, "other", ADMIN);
+        other.all_privileges_to.push(PRIVILEGED_OID + 1);
+        catalog.databases.push(other);
+        let spec = spec(serde_json::json!({
+            "databases": [{"name": "bare", "owner": ADMIN}, {"name": "given", "owner": ADMIN},
+                          {"name": "other", "owner": ADMIN}],
+        }));
+        let plan = plan(&spec, &catalog, ADMIN, &PrivilegedRole::default()).unwrap();
+        let (bare, other) = (grant_on("bare"), grant_on("other"));
+        assert_eq!(sql(&plan), [(None, bare.as_str()), (None, other.as_str())]);
+    }
+
+    #[test]
+    fn the_privileged_role_is_compute_ctl_s_to_manage() {
+        let spec_declaring = spec(serde_json::json!({
+            "roles": [{"name": "neon_superuser", "encrypted_password": MD5}],
+        }));
+        let plan = plan(
+            &spec_declaring,
+            &catalog(),
+            ADMIN,
+            &PrivilegedRole::default(),
+        )
+        .unwrap();
+        assert!(plan.is_empty());
+        assert_eq!(
+            plan.notes,
+            ["role \"neon_superuser\" is the privileged role (--privileged-role-name): left as it is"]
+        );
+        for value in [
+            serde_json::json!({"delta_operations": [{"action": "delete_role", "name": "neon_superuser"}]}),
+            serde_json::json!({"delta_operations": [{"action": "rename_role", "name": "neon_superuser", "new_name": "x"}]}),
+        ] {
+            let err = super::plan(
+                &spec(value.clone()),
+                &catalog(),
+                ADMIN,
+                &PrivilegedRole::default(),
+            )
+            .unwrap_err();
+            assert_eq!(err.object, "role \"neon_superuser\"", "{value}");
+            assert!(err.message.contains("--privileged-role-name"), "{err}");
+        }
+        let as_admin = PrivilegedRole::parse(ADMIN).unwrap();
+        let err =
+            super::plan(&spec(serde_json::json!({})), &catalog(), ADMIN, &as_admin).unwrap_err();
+        assert!(err.message.contains("admin role"), "{err}");
+    }
+
+    #[test]
     fn skip_flag_and_read_only_computes_plan_nothing() {
         let roles = serde_json::json!([{"name": "alice"}]);
         for extra in [
             serde_json::json!({"roles": roles, "skip_pg_catalog_updates": true}),
             serde_json::json!({"roles": roles, "mode": "Replica"}),
         ] {
-            let plan = plan(&spec(extra), &catalog(), ADMIN).unwrap();
+            let plan = plan(&spec(extra), &catalog(), ADMIN, &PrivilegedRole::default()).unwrap();
             assert!(plan.is_empty());
             assert_eq!(plan.notes.len(), 1);
         }

@@ -9,6 +9,7 @@ use states::{ErrorKind, PhaseName, StepError, StepName};
 
 use crate::postgres::catalog::CatalogSnapshot;
 use crate::postgres::plan::{plan, Plan, Statement, StatementKind};
+use crate::postgres::privileged::PrivilegedRole;
 use crate::postgres::quote::option_word;
 use crate::spec::ComputeSpec;
 
@@ -170,11 +171,12 @@ pub fn connect(
 }
 
 /// Reads the catalog once, plans, and applies: the whole of what the `configuring` phase does
-/// for roles, databases and delta operations.
+/// for roles, databases and delta operations, and the privileged role.
 pub fn reconcile(
     config: &postgres::Config,
     spec: &ComputeSpec,
     admin_role: &str,
+    privileged: &PrivilegedRole,
 ) -> Result<ApplyReport, ApplyError> {
     let admin_database = config.get_dbname().unwrap_or("the admin database");
     let admin = connect(config, None).map_err(|e| {
@@ -185,7 +187,7 @@ pub fn reconcile(
             None,
         )
     })?;
-    reconcile_on(admin, config, spec, admin_role)
+    reconcile_on(admin, config, spec, admin_role, privileged)
 }
 
 /// `reconcile` on an admin connection already open (to the database `config` names), which
@@ -195,9 +197,10 @@ pub fn reconcile_on(
     config: &postgres::Config,
     spec: &ComputeSpec,
     admin_role: &str,
+    privileged: &PrivilegedRole,
 ) -> Result<ApplyReport, ApplyError> {
     let snapshot = CatalogSnapshot::read(&mut admin)?;
-    let plan = plan(spec, &snapshot, admin_role)?;
+    let plan = plan(spec, &snapshot, admin_role, privileged)?;
     let mut admin = Some(admin);
     let mut report = apply(
         |database| match (database, admin.take()) {
@@ -299,6 +302,12 @@ fn batches(statements: &[Statement]) -> Vec<&[Statement]> {
         }
     }
     out
+}
+
+/// How many statements each round trip of `statements` holds, for tests of the plan.
+#[cfg(test)]
+pub(crate) fn batch_lengths(statements: &[Statement]) -> Vec<usize> {
+    batches(statements).iter().map(|b| b.len()).collect()
 }
 
 /// Sends one batch: a lone statement as it is, several as one transaction in one round trip,

@@ -22,6 +22,7 @@ mod neon_api;
 mod operations;
 mod postgres_config;
 mod prepare;
+mod privileged;
 mod reconcile;
 mod reconfigure;
 mod spec;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use compute_ctl::postgres::config::render_pg_hba;
-use compute_ctl::postgres::{admin_config, reconcile, ApplyError, ApplyReport};
+use compute_ctl::postgres::{admin_config, reconcile, ApplyError, ApplyReport, PrivilegedRole};
 use compute_ctl::spec::ComputeSpec;
 use postgres::Client;
 use serde_json::json;
@@ -18,6 +18,14 @@ const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/fixtures/specs/neon-cluster-spec.json"
 );
+
+/// What the first configuration of a cluster sends for the privileged role: its `CREATE
+/// ROLE`, three grants (PostgreSQL 15) and its default privileges in the admin database.
+const PRIVILEGED_ROLE_STATEMENTS: usize = 5;
+
+/// What each database created gets for the privileged role: the grant of all privileges on
+/// it, and the default privileges in it.
+const PER_DATABASE_CREATED: usize = 2;
 
 fn fixture() -> ComputeSpec {
     serde_json::from_slice(&std::fs::read(FIXTURE).unwrap()).unwrap()
@@ -39,7 +47,7 @@ fn spec(
 
 fn apply(pg: &TestPostgres, spec: &ComputeSpec) -> Result<ApplyReport, ApplyError> {
     let config = admin_config(&pg.connstr(SUPERUSER, "postgres"), &[]).unwrap();
-    reconcile(&config, spec, SUPERUSER)
+    reconcile(&config, spec, SUPERUSER, &PrivilegedRole::default())
 }
 
 /// Applies `spec`, then applies it again and checks the second pass sends nothing.
@@ -113,9 +121,14 @@ fn neon_fixture_is_applied_on_a_fresh_cluster_and_then_sends_nothing() {
 
     let spec = fixture();
     let report = apply_twice(&pg, &spec);
-    assert_eq!(report.statements_sent, 9, "{:?}", report.summary);
+    assert_eq!(
+        report.statements_sent,
+        9 + PRIVILEGED_ROLE_STATEMENTS + 3 * PER_DATABASE_CREATED,
+        "{:?}",
+        report.summary
+    );
     assert!(
-        summary_has(&report, "create_role: 6"),
+        summary_has(&report, "create_role: 7"),
         "{:?}",
         report.summary
     );
@@ -194,7 +207,7 @@ fn neon_fixture_delta_operations_rename_and_drop_what_exists() {
         "drop_owned: 2",
         "drop_role: 1",
         "rename_role: 1",
-        "create_role: 5",
+        "create_role: 6",
         "alter_role: 1",
         "create_database: 2",
         "alter_database_owner: 1",
@@ -362,7 +375,10 @@ fn hostile_names_survive_the_round_trip() {
         .collect();
     let spec = spec(json!(roles_json), json!(databases_json), json!([]));
     let report = apply_twice(&pg, &spec);
-    assert_eq!(report.statements_sent, names.len() * 2);
+    assert_eq!(
+        report.statements_sent,
+        PRIVILEGED_ROLE_STATEMENTS + names.len() * (2 + PER_DATABASE_CREATED)
+    );
 
     let roles = roles(&mut client);
     assert!(roles.contains_key("x"), "role x survived");
@@ -464,7 +480,7 @@ fn roles_the_spec_does_not_name_are_never_touched() {
         client
             .query(
                 "SELECT row(a.*)::text FROM pg_authid a \
-                 WHERE rolname NOT IN ('declared') ORDER BY rolname",
+                 WHERE rolname NOT IN ('declared', 'neon_superuser') ORDER BY rolname",
                 &[],
             )
             .unwrap()
@@ -485,7 +501,12 @@ fn roles_the_spec_does_not_name_are_never_touched() {
         json!([]),
     );
     let report = apply_twice(&pg, &spec_ok);
-    assert_eq!(report.statements_sent, 2, "{:?}", report.summary);
+    assert_eq!(
+        report.statements_sent,
+        2 + PRIVILEGED_ROLE_STATEMENTS + PER_DATABASE_CREATED,
+        "{:?}",
+        report.summary
+    );
     assert!(report.summary.iter().any(|l| l.contains("admin role")));
     assert_eq!(
         all_roles(&mut client),
@@ -557,7 +578,10 @@ fn an_owner_that_is_not_a_role_fails_before_anything_is_sent() {
         json!([{"name": "d1", "owner": "a"}, {"name": "d2", "owner": "ghost"}]),
         json!([]),
     );
-    assert_eq!(apply_twice(&pg, &good).statements_sent, 4);
+    assert_eq!(
+        apply_twice(&pg, &good).statements_sent,
+        4 + PRIVILEGED_ROLE_STATEMENTS + 2 * PER_DATABASE_CREATED
+    );
 }
 
 #[test]
@@ -588,7 +612,11 @@ fn a_failure_half_way_names_the_object_and_the_next_apply_finishes() {
         json!([{"name": "good", "owner": "a"}, {"name": "bad", "owner": "b"}]),
         json!([]),
     );
-    assert_eq!(apply_twice(&pg, &good).statements_sent, 1);
+    // The privileged role came with the first statements.
+    assert_eq!(
+        apply_twice(&pg, &good).statements_sent,
+        1 + PER_DATABASE_CREATED
+    );
 }
 
 #[test]
@@ -681,7 +709,12 @@ fn delete_and_rename_database_work_with_sessions_connected() {
         ]),
     );
     let report = apply_twice(&pg, &ops);
-    assert_eq!(report.statements_sent, 3, "{:?}", report.summary);
+    assert_eq!(
+        report.statements_sent,
+        3 + PRIVILEGED_ROLE_STATEMENTS,
+        "{:?}",
+        report.summary
+    );
     let dbs = databases(&mut client);
     assert!(!dbs.contains_key("gone") && !dbs.contains_key("old_name"));
     assert_eq!(dbs["new name"].0, old_oid);
@@ -705,7 +738,12 @@ fn an_invalid_database_is_dropped_and_created_again() {
         .batch_execute("UPDATE pg_database SET datconnlimit = -2 WHERE datname = 'half'")
         .unwrap();
     let report = apply_twice(&pg, &spec);
-    assert_eq!(report.statements_sent, 2, "{:?}", report.summary);
+    assert_eq!(
+        report.statements_sent,
+        2 + PER_DATABASE_CREATED,
+        "{:?}",
+        report.summary
+    );
     assert!(summary_has(&report, "drop_database: 1"));
     assert!(summary_has(&report, "create_database: 1"));
     let dbs = databases(&mut client);
@@ -752,7 +790,10 @@ fn user_settings_on_the_admin_role_cannot_break_reconciliation() {
         json!([{"name": "big", "owner": "r"}]),
         json!([]),
     );
-    assert_eq!(apply_twice(&pg, &spec).statements_sent, 2);
+    assert_eq!(
+        apply_twice(&pg, &spec).statements_sent,
+        2 + PRIVILEGED_ROLE_STATEMENTS + PER_DATABASE_CREATED
+    );
 }
 
 /// Not a timed test: prints how long 2,000 roles and 200 databases take on a fresh cluster,
