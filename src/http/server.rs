@@ -2,6 +2,8 @@
 //! reads each request whole within its limits (`limits.rs`), hands it to the request threads
 //! as a `Job`, and writes the answers they (or the parking) give back through a `Responder`.
 //! A slow or silent client costs a buffer, never a thread: it is cut off at its deadline.
+//! It serves several listening sockets (Neon's external and internal ports), each marked with
+//! the `Listener` it is, which every request it brings carries.
 //!
 //! A connection is, in turn: idle (no byte of its next request yet), receiving the head,
 //! receiving the body, dispatched (a thread or the parking has it), writing the answer; then
@@ -35,6 +37,16 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest sleep of the loop without an event.
 const POLL_TIMEOUT_MS_MAX: i32 = 1000;
 
+/// Which listening socket a request came on, and so whether its token is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// `--http-addr`, or Neon's `--external-http-port`: tokens are checked when keys exist.
+    External,
+    /// Neon's `--internal-http-port`, on loopback only: for processes of this machine, no
+    /// token (as Neon's internal server).
+    Internal,
+}
+
 /// A request read whole: head and body.
 #[derive(Debug)]
 pub struct Request {
@@ -43,6 +55,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub peer: SocketAddr,
+    /// The listener it came on.
+    pub listener: Listener,
     /// Returns the body's bytes to `BODIES_BYTES_MAX` when the request is done.
     _lease: Lease,
 }
@@ -156,27 +170,30 @@ impl Drop for Responder {
     }
 }
 
-/// Binds `addr`; connections wait in the backlog until `start`.
-pub fn bind(addr: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {addr}: {e}"))
+/// Binds `addr`, which the command line's `flag` gave (named in the error); connections wait
+/// in the backlog until `start`.
+pub fn bind(addr: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {flag} {addr}: {e}"))
 }
 
-/// Starts the I/O thread on `listener`; requests go to `jobs`.
+/// Starts the I/O thread on `listeners`; requests go to `jobs`.
 pub fn start(
-    listener: TcpListener,
+    listeners: Vec<(TcpListener, Listener)>,
     jobs: SyncSender<Job>,
     writes_pending: Arc<AtomicUsize>,
 ) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    // std listens with a backlog of 128: a burst of connections beyond it would wait for
-    // SYN retries. Listening again on a listening socket only changes the backlog.
-    // SAFETY: a valid, listening socket descriptor.
-    let backlog = i32::try_from(CONNECTIONS_MAX).unwrap_or(i32::MAX);
-    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
-        log::debug!(
-            "http: cannot raise the listen backlog: {}",
-            std::io::Error::last_os_error()
-        );
+    for (listener, _) in &listeners {
+        listener.set_nonblocking(true)?;
+        // std listens with a backlog of 128: a burst of connections beyond it would wait for
+        // SYN retries. Listening again on a listening socket only changes the backlog.
+        // SAFETY: a valid, listening socket descriptor.
+        let backlog = i32::try_from(CONNECTIONS_MAX).unwrap_or(i32::MAX);
+        if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
+            log::debug!(
+                "http: cannot raise the listen backlog: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
     let (wake_tx, wake_rx) = UnixStream::pair()?;
     wake_tx.set_nonblocking(true)?;
@@ -188,7 +205,7 @@ pub fn start(
         bodies_bytes: AtomicUsize::new(0),
     });
     let mut server = Server {
-        listener,
+        listeners,
         wake: wake_rx,
         io,
         jobs,
@@ -230,6 +247,7 @@ enum State {
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
+    listener: Listener,
     buf: Vec<u8>,
     state: State,
     deadline: Instant,
@@ -237,7 +255,8 @@ struct Conn {
 }
 
 struct Server {
-    listener: TcpListener,
+    /// Every listening socket, polled first, in this order.
+    listeners: Vec<(TcpListener, Listener)>,
     wake: UnixStream,
     io: Arc<Io>,
     jobs: SyncSender<Job>,
@@ -264,10 +283,13 @@ impl Server {
             fds.clear();
             ids.clear();
             let listening = self.accept_paused_until.is_none_or(|until| now >= until);
-            fds.push(pollfd(
-                self.listener.as_raw_fd(),
-                if listening { libc::POLLIN } else { 0 },
-            ));
+            for (listener, _) in &self.listeners {
+                fds.push(pollfd(
+                    listener.as_raw_fd(),
+                    if listening { libc::POLLIN } else { 0 },
+                ));
+            }
+            let wake_at = self.listeners.len();
             fds.push(pollfd(self.wake.as_raw_fd(), libc::POLLIN));
             let mut next_deadline = now + Duration::from_millis(POLL_TIMEOUT_MS_MAX as u64);
             for (id, conn) in &self.conns {
@@ -299,14 +321,16 @@ impl Server {
                 }
                 continue;
             }
-            if fds[1].revents != 0 {
+            if fds[wake_at].revents != 0 {
                 self.take_outbox();
             }
-            if fds[0].revents != 0 {
-                self.accept();
+            for at in 0..wake_at {
+                if fds[at].revents != 0 {
+                    self.accept(at);
+                }
             }
             for (i, id) in ids.iter().enumerate() {
-                let revents = fds[i + 2].revents;
+                let revents = fds[i + wake_at + 1].revents;
                 if revents != 0 {
                     self.on_event(*id, revents);
                 }
@@ -335,9 +359,16 @@ impl Server {
         }
     }
 
-    fn accept(&mut self) {
+    /// Accepts what waits on the listener at `at` of `listeners`.
+    fn accept(&mut self, at: usize) {
+        let Some(kind) = self.listeners.get(at).map(|(_, kind)| *kind) else {
+            return;
+        };
         loop {
-            match self.listener.accept() {
+            let Some((listener, _)) = self.listeners.get(at) else {
+                return;
+            };
+            match listener.accept() {
                 Ok((stream, peer)) => {
                     if self.conns.len() >= CONNECTIONS_MAX {
                         self.refuse(stream, peer);
@@ -357,6 +388,7 @@ impl Server {
                         Conn {
                             stream,
                             peer,
+                            listener: kind,
                             buf: Vec::new(),
                             state: State::Idle,
                             deadline: Instant::now() + IDLE_TIMEOUT,
@@ -545,6 +577,7 @@ impl Server {
                         headers: head.headers,
                         body,
                         peer: conn.peer,
+                        listener: conn.listener,
                         _lease: lease,
                     };
                     let responder = Responder {
