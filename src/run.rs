@@ -493,10 +493,13 @@ fn admit_spec_file(args: &RunArgs, admission: &SpecAdmission) -> Result<FromFile
         });
     };
     match admission.admit_config_file(path) {
-        Ok(SpecFile::Spec(admitted)) => Ok(FromFile {
-            compute_ctl_config: admitted.spec.compute_ctl_config.clone(),
-            spec: Some(Arc::new(admitted.spec)),
-        }),
+        Ok(SpecFile::Spec(admitted)) => {
+            let spec = admitted.spec;
+            Ok(FromFile {
+                compute_ctl_config: spec.compute_ctl_config.clone(),
+                spec: Some(Arc::new(spec)),
+            })
+        }
         Ok(SpecFile::NoSpec { compute_ctl_config }) => {
             log::info!(
                 "-S {} holds no spec (spec is null): waiting for one (POST /configure, \

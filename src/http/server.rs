@@ -324,10 +324,12 @@ impl Server {
             if fds[wake_at].revents != 0 {
                 self.take_outbox();
             }
-            for at in 0..wake_at {
-                if fds[at].revents != 0 {
-                    self.accept(at);
-                }
+            let ready: Vec<usize> = (fds[..wake_at].iter().enumerate())
+                .filter(|(_, fd)| fd.revents != 0)
+                .map(|(at, _)| at)
+                .collect();
+            for at in ready {
+                self.accept(at);
             }
             for (i, id) in ids.iter().enumerate() {
                 let revents = fds[i + wake_at + 1].revents;

@@ -12,8 +12,8 @@ use super::parse::{read_json, ENVELOPE_CONFIG_KEY, ENVELOPE_SPEC_KEY};
 /// What a `-S/--config` file holds (`Debug` as `ParsedSpec`'s: no secret shown).
 #[derive(Debug)]
 pub enum SpecFile {
-    /// A spec to run, bare or in Neon's envelope.
-    Spec(Admitted),
+    /// A spec to run, bare or in Neon's envelope (boxed: a spec is large, the other is not).
+    Spec(Box<Admitted>),
     /// Neon's envelope with `"spec": null`: nothing to run until a spec comes.
     NoSpec {
         /// The envelope's `compute_ctl_config`, when it has one (not `null`).
@@ -35,7 +35,8 @@ impl SpecAdmission {
             }
         }
         // Not an envelope without a spec: admission reads it again and says what is wrong.
-        self.admit_bytes_of(path, &bytes).map(SpecFile::Spec)
+        self.admit_bytes_of(path, &bytes)
+            .map(|admitted| SpecFile::Spec(Box::new(admitted)))
     }
 }
 
