@@ -29,6 +29,7 @@ Exit codes:
 Environment:
   COMPUTE_CTL_LOG           log level: error, warn, info (default), debug, trace
   NEON_CONTROL_PLANE_TOKEN  Bearer token for the control plane of -p/--control-plane-uri
+  POSTGRES_PATH             the postgres binary when -b/--pgbin is not given (Neon's)
 
 Example (the embedded default: a fresh initdb, Postgres on 127.0.0.1:55432):
   compute_ctl -D /tmp/compute/pgdata -S fixtures/specs/embedded-default.json
@@ -109,6 +110,23 @@ pub struct RunArgs {
     /// Serve the API on a non-loopback --http-addr without authentication (refused otherwise)
     #[arg(long)]
     pub insecure_http: bool,
+    /// Neon's: the API on 0.0.0.0:P, with the authentication of a non-loopback --http-addr
+    /// (it replaces --http-addr)
+    #[arg(long, value_name = "P", conflicts_with = "http_addr")]
+    pub external_http_port: Option<u16>,
+    /// Neon's older name of --external-http-port
+    #[arg(long, value_name = "P", conflicts_with_all = ["http_addr", "external_http_port"])]
+    pub http_port: Option<u16>,
+    /// Neon's: the same API without authentication on 127.0.0.1:Q, for processes of this
+    /// machine
+    #[arg(long, value_name = "Q")]
+    pub internal_http_port: Option<u16>,
+    /// Neon's bound on Postgres's start, in seconds: from spawning the postmaster to its first
+    /// accepted connection (instead of 30 s to postmaster.pid and 300 s more to accepting)
+    #[arg(long, value_name = "SECONDS")]
+    pub pg_init_timeout: Option<u64>,
+    #[command(flatten)]
+    pub neon_ignored: NeonIgnored,
 
     /// Logs go to stderr; the level comes from $COMPUTE_CTL_LOG (default info)
     #[arg(long, value_enum, default_value = "text")]
@@ -132,6 +150,100 @@ pub struct RunArgs {
     /// In `empty`, prepare a cluster for the embedded default before a spec arrives
     #[arg(long)]
     pub prepare: bool,
+}
+
+/// Neon compute_ctl's flags that mean nothing here (Neon's `compute_tools/src/bin/compute_ctl.rs`
+/// gives their shapes: a switch, a value, `--lakebase-mode true|false`): accepted so that
+/// Neon's tools start compute_ctl unchanged, and logged as ignored (never their values: a
+/// connection string may hold a password).
+#[derive(Debug, Default, Args)]
+#[command(next_help_heading = "Neon's flags, accepted and ignored")]
+pub struct NeonIgnored {
+    /// Neon's development mode (it skips VM-only steps; there are none here)
+    #[arg(long)]
+    pub dev: bool,
+    /// Neon's remote extension storage (extensions come from the Postgres installation here)
+    #[arg(short = 'r', long, value_name = "URL")]
+    pub remote_ext_base_url: Option<String>,
+    /// Neon's swap resizing on a VM
+    #[arg(long)]
+    pub resize_swap_on_bind: bool,
+    /// Neon's disk quota on a VM's file system
+    #[arg(long, value_name = "FS")]
+    pub set_disk_quota_for_fs: Option<String>,
+    /// Neon's cgroup for Postgres on a VM
+    #[arg(long, value_name = "NAME")]
+    pub cgroup: Option<String>,
+    /// Neon's vm-monitor connection to Postgres for the local file cache
+    #[arg(long, value_name = "CONNSTR")]
+    pub filecache_connstr: Option<String>,
+    /// Neon's vm-monitor address (the sidecar here is --vm-monitor)
+    #[arg(long, value_name = "ADDR")]
+    pub vm_monitor_addr: Option<String>,
+    /// Neon's interval of its installed-extensions metric, in seconds
+    #[arg(long, value_name = "SECONDS")]
+    pub installed_extensions_collection_interval: Option<u64>,
+    /// Neon's Lakebase (Hadron) deployment mode
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub lakebase_mode: Option<bool>,
+}
+
+impl NeonIgnored {
+    /// The flags given, each with why it means nothing here.
+    pub fn given(&self) -> Vec<(&'static str, &'static str)> {
+        let flags = [
+            (
+                self.dev,
+                "--dev",
+                "Neon's development mode skips VM-only steps, and there are none here",
+            ),
+            (
+                self.remote_ext_base_url.is_some(),
+                "--remote-ext-base-url",
+                "extensions come from the Postgres installation, not from remote storage",
+            ),
+            (
+                self.resize_swap_on_bind,
+                "--resize-swap-on-bind",
+                "swap is the machine's, not resized here",
+            ),
+            (
+                self.set_disk_quota_for_fs.is_some(),
+                "--set-disk-quota-for-fs",
+                "disk quotas are the machine's, not set here",
+            ),
+            (
+                self.cgroup.is_some(),
+                "--cgroup",
+                "Postgres runs in compute_ctl's own cgroup",
+            ),
+            (
+                self.filecache_connstr.is_some(),
+                "--filecache-connstr",
+                "there is no local file cache (a Neon extension)",
+            ),
+            (
+                self.vm_monitor_addr.is_some(),
+                "--vm-monitor-addr",
+                "the sidecar is started with --vm-monitor and gets no address",
+            ),
+            (
+                self.installed_extensions_collection_interval.is_some(),
+                "--installed-extensions-collection-interval",
+                "there is no installed-extensions metric",
+            ),
+            (
+                self.lakebase_mode.is_some(),
+                "--lakebase-mode",
+                "there is no Lakebase deployment mode",
+            ),
+        ];
+        flags
+            .into_iter()
+            .filter(|(given, _, _)| *given)
+            .map(|(_, flag, why)| (flag, why))
+            .collect()
+    }
 }
 
 /// What `running` does with a drift (`--drift`).
@@ -283,6 +395,108 @@ mod tests {
                 shell: CompletionShell::Zsh
             })
         ));
+    }
+
+    /// neon_local's invocation (Neon's `control_plane/src/endpoint.rs`), with the flags it
+    /// adds for `--dev` and a remote extension gateway.
+    #[test]
+    fn parses_neon_locals_invocation() {
+        let cli = Cli::try_parse_from([
+            "compute_ctl",
+            "--external-http-port",
+            "55433",
+            "--internal-http-port",
+            "55434",
+            "--pgdata",
+            "/e/pgdata",
+            "--connstr",
+            "postgresql://cloud_admin@127.0.0.1:55432/postgres",
+            "--config",
+            "/e/config.json",
+            "--pgbin",
+            "/pg/bin/postgres",
+            "--compute-id",
+            "ep-1",
+            "--remote-ext-base-url",
+            "http://ext",
+            "--dev",
+        ])
+        .unwrap();
+        assert_eq!(cli.run.external_http_port, Some(55433));
+        assert_eq!(cli.run.internal_http_port, Some(55434));
+        assert_eq!(cli.run.compute_id.as_deref(), Some("ep-1"));
+        assert_eq!(cli.run.spec.unwrap(), PathBuf::from("/e/config.json"));
+        let ignored: Vec<&str> = cli.run.neon_ignored.given().iter().map(|g| g.0).collect();
+        assert_eq!(ignored, ["--dev", "--remote-ext-base-url"]);
+    }
+
+    /// Neon's shapes: switches take no value, the others one, `--lakebase-mode` a boolean.
+    #[test]
+    fn neon_flags_that_mean_nothing_keep_their_shapes() {
+        let cli = Cli::try_parse_from([
+            "compute_ctl",
+            "-D",
+            "/d",
+            "--dev",
+            "-r",
+            "http://ext",
+            "--resize-swap-on-bind",
+            "--set-disk-quota-for-fs",
+            "/var",
+            "--cgroup",
+            "neon-postgres",
+            "--filecache-connstr",
+            "host=localhost",
+            "--vm-monitor-addr",
+            "0.0.0.0:10301",
+            "--installed-extensions-collection-interval",
+            "3600",
+            "--lakebase-mode",
+            "false",
+        ])
+        .unwrap();
+        assert_eq!(cli.run.neon_ignored.given().len(), 9);
+        let refused = [
+            vec!["--lakebase-mode"],
+            vec!["--lakebase-mode", "maybe"],
+            vec!["--installed-extensions-collection-interval", "hourly"],
+            vec!["--dev=true"],
+        ];
+        for extra in refused {
+            let mut line = vec!["compute_ctl", "-D", "/d"];
+            line.extend(&extra);
+            assert!(
+                Cli::try_parse_from(&line).is_err(),
+                "{extra:?} was accepted"
+            );
+        }
+    }
+
+    /// Contradictory addresses are a bad command line naming both flags; --http-addr's default
+    /// is no contradiction.
+    #[test]
+    fn contradictory_http_flags_are_refused() {
+        for (a, b) in [
+            ("--http-addr", "--external-http-port"),
+            ("--http-addr", "--http-port"),
+            ("--external-http-port", "--http-port"),
+        ] {
+            let value = |flag: &str| {
+                if flag == "--http-addr" {
+                    "127.0.0.1:1"
+                } else {
+                    "1"
+                }
+            };
+            let err = Cli::try_parse_from(["compute_ctl", "-D", "/d", a, value(a), b, value(b)])
+                .unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+            assert_eq!(err.exit_code(), 2);
+            let text = err.to_string();
+            assert!(text.contains(a) && text.contains(b), "{text}");
+        }
+        let cli = Cli::try_parse_from(["compute_ctl", "-D", "/d", "--http-port", "3080"]).unwrap();
+        assert_eq!(cli.run.http_port, Some(3080));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::postgres::connect::AdminConnection;
 use crate::postgres::monitor::{Monitor, Reports};
 use crate::postgres::process::{Binaries, StartDeadlines};
 use crate::replay::Replay;
-use crate::spec::{ParsedSpec, SettingCatalog, SpecAdmission};
+use crate::spec::{ParsedSpec, SettingCatalog, SpecAdmission, SpecFile};
 use crate::step_env::StepEnv;
 use crate::view::{Published, StateView};
 
@@ -67,6 +67,25 @@ struct Setup {
     /// `--auth-public-key`, read.
     auth_key: Option<ed25519_dalek::VerifyingKey>,
     admission: SpecAdmission,
+    /// Where the API listens: `--http-addr` or Neon's ports.
+    endpoints: Vec<Endpoint>,
+    /// `--pg-init-timeout`, or the defaults.
+    deadlines: StartDeadlines,
+}
+
+/// One address the API listens on, the flag that gave it, and whether tokens are checked.
+#[derive(Clone, Debug)]
+struct Endpoint {
+    addr: String,
+    /// What the command line said, for messages: `--http-addr`, `--external-http-port` ...
+    flag: &'static str,
+    listener: http::Listener,
+}
+
+/// What the `-S` file gave: a spec to run, and the envelope's settings of compute_ctl itself.
+struct FromFile {
+    spec: Option<Arc<ParsedSpec>>,
+    compute_ctl_config: Option<serde_json::Value>,
 }
 
 /// The journal opened (locked) and what it says of earlier runs.
@@ -83,14 +102,20 @@ struct Opened {
 fn start(args: RunArgs) -> Result<ExitCode, Stop> {
     let clock = Clock::start();
     let setup = check_command_line(&args)?;
-    let from_file = admit_spec_file(&args, &setup.admission)?;
+    for (flag, why) in args.neon_ignored.given() {
+        log::info!("{flag} (Neon's) is ignored: {why}");
+    }
+    let FromFile {
+        spec: from_file,
+        compute_ctl_config,
+    } = admit_spec_file(&args, &setup.admission)?;
     // A spec file means a start: someone else's PGDATA is refused before the state directory
     // (LOCK, journal/) is created beside it. Without -S, only the journal can say whether a
     // start follows: checked below, once it is read.
     if from_file.is_some() {
         refuse_foreign_pgdata(&setup.pgdata, &setup.state_dir)?;
     }
-    let auth = lock_the_front_door(&args, &setup, from_file.as_deref())?;
+    let auth = lock_the_front_door(&args, &setup, compute_ctl_config.as_ref())?;
     let opened = open_journal(&setup.state_dir)?;
     // One PGDATA, one compute_ctl, whatever its state directory; held until the exit.
     lock_pgdata(&setup.pgdata)?;
@@ -122,15 +147,33 @@ fn start(args: RunArgs) -> Result<ExitCode, Stop> {
     );
     // A busy address is refused before anything is written; requests wait in the backlog
     // until the start record is durable, so no view served predates it.
-    let server =
-        http::bind(&args.http_addr).map_err(|e| refuse(ExitCode::Fatal, format!("{e:#}")))?;
+    let listeners = setup
+        .endpoints
+        .iter()
+        .map(|endpoint| {
+            http::bind(&endpoint.addr, endpoint.flag)
+                .map(|listener| (listener, endpoint.listener))
+                .map_err(|e| refuse(ExitCode::Fatal, format!("{e:#}")))
+        })
+        .collect::<Result<Vec<_>, Stop>>()?;
     write_start_record(&mut journal, &setup.pgdata, &report, &replay, clock)?;
     published.publish(StateView::starting(
         journal.epoch(),
         journal.last_seq(),
         &start_time,
     ));
-    http::serve(server, api.clone()).map_err(|e| refuse(ExitCode::Fatal, format!("{e:#}")))?;
+    http::serve(listeners, api.clone()).map_err(|e| refuse(ExitCode::Fatal, format!("{e:#}")))?;
+    for endpoint in &setup.endpoints {
+        log::info!(
+            "the API listens on {} ({}{})",
+            endpoint.addr,
+            endpoint.flag,
+            match endpoint.listener {
+                http::Listener::External => "",
+                http::Listener::Internal => ", no token needed",
+            }
+        );
+    }
     log::info!(
         "compute_ctl {} started: epoch {}, PGDATA {}, state directory {}",
         env!("CARGO_PKG_VERSION"),
@@ -192,7 +235,7 @@ impl Setup {
             binaries: self.binaries.clone(),
             pg_user: self.pg_user.clone(),
             admin: self.admin.clone(),
-            deadlines: StartDeadlines::default(),
+            deadlines: self.deadlines,
             fast_stop_timeout: std::time::Duration::from_secs(60),
             control_plane: self.control_plane.clone(),
             admission: self.admission.clone(),
@@ -207,7 +250,7 @@ fn check_command_line(args: &RunArgs) -> Result<Setup, Stop> {
         return Err(refuse(ExitCode::BadCommandLine, "-D/--pgdata is required"));
     };
     let state_dir = state_dir_for(&pgdata, args.state_dir.as_deref())?;
-    let binaries = Binaries::locate(args.pgbin.as_deref()).map_err(bad)?;
+    let binaries = locate_binaries(args)?;
     let admin = AdminConnection::parse(&args.connstr)
         .and_then(|admin| admin.with_privileged_role(args.privileged_role_name.clone()))
         .map_err(bad)?;
@@ -248,9 +291,22 @@ fn check_command_line(args: &RunArgs) -> Result<Setup, Stop> {
             "--drift-interval must be longer than 0",
         ));
     }
+    let deadlines = match args.pg_init_timeout {
+        None => StartDeadlines::default(),
+        Some(0) => {
+            return Err(refuse(
+                ExitCode::BadCommandLine,
+                "--pg-init-timeout must be at least 1 (seconds)",
+            ))
+        }
+        Some(seconds) => StartDeadlines::init_timeout(std::time::Duration::from_secs(seconds)),
+    };
+    let endpoints = endpoints(args)?;
     let catalog = SettingCatalog::load(&binaries.postgres).map_err(bad)?;
     let admission = SpecAdmission::new(Arc::new(catalog), admin.role());
     Ok(Setup {
+        endpoints,
+        deadlines,
         pgdata,
         state_dir,
         binaries,
@@ -262,40 +318,132 @@ fn check_command_line(args: &RunArgs) -> Result<Setup, Stop> {
     })
 }
 
+/// `-b`, else `$POSTGRES_PATH` (Neon's default of `-b`), else `postgres` on PATH or
+/// `pg_config --bindir`. A bare name (`postgres`, Neon's default) is looked up on PATH.
+fn locate_binaries(args: &RunArgs) -> Result<Binaries, Stop> {
+    let from_env = std::env::var_os("POSTGRES_PATH").filter(|v| !v.is_empty());
+    let (given, named) = match (&args.pgbin, from_env) {
+        (Some(path), _) => (Some(path.clone()), None),
+        (None, Some(value)) => (Some(PathBuf::from(value)), Some("POSTGRES_PATH")),
+        (None, None) => (None, None),
+    };
+    let given = given.map(|path| on_path_if_bare(&path).unwrap_or(path));
+    Binaries::locate(given.as_deref()).map_err(|e| {
+        let message = match (named, &given) {
+            (Some(variable), Some(path)) => format!(
+                "{variable}={} (the default of -b/--pgbin): {e:#}",
+                path.display()
+            ),
+            _ => format!("{e:#}"),
+        };
+        refuse(ExitCode::BadCommandLine, message)
+    })
+}
+
+/// `name` found on PATH when it is a bare file name (no `/`) that is not in the working
+/// directory, as Neon's `-b postgres` means.
+fn on_path_if_bare(name: &Path) -> Option<PathBuf> {
+    if name.components().count() != 1 || name.exists() || name.to_str()?.contains('/') {
+        return None;
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Where the API listens: Neon's `--external-http-port P` (or its older `--http-port P`) on
+/// `0.0.0.0:P` instead of `--http-addr` (clap refuses them together), and Neon's
+/// `--internal-http-port Q` on `127.0.0.1:Q` besides, without tokens. The same port for both
+/// is a contradiction (exit 2).
+fn endpoints(args: &RunArgs) -> Result<Vec<Endpoint>, Stop> {
+    let external = match (args.external_http_port, args.http_port) {
+        (Some(port), _) => Endpoint {
+            addr: format!("0.0.0.0:{port}"),
+            flag: "--external-http-port",
+            listener: http::Listener::External,
+        },
+        (None, Some(port)) => Endpoint {
+            addr: format!("0.0.0.0:{port}"),
+            flag: "--http-port",
+            listener: http::Listener::External,
+        },
+        (None, None) => Endpoint {
+            addr: args.http_addr.clone(),
+            flag: "--http-addr",
+            listener: http::Listener::External,
+        },
+    };
+    let Some(port) = args.internal_http_port else {
+        return Ok(vec![external]);
+    };
+    let external_port = external
+        .addr
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse::<u16>().ok());
+    if port != 0 && external_port == Some(port) {
+        return Err(refuse(
+            ExitCode::BadCommandLine,
+            format!(
+                "--internal-http-port {port} and {} {} name the same port: the internal API \
+                 (no token) and the external one need a port each",
+                external.flag, external.addr
+            ),
+        ));
+    }
+    let internal = Endpoint {
+        addr: format!("127.0.0.1:{port}"),
+        flag: "--internal-http-port",
+        listener: http::Listener::Internal,
+    };
+    Ok(vec![external, internal])
+}
+
 /// The API's keys (`--auth-public-key`, the `-S` envelope's `compute_ctl_config.jwks`), and
-/// the rule that a non-loopback `--http-addr` without keys is refused (exit 2) unless
-/// `--insecure-http`.
+/// the rule that a non-loopback external address (`--http-addr`, `--external-http-port`)
+/// without keys is refused (exit 2) unless `--insecure-http`. The internal port is loopback
+/// and needs no token.
 fn lock_the_front_door(
     args: &RunArgs,
     setup: &Setup,
-    from_file: Option<&ParsedSpec>,
+    compute_ctl_config: Option<&serde_json::Value>,
 ) -> Result<Arc<Auth>, Stop> {
-    let loopback = is_loopback(&args.http_addr);
+    let exposed: Vec<&Endpoint> = setup
+        .endpoints
+        .iter()
+        .filter(|e| e.listener == http::Listener::External && !is_loopback(&e.addr))
+        .collect();
     let auth = Auth::new(
         setup.auth_key,
         args.compute_id.clone(),
-        !loopback && !args.insecure_http,
+        !exposed.is_empty() && !args.insecure_http,
     );
-    if let Some(config) = from_file.and_then(|spec| spec.compute_ctl_config.as_ref()) {
+    if let Some(config) = compute_ctl_config {
         auth.use_compute_ctl_config(config);
     }
-    if !loopback && !auth.enabled() {
+    if auth.enabled() {
+        return Ok(Arc::new(auth));
+    }
+    for endpoint in exposed {
+        let shown = match endpoint.flag {
+            "--http-addr" => format!("--http-addr {}", endpoint.addr),
+            flag => format!("{flag} serves {}, which", endpoint.addr),
+        };
         if !args.insecure_http {
             return Err(refuse(
                 ExitCode::BadCommandLine,
                 format!(
-                    "--http-addr {} is not a loopback address, and the API would have no \
+                    "{shown} is not a loopback address, and the API would have no \
                      authentication: give --auth-public-key FILE (an Ed25519 PEM key) or \
                      compute_ctl_config.jwks in the -S envelope, or --insecure-http to serve \
                      it unauthenticated",
-                    args.http_addr
                 ),
             ));
         }
         log::warn!(
             "--insecure-http: the API on {} needs no token, and anyone who reaches it can \
              reconfigure or terminate the compute",
-            args.http_addr
+            endpoint.addr
         );
     }
     Ok(Arc::new(auth))
@@ -337,16 +485,34 @@ fn state_dir_for(pgdata: &Path, flag: Option<&Path>) -> Result<PathBuf, Stop> {
     Ok(state_dir)
 }
 
-/// The `-S` file, admitted: bad input changes nothing.
-fn admit_spec_file(
-    args: &RunArgs,
-    admission: &SpecAdmission,
-) -> Result<Option<Arc<ParsedSpec>>, Stop> {
+/// The `-S` file, admitted: bad input changes nothing. Neon's envelope with `"spec": null`
+/// gives no spec (a start in `empty`, as without `-S`) but its `compute_ctl_config`.
+fn admit_spec_file(args: &RunArgs, admission: &SpecAdmission) -> Result<FromFile, Stop> {
     let Some(path) = &args.spec else {
-        return Ok(None);
+        return Ok(FromFile {
+            spec: None,
+            compute_ctl_config: None,
+        });
     };
-    match admission.admit_file(path) {
-        Ok(admitted) => Ok(Some(Arc::new(admitted.spec))),
+    match admission.admit_config_file(path) {
+        Ok(SpecFile::Spec(admitted)) => {
+            let spec = admitted.spec;
+            Ok(FromFile {
+                compute_ctl_config: spec.compute_ctl_config.clone(),
+                spec: Some(Arc::new(spec)),
+            })
+        }
+        Ok(SpecFile::NoSpec { compute_ctl_config }) => {
+            log::info!(
+                "-S {} holds no spec (spec is null): waiting for one (POST /configure, \
+                 POST /spec), unless the journal has one",
+                path.display()
+            );
+            Ok(FromFile {
+                spec: None,
+                compute_ctl_config,
+            })
+        }
         Err(e) => Err(refuse(ExitCode::BadSpecFile, format!("-S {e}"))),
     }
 }

@@ -13,7 +13,7 @@ use crate::input::{ApiAnswer, ApiCall, ApiRequest, Input, SignalKind, StepExtra,
 use crate::journal::{DriftRecord, RecordBody, SpecSource, StepFinishedRecord};
 use crate::postgres::drift::Difference;
 use crate::postgres::monitor::DriftReport;
-use crate::spec::{ComputeMode, ParsedSpec, Storage};
+use crate::spec::{ComputeMode, ParsedSpec, SpecFile, Storage};
 use states::SpecOffer;
 
 impl Driver {
@@ -159,14 +159,31 @@ impl Driver {
             log::warn!("SIGHUP: no -S/--spec file to re-read");
             return Ok(());
         };
-        let spec = match self.admission.admit_file(&path) {
-            Ok(admitted) => Arc::new(admitted.spec),
+        let shown = path.display();
+        let spec = match self.admission.admit_config_file(&path) {
+            Ok(SpecFile::Spec(admitted)) => Arc::new(admitted.spec),
+            Ok(SpecFile::NoSpec { compute_ctl_config }) => {
+                // Neon's envelope with a null spec: the desired spec stays; the API's keys of
+                // its compute_ctl_config still take effect, as at start.
+                log::info!(
+                    "SIGHUP: {shown} holds no spec (spec is null): nothing to apply, the \
+                     desired spec stays (generation {})",
+                    self.phase
+                        .ctx()
+                        .desired
+                        .as_ref()
+                        .map_or_else(|| "none".to_string(), |d| d.generation.to_string())
+                );
+                if let Some(config) = &compute_ctl_config {
+                    self.world.compute_ctl_config_taken(config);
+                }
+                return Ok(());
+            }
             Err(e) => {
                 log::error!("SIGHUP: not accepted: {e}");
                 return Ok(());
             }
         };
-        let shown = path.display();
         match self.offer(spec, SpecSource::Reload, None, None, now)? {
             Handled::Done(answer) => log::info!("SIGHUP: {shown} re-read: {answer:?}"),
             Handled::Refused(why) => log::error!("SIGHUP: {shown} not accepted: {why}"),

@@ -89,6 +89,12 @@ pub trait World {
         let _ = spec;
     }
 
+    /// The `compute_ctl_config` of an envelope without a spec (a SIGHUP on Neon's config file
+    /// with `"spec": null`) takes effect. Nothing by default.
+    fn compute_ctl_config_taken(&mut self, config: &serde_json::Value) {
+        let _ = config;
+    }
+
     /// The journal failed: cancel what runs and stop Postgres, since nothing more can be
     /// acknowledged.
     fn stop_everything(&mut self);
@@ -119,6 +125,10 @@ impl World for Shell {
         if let Some(config) = &spec.compute_ctl_config {
             self.auth.use_compute_ctl_config(config);
         }
+    }
+
+    fn compute_ctl_config_taken(&mut self, config: &serde_json::Value) {
+        self.auth.use_compute_ctl_config(config);
     }
 
     fn perform(&mut self, effect: Effect) {

@@ -40,7 +40,7 @@ pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 pub use limits::{BODY_BYTES_MAX, JOURNAL_LIMIT_MAX, JOURNAL_WAIT_MAX, THREADS};
 use limits::{DRIVER_ANSWER_TIMEOUT, QUEUE_MAX, REQUEST_ID_BYTES_MAX, WAITING_ANSWER_TIMEOUT};
 use parking::{Parked, Parking, Waiting};
-pub use server::{bind, Request, Responder};
+pub use server::{bind, Listener, Request, Responder};
 
 /// Work for a request thread.
 #[derive(Debug)]
@@ -130,9 +130,12 @@ impl Api {
     }
 }
 
-/// Serves on `listener`: the I/O thread, `THREADS` request threads and the parking thread;
-/// called once the view to publish is true.
-pub fn serve(listener: std::net::TcpListener, api: Arc<Api>) -> anyhow::Result<()> {
+/// Serves on `listeners` (each marked external or internal): the I/O threads, `THREADS`
+/// request threads and the parking thread; called once the view to publish is true.
+pub fn serve(
+    listeners: Vec<(std::net::TcpListener, Listener)>,
+    api: Arc<Api>,
+) -> anyhow::Result<()> {
     let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUE_MAX);
     let queue = Arc::new(Mutex::new(queue));
     for n in 0..THREADS {
@@ -146,7 +149,7 @@ pub fn serve(listener: std::net::TcpListener, api: Arc<Api>) -> anyhow::Result<(
     let at_once_api = api.clone();
     let at_once =
         Box::new(move |request, responder| answer_at_once(&at_once_api, request, responder));
-    server::start(listener, at_once, jobs, api.writes_pending.clone())?;
+    server::start(listeners, at_once, jobs, api.writes_pending.clone())?;
     Ok(())
 }
 
@@ -373,9 +376,14 @@ impl Api {
         Reply::error(503, refused).send(responder, &request_id);
     }
 
-    /// `None` when the request may go on: auth is off, the endpoint is open, or the token is
-    /// valid; else the 401/403 reply.
+    /// `None` when the request may go on: it came on the internal listener, auth is off, the
+    /// endpoint is open, or the token is valid; else the 401/403 reply.
     fn authorize(&self, path: &str, request: &Request) -> Option<Reply> {
+        // Neon's internal port (loopback only) serves the processes of this machine without
+        // a token, as Neon's internal server does.
+        if request.listener == Listener::Internal {
+            return None;
+        }
         if !self.auth.enabled() || OPEN_PATHS.contains(&path) {
             return None;
         }

@@ -6,6 +6,8 @@
 //! What can be answered at once from the published view (the probes, `/state`) is answered
 //! on the I/O thread itself (`AnswerAtOnce`): handing such a request to a thread and its
 //! answer back costs more than the answer.
+//! It serves several listening sockets (Neon's external and internal ports), each marked with
+//! the `Listener` it is, which every request it brings carries.
 //!
 //! A connection is, in turn: idle (no byte of its next request yet), receiving the head,
 //! receiving the body, dispatched (a thread or the parking has it), writing the answer; then
@@ -43,6 +45,16 @@ const POLL_TIMEOUT_MS_MAX: i32 = 1000;
 /// (README, "Benchmarks": `GET /state` at 4 connections).
 pub const IO_THREADS: usize = 2;
 
+/// Which listening socket a request came on, and so whether its token is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// `--http-addr`, or Neon's `--external-http-port`: tokens are checked when keys exist.
+    External,
+    /// Neon's `--internal-http-port`, on loopback only: for processes of this machine, no
+    /// token (as Neon's internal server).
+    Internal,
+}
+
 /// A request read whole: head and body.
 #[derive(Debug)]
 pub struct Request {
@@ -51,6 +63,8 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub peer: SocketAddr,
+    /// The listener it came on.
+    pub listener: Listener,
     /// Returns the body's bytes to `BODIES_BYTES_MAX` when the request is done.
     _lease: Lease,
 }
@@ -79,7 +93,7 @@ thread_local! {
 pub struct Io {
     outbox: Mutex<Vec<(u64, Vec<u8>, bool)>>,
     /// Connections the accepting thread dealt to this one.
-    incoming: Mutex<Vec<(TcpStream, SocketAddr)>>,
+    incoming: Mutex<Vec<(TcpStream, SocketAddr, Listener)>>,
     wake: UnixStream,
     /// Answers given and not yet written out (or dropped with their connection): the process
     /// waits for them before it exits.
@@ -183,28 +197,31 @@ impl Drop for Responder {
     }
 }
 
-/// Binds `addr`; connections wait in the backlog until `start`.
-pub fn bind(addr: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on --http-addr {addr}: {e}"))
+/// Binds `addr`, which the command line's `flag` gave (named in the error); connections wait
+/// in the backlog until `start`.
+pub fn bind(addr: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {flag} {addr}: {e}"))
 }
 
-/// Starts the I/O threads on `listener`; requests `at_once` gives back go to `jobs`.
+/// Starts the I/O threads on `listeners`; requests `at_once` gives back go to `jobs`.
 pub fn start(
-    listener: TcpListener,
+    listeners: Vec<(TcpListener, Listener)>,
     at_once: AnswerAtOnce,
     jobs: SyncSender<Job>,
     writes_pending: Arc<AtomicUsize>,
 ) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    // std listens with a backlog of 128: a burst of connections beyond it would wait for
-    // SYN retries. Listening again on a listening socket only changes the backlog.
-    // SAFETY: a valid, listening socket descriptor.
-    let backlog = i32::try_from(CONNECTIONS_MAX).unwrap_or(i32::MAX);
-    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
-        log::debug!(
-            "http: cannot raise the listen backlog: {}",
-            std::io::Error::last_os_error()
-        );
+    for (listener, _) in &listeners {
+        listener.set_nonblocking(true)?;
+        // std listens with a backlog of 128: a burst of connections beyond it would wait for
+        // SYN retries. Listening again on a listening socket only changes the backlog.
+        // SAFETY: a valid, listening socket descriptor.
+        let backlog = i32::try_from(CONNECTIONS_MAX).unwrap_or(i32::MAX);
+        if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
+            log::debug!(
+                "http: cannot raise the listen backlog: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
     let bodies_bytes = Arc::new(AtomicUsize::new(0));
     let connections = Arc::new(AtomicUsize::new(0));
@@ -226,10 +243,10 @@ pub fn start(
     }
     let peers: Arc<[Arc<Io>]> = ios.clone().into();
     let at_once: Arc<AnswerAtOnce> = Arc::new(at_once);
-    let mut listener = Some(listener);
+    let mut listeners = Some(listeners);
     for (n, (io, wake)) in ios.into_iter().zip(wakes).enumerate() {
         let mut server = Server {
-            listener: listener.take(),
+            listeners: listeners.take().unwrap_or_default(),
             wake,
             io,
             peers: peers.clone(),
@@ -275,6 +292,7 @@ enum State {
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
+    listener: Listener,
     buf: Vec<u8>,
     state: State,
     deadline: Instant,
@@ -282,8 +300,9 @@ struct Conn {
 }
 
 struct Server {
-    /// The first I/O thread's: it accepts for all.
-    listener: Option<TcpListener>,
+    /// Every listening socket, polled after the wake socket, in this order: the first I/O
+    /// thread's (it accepts for all); the others have none.
+    listeners: Vec<(TcpListener, Listener)>,
     wake: UnixStream,
     io: Arc<Io>,
     /// Every I/O thread's `Io`, this one's too: where accepted connections are dealt.
@@ -315,12 +334,14 @@ impl Server {
             fds.clear();
             ids.clear();
             let listening = self.accept_paused_until.is_none_or(|until| now >= until);
-            // Without a listener, an fd of -1 is ignored by poll and keeps the indices.
-            fds.push(pollfd(
-                self.listener.as_ref().map_or(-1, AsRawFd::as_raw_fd),
-                if listening { libc::POLLIN } else { 0 },
-            ));
             fds.push(pollfd(self.wake.as_raw_fd(), libc::POLLIN));
+            for (listener, _) in &self.listeners {
+                fds.push(pollfd(
+                    listener.as_raw_fd(),
+                    if listening { libc::POLLIN } else { 0 },
+                ));
+            }
+            let conns_at = 1 + self.listeners.len();
             let mut next_deadline = now + Duration::from_millis(POLL_TIMEOUT_MS_MAX as u64);
             for (id, conn) in &self.conns {
                 let events = match conn.state {
@@ -351,17 +372,19 @@ impl Server {
                 }
                 continue;
             }
-            if fds[1].revents != 0 {
+            if fds[0].revents != 0 {
                 let mut drain = [0u8; 256];
                 while matches!((&self.wake).read(&mut drain), Ok(n) if n > 0) {}
                 self.take_incoming();
                 self.take_outbox();
             }
-            if fds[0].revents != 0 {
-                self.accept();
+            for at in 0..self.listeners.len() {
+                if fds[1 + at].revents != 0 {
+                    self.accept(at);
+                }
             }
             for (i, id) in ids.iter().enumerate() {
-                let revents = fds[i + 2].revents;
+                let revents = fds[i + conns_at].revents;
                 if revents != 0 {
                     self.on_event(*id, revents);
                 }
@@ -393,11 +416,13 @@ impl Server {
         }
     }
 
-    fn accept(&mut self) {
+    /// Accepts what waits on the listener at `at` of `listeners`.
+    fn accept(&mut self, at: usize) {
         loop {
-            let Some(listener) = &self.listener else {
+            let Some((listener, kind)) = self.listeners.get(at) else {
                 return;
             };
+            let kind = *kind;
             match listener.accept() {
                 Ok((stream, peer)) => {
                     if self.io.connections.load(Ordering::SeqCst) >= CONNECTIONS_MAX {
@@ -409,9 +434,9 @@ impl Server {
                     let to = self.next_peer % self.peers.len();
                     self.next_peer = self.next_peer.wrapping_add(1);
                     if Arc::ptr_eq(&self.peers[to], &self.io) {
-                        self.adopt(stream, peer);
+                        self.adopt(stream, peer, kind);
                     } else {
-                        lock(&self.peers[to].incoming).push((stream, peer));
+                        lock(&self.peers[to].incoming).push((stream, peer, kind));
                         self.peers[to].wake();
                     }
                 }
@@ -429,13 +454,13 @@ impl Server {
     /// Connections the accepting thread dealt to this one.
     fn take_incoming(&mut self) {
         let incoming = std::mem::take(&mut *lock(&self.io.incoming));
-        for (stream, peer) in incoming {
-            self.adopt(stream, peer);
+        for (stream, peer, kind) in incoming {
+            self.adopt(stream, peer, kind);
         }
     }
 
     /// Takes an accepted connection (counted in `connections` already) into this thread.
-    fn adopt(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn adopt(&mut self, stream: TcpStream, peer: SocketAddr, listener: Listener) {
         if let Err(e) = stream.set_nonblocking(true) {
             log::warn!("http: cannot make the connection from {peer} non-blocking: {e}");
             self.io.connections.fetch_sub(1, Ordering::SeqCst);
@@ -449,6 +474,7 @@ impl Server {
             Conn {
                 stream,
                 peer,
+                listener,
                 buf: Vec::new(),
                 state: State::Idle,
                 deadline: Instant::now() + IDLE_TIMEOUT,
@@ -633,6 +659,7 @@ impl Server {
                         headers: head.headers,
                         body,
                         peer: conn.peer,
+                        listener: conn.listener,
                         _lease: lease,
                     };
                     let responder = Responder {

@@ -114,10 +114,14 @@ pub fn clean_env(command: &mut Command) {
 /// Deadlines of a start: "postmaster up" (postmaster.pid written) and "accepting
 /// connections" (status ready and a connection succeeds) are separate, because the second
 /// includes crash recovery, which may take long.
+/// `--pg-init-timeout` (Neon's) replaces both with one bound on the whole start, named in
+/// the error when it is exceeded.
 #[derive(Clone, Copy, Debug)]
 pub struct StartDeadlines {
     pub up: Duration,
     pub accepting: Duration,
+    /// `--pg-init-timeout`: spawn to accepting connections, all of it.
+    pub init_timeout: Option<Duration>,
 }
 
 impl Default for StartDeadlines {
@@ -125,6 +129,18 @@ impl Default for StartDeadlines {
         StartDeadlines {
             up: Duration::from_secs(30),
             accepting: Duration::from_secs(300),
+            init_timeout: None,
+        }
+    }
+}
+
+impl StartDeadlines {
+    /// One bound on the whole start: `--pg-init-timeout`.
+    pub fn init_timeout(total: Duration) -> StartDeadlines {
+        StartDeadlines {
+            up: total,
+            accepting: total,
+            init_timeout: Some(total),
         }
     }
 }
@@ -358,6 +374,25 @@ fn wait_until_accepting(
         }
         if let Some(status) = postmaster.exit_status() {
             return Err(exited_during_start(postmaster, request, status));
+        }
+        if let Some(total) = request.deadlines.init_timeout {
+            if started.elapsed() > total {
+                let reached = match up_since {
+                    None => format!("it did not write {}", pid_file.display()),
+                    Some(_) => format!(
+                        "it did not accept connections on {} (last connection error: {last_connect_error})",
+                        describe(&request.probe)
+                    ),
+                };
+                return Err((
+                    ErrorKind::Timeout,
+                    format!(
+                        "postgres (pid {}) did not start within --pg-init-timeout {}s: {reached}",
+                        postmaster.pid(),
+                        total.as_secs()
+                    ),
+                ));
+            }
         }
         // `None` until postmaster.pid names our child; then its status line, if written.
         let status: Option<Option<String>> = read_pid_file(&pid_file)

@@ -130,8 +130,17 @@ impl SpecAdmission {
             path: shown.clone(),
             error,
         })?;
-        self.admit(&bytes).map_err(|errors| SpecFileError::Invalid {
-            path: shown,
+        self.admit_bytes_of(path, &bytes)
+    }
+
+    /// Admits `bytes`, read from `path` (named in the error).
+    pub(crate) fn admit_bytes_of(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+    ) -> Result<Admitted, SpecFileError> {
+        self.admit(bytes).map_err(|errors| SpecFileError::Invalid {
+            path: path.display().to_string(),
             errors,
         })
     }

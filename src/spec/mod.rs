@@ -10,6 +10,7 @@
 //! - `conf`: `cluster.postgresql_conf` read line by line, as Postgres reads the file;
 //! - `catalog`: the Postgres binary's own settings and libraries;
 //! - `admission`: the one door for a spec from outside: parse, form rules, catalog, every error;
+//! - `config_file`: Neon's config file, whose spec may be `null` (start in `empty`);
 //! - `values`: setting values judged by type, unit and range, as Postgres parses them;
 //! - `owners`: database owners against the roles the compute will have;
 //! - `check`: `compute_ctl spec check FILE`.
@@ -23,6 +24,7 @@ mod admission;
 mod catalog;
 mod check;
 mod conf;
+mod config_file;
 mod hash;
 mod owners;
 mod parse;
@@ -39,6 +41,7 @@ use serde::Serialize;
 pub use admission::{Admitted, SpecAdmission, SpecErrors, SpecFileError};
 pub use catalog::SettingCatalog;
 pub use check::check_file;
+pub use config_file::SpecFile;
 pub use storage::Storage;
 pub use types::*;
 pub use values::{pg15_lists, Pg15Lists};

@@ -17,9 +17,9 @@ use crate::support::compute::{
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
-const FAR: u64 = 4_000_000_000;
+pub(crate) const FAR: u64 = 4_000_000_000;
 
-fn b64url(bytes: &[u8]) -> String {
+pub(crate) fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -44,7 +44,7 @@ fn jwt_with(key: &SigningKey, header: Value, claims: Value) -> String {
     format!("{signed}.{}", b64url(&signature.to_bytes()))
 }
 
-fn jwt(key: &SigningKey, claims: Value) -> String {
+pub(crate) fn jwt(key: &SigningKey, claims: Value) -> String {
     jwt_with(key, json!({ "alg": "EdDSA", "typ": "JWT" }), claims)
 }
 
@@ -68,7 +68,7 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
-fn public_key_pem(key: &SigningKey) -> String {
+pub(crate) fn public_key_pem(key: &SigningKey) -> String {
     let mut der = vec![
         0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
     ];
@@ -77,7 +77,7 @@ fn public_key_pem(key: &SigningKey) -> String {
     format!("-----BEGIN PUBLIC KEY-----\n{body}\n-----END PUBLIC KEY-----\n")
 }
 
-fn bearer(token: &str) -> String {
+pub(crate) fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 

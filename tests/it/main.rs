@@ -19,6 +19,7 @@ mod layers;
 mod lifecycle;
 mod neon;
 mod neon_api;
+mod neon_cli;
 mod operations;
 mod postgres_config;
 mod prepare;

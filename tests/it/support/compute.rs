@@ -69,6 +69,9 @@ pub struct Launch {
     pub wrapper: Vec<String>,
     /// The compute_ctl binary file to run, if not the one cargo built.
     pub binary: Option<PathBuf>,
+    /// Pass `args` only (no `-D`, `--http-addr`, `--monitor-interval`): a command line as
+    /// another tool writes it (neon_local); `http_port` is then where it answers.
+    pub only_args: bool,
 }
 
 /// A running (or exited) compute_ctl.
@@ -145,13 +148,16 @@ impl Compute {
             }
             None => Command::new(&self.binary),
         };
+        if !launch.only_args {
+            command
+                .arg("-D")
+                .arg(&self.pgdata)
+                .arg("--http-addr")
+                .arg(format!("127.0.0.1:{}", self.http_port))
+                .arg("--monitor-interval")
+                .arg("100ms");
+        }
         command
-            .arg("-D")
-            .arg(&self.pgdata)
-            .arg("--http-addr")
-            .arg(format!("127.0.0.1:{}", self.http_port))
-            .arg("--monitor-interval")
-            .arg("100ms")
             .args(&launch.args)
             .env("COMPUTE_CTL_LOG", "debug")
             .stdin(Stdio::null());
