@@ -16,14 +16,16 @@ pub const DEFAULT_CONNSTR: &str = "postgresql://cloud_admin@127.0.0.1/postgres";
 /// for the first time looks for (CONTRACT.md's exit codes, the variables, an example).
 const AFTER_HELP: &str = "\
 Exit codes:
-  0   terminated on request (SIGTERM, SIGINT, POST /terminate)
+  0   terminated on request (SIGTERM, SIGINT, POST /terminate), or Postgres stopped from
+      outside in an orderly way (pg_ctl stop -m fast or -m smart), at once
   1   the journal cannot be written, or --http-addr cannot be bound
   2   bad command line (also: -b not found, --pg-user unknown, PGDATA unreachable by it)
   3   bad spec file (nothing was touched)
   4   the state directory is locked by another running compute_ctl (its pid is named)
   5   the journal is damaged beyond its tail (run: compute_ctl journal verify)
   6   PGDATA is not safe to wipe: not empty and not compute_ctl's (it is left untouched)
-  10  Postgres exited unexpectedly, after --failed-linger
+  10  Postgres exited unexpectedly (a crash, a kill, a non-zero status, pg_ctl stop -m
+      immediate), after --failed-linger
   11  start-up or configuration failed (the failed step is in the journal), after --failed-linger
 
 Environment:
