@@ -5,6 +5,7 @@
 //! - `types`: the serde types of Neon's format (with `Debug` that hides secrets);
 //! - `parse`: the JSON text, Neon's envelope, the typed spec, the fields we do not use;
 //! - `validate`: the form rules, all errors collected, each with its JSON path;
+//! - `neon_fields`: Neon's typed fields we do not act on, checked as Neon's types check them;
 //! - `storage`: where the data comes from (Neon, an upstream server, or a fresh initdb);
 //! - `hash`: the canonical JSON a spec is stored and identified by;
 //! - `conf`: `cluster.postgresql_conf` read line by line, as Postgres reads the file;
@@ -24,6 +25,7 @@ mod catalog;
 mod check;
 mod conf;
 mod hash;
+mod neon_fields;
 mod owners;
 mod parse;
 mod path;
@@ -164,7 +166,7 @@ pub(crate) fn parse_received(bytes: &[u8]) -> Result<(ParsedSpec, bool), Vec<Spe
     };
     let (spec, mut ignored_fields) =
         parse::typed_spec(&received.spec).map_err(|error| vec![in_sender_terms(error)])?;
-    let (errors, storage) = validate::check_form(&spec);
+    let (errors, storage) = validate::check_form(&spec, &received.spec);
     let storage = match storage {
         Some(storage) if errors.is_empty() => storage,
         _ => return Err(errors.into_iter().map(in_sender_terms).collect()),

@@ -155,11 +155,16 @@ pub(crate) fn shown(value: &str) -> String {
 }
 
 /// All form rules; the storage the spec selects when they all pass.
-pub(crate) fn check_form(spec: &ComputeSpec) -> (Vec<SpecError>, Option<Storage>) {
+/// `received` is the spec as JSON, for the fields of Neon's that the typed spec does not keep.
+pub(crate) fn check_form(
+    spec: &ComputeSpec,
+    received: &serde_json::Value,
+) -> (Vec<SpecError>, Option<Storage>) {
     let mut findings = Findings::default();
     // `format_version` is not judged beyond being a number: Neon's compute_ctl types it `f32`
     // (libs/compute_api/src/spec.rs, `ComputeSpec`) and no code of its reads it, so a spec
     // Neon runs is not refused here for its version.
+    super::neon_fields::check(received, &mut findings);
     check_roles(spec, &mut findings);
     check_databases(spec, &mut findings);
     check_settings(spec, &mut findings);

@@ -123,6 +123,7 @@ fn our_valid_fixtures_parse_to_the_storage_they_are_named_for() {
         ("minimal.json", "embedded", 55432),
         // A copy of Neon's own fixture (libs/compute_api/tests/cluster_spec.json).
         ("neon-cluster-spec.json", "neon", 55432),
+        ("neon-typed-fields.json", "embedded", 55432),
         ("neon.json", "neon", 55435),
         ("upstream-primary.json", "upstream", 55434),
         ("upstream-replica.json", "upstream", 55433),
@@ -248,6 +249,7 @@ const INVALID: &[(&str, &[&str], &str)] = &[
     ("bad-slot-name.json", &["upstream_slot_name"], "lower case letters, digits and underscores"),
     ("bad-static-lsn.json", &["mode.Static"], "invalid LSN \"not-an-lsn\""),
     ("bad-upstream-connstring.json", &["upstream_connstring"], "invalid value for option `port`"),
+    ("bogus-audit-log-level.json", &["audit_log_level"], "expected one of Disabled, Log, Base, Hipaa, Extended, Full, found the string \"Bogus\""),
     ("cleartext-password.json", &["cluster.roles[3].encrypted_password"], "not a password verifier: expected a SCRAM-SHA-256 verifier or an md5 hash (32 hex digits); clear-text passwords are not accepted"),
     ("database-option-oid.json", &["cluster.databases[0].options[0].name"], "OID is not allowed"),
     ("database-option-without-value.json", &["cluster.databases[0].options[0].value"], "database option ENCODING needs a value"),
@@ -277,6 +279,7 @@ const INVALID: &[(&str, &[&str], &str)] = &[
         "role name \"pg_x\" is reserved",
     ),
     ("missing-cluster.json", &["cluster"], "missing required field"),
+    ("negative-reconfigure-concurrency.json", &["reconfigure_concurrency"], "expected an integer from 0 to 18446744073709551615 (Neon's type is usize), found -1"),
     ("neon-without-tenant-id.json", &["tenant_id"], "tenant id should be provided"),
     ("owned-setting.json", &["cluster.settings[3].name"], "setting \"data_directory\" is written by compute_ctl"),
     ("postgresql-conf-nul.json", &["cluster.postgresql_conf"], "NUL"),
@@ -540,7 +543,7 @@ fn ignored_fields_list_unknown_fields_at_every_depth() {
         br#"{
         "format_version": 1.0,
         "features": ["activity_monitor_experimental"],
-        "remote_extensions": {"public_extensions": []},
+        "remote_extensions": {"public_extensions": [], "library_index": {}, "extension_data": {}},
         "suspend_timeout_seconds": -1,
         "storage_auth_token": "unused-without-neon",
         "cluster": {
@@ -1137,6 +1140,69 @@ fn neon_storage_from_settings_and_their_errors_name_the_setting() {
         v["cluster"]["settings"][6]["value"] = json!("dup:1,dup:1");
         v["safekeeper_connstrings"] = json!(["sk1:5454"]);
     });
+}
+
+/// Neon's typed fields that compute_ctl does not act on: accepted with Neon's values (and
+/// listed as ignored), refused with values Neon's types refuse.
+#[test]
+fn neon_typed_fields_are_checked_and_still_ignored() {
+    let parsed = parse_ok(&read(&fixtures_dir().join("neon-typed-fields.json")));
+    for name in [
+        "audit_log_level",
+        "features",
+        "reconfigure_concurrency",
+        "remote_extensions",
+    ] {
+        assert!(
+            parsed.ignored_fields.contains(&name.to_string()),
+            "{name}: {:?}",
+            parsed.ignored_fields
+        );
+    }
+    let bad = [
+        (
+            "audit_log_level",
+            json!("log"),
+            "expected one of Disabled, Log, Base",
+        ),
+        ("reconfigure_concurrency", json!(-1), "Neon's type is usize"),
+        ("offload_lfc_interval_seconds", json!(0), "NonZeroU64"),
+        ("logs_export_host", json!("collector"), "expected host:port"),
+        (
+            "safekeepers_generation",
+            json!(4294967296_u64),
+            "Neon's type is u32",
+        ),
+        ("autoprewarm", json!("yes"), "expected true or false"),
+        ("project_id", json!(7), "expected a string, found 7"),
+        (
+            "features",
+            json!("tls_experimental"),
+            "expected an array of feature names",
+        ),
+        (
+            "pgbouncer_settings",
+            json!([]),
+            "expected an object, found an array",
+        ),
+    ];
+    for (name, value, reason) in bad {
+        assert_invalid(name, |v| v[name] = value.clone(), name, reason);
+    }
+    assert_invalid(
+        "a feature that is not a name",
+        |v| v["features"] = json!(["tls_experimental", 1]),
+        "features[1]",
+        "expected a feature name",
+    );
+    // A feature unknown to Neon is its `UnknownFeature`, not an error.
+    assert_valid("unknown feature", |v| {
+        v["features"] = json!(["from_the_future"])
+    });
+    assert_valid("null is absent", |v| v["audit_log_level"] = json!(null));
+    let errors = check(|v| v["endpoint_storage_token"] = json!(271828));
+    assert_eq!(paths(&errors), vec!["endpoint_storage_token"]);
+    assert!(!errors[0].contains("271828"), "{errors:?}");
 }
 
 #[test]
