@@ -182,6 +182,22 @@ pub(crate) fn parse_received(bytes: &[u8]) -> Result<(ParsedSpec, bool), Vec<Spe
     if spec.storage_auth_token.is_some() && !matches!(storage, Storage::Neon { .. }) {
         ignored_fields.push("storage_auth_token".to_string());
     }
+    // Neon reads `pageserver_connection_info` and then not the older fields; a stripe size
+    // for a single pageserver (an unsharded tenant) is not used either.
+    if spec.pageserver_connection_info.is_some() && spec.pageserver_connstring.is_some() {
+        ignored_fields.push("pageserver_connstring".to_string());
+    }
+    let stripe_used = matches!(
+        storage,
+        Storage::Neon {
+            stripe_size: Some(_),
+            ..
+        }
+    ) && spec.pageserver_connection_info.is_none()
+        && spec.pageserver_connstring.is_some();
+    if spec.shard_stripe_size.is_some() && !stripe_used {
+        ignored_fields.push("shard_stripe_size".to_string());
+    }
     ignored_fields.sort();
     ignored_fields.dedup();
 

@@ -21,6 +21,8 @@ const SECRET_FIELDS: &[&str] = &[
     "storage_auth_token",
     "upstream_connstring",
     "pageserver_connstring",
+    "libpq_url",
+    "grpc_url",
     "endpoint_storage_token",
 ];
 

@@ -123,6 +123,9 @@ fn our_valid_fixtures_parse_to_the_storage_they_are_named_for() {
         ("minimal.json", "embedded", 55432),
         // A copy of Neon's own fixture (libs/compute_api/tests/cluster_spec.json).
         ("neon-cluster-spec.json", "neon", 55432),
+        ("neon-connection-info-and-connstring.json", "neon", 55437),
+        ("neon-connection-info.json", "neon", 55436),
+        ("neon-sharded-connstring.json", "neon", 55438),
         ("neon-typed-fields.json", "embedded", 55432),
         ("neon.json", "neon", 55435),
         ("upstream-primary.json", "upstream", 55434),
@@ -225,6 +228,7 @@ fn neon_fixture_uses_the_fields() {
         parsed.storage,
         Storage::Neon {
             pageserver_connstring: "postgresql://no_user@127.0.0.1:6400".into(),
+            stripe_size: None,
             safekeepers: vec![
                 "127.0.0.1:5454".into(),
                 "127.0.0.1:5455".into(),
@@ -251,6 +255,7 @@ const INVALID: &[(&str, &[&str], &str)] = &[
     ("bad-upstream-connstring.json", &["upstream_connstring"], "invalid value for option `port`"),
     ("bogus-audit-log-level.json", &["audit_log_level"], "expected one of Disabled, Log, Base, Hipaa, Extended, Full, found the string \"Bogus\""),
     ("cleartext-password.json", &["cluster.roles[3].encrypted_password"], "not a password verifier: expected a SCRAM-SHA-256 verifier or an md5 hash (32 hex digits); clear-text passwords are not accepted"),
+    ("connection-info-missing-shard.json", &["pageserver_connection_info.shards"], "shard 0102 missing from pageserver_connection_info shard map"),
     ("database-option-oid.json", &["cluster.databases[0].options[0].name"], "OID is not allowed"),
     ("database-option-without-value.json", &["cluster.databases[0].options[0].value"], "database option ENCODING needs a value"),
     ("duplicate-database.json", &["cluster.databases[1].name"], "duplicate database \"app\" (also cluster.databases[0])"),
@@ -291,6 +296,7 @@ const INVALID: &[(&str, &[&str], &str)] = &[
     ("safekeepers-without-pageserver.json", &["safekeeper_connstrings"], "needs pageserver_connstring"),
     ("setting-null-value.json", &["cluster.settings[3].value"], "a setting needs a value"),
     ("setting-value-newline.json", &["cluster.settings[3].value"], "line break"),
+    ("sharded-connstring-without-stripe-size.json", &["pageserver_connstring"], "2 shards but no stripe_size"),
     ("static-with-upstream.json", &["mode"], "a vanilla upstream cannot serve pages as of an old LSN"),
     ("static-without-storage.json", &["mode"], "the embedded default has nothing to follow"),
     ("unknown-db-option.json", &["cluster.databases[0].options[1].name"], "unknown database option \"LC_NUMERIC\""),
@@ -347,6 +353,7 @@ fn neon_compute_api_fixture_parses_with_storage_from_the_settings() {
         parsed.storage,
         Storage::Neon {
             pageserver_connstring: "host=127.0.0.1 port=6400".into(),
+            stripe_size: None,
             safekeepers: vec![
                 "127.0.0.1:6502".into(),
                 "127.0.0.1:6503".into(),
@@ -1140,6 +1147,204 @@ fn neon_storage_from_settings_and_their_errors_name_the_setting() {
         v["cluster"]["settings"][6]["value"] = json!("dup:1,dup:1");
         v["safekeeper_connstrings"] = json!(["sk1:5454"]);
     });
+}
+
+/// The storage a parsed fixture selects, as `(pageserver_connstring, stripe_size)`.
+fn neon_pageservers(name: &str) -> (String, Option<u32>, Vec<String>) {
+    let parsed = parse_ok(&read(&fixtures_dir().join(name)));
+    match parsed.storage {
+        Storage::Neon {
+            pageserver_connstring,
+            stripe_size,
+            ..
+        } => (pageserver_connstring, stripe_size, parsed.ignored_fields),
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+/// Neon's `ParsedSpec::try_from` (compute_tools/src/compute.rs) reads
+/// `pageserver_connection_info` first; `write_postgres_conf` (compute_tools/src/config.rs)
+/// joins its shards' libpq URLs, in shard order, into `neon.pageserver_connstring`.
+#[test]
+fn pageserver_connection_info_names_the_pageservers_in_shard_order() {
+    let (connstring, stripe_size, _) = neon_pageservers("neon-connection-info.json");
+    assert_eq!(
+        connstring,
+        "postgresql://no_user@127.0.0.1:6400,postgresql://no_user@127.0.0.1:6401"
+    );
+    assert_eq!(stripe_size, Some(2048));
+
+    // Both forms: Neon takes the connection info and reads no pageserver_connstring.
+    let (connstring, stripe_size, ignored) =
+        neon_pageservers("neon-connection-info-and-connstring.json");
+    assert_eq!(connstring, "postgresql://no_user@127.0.0.1:6400");
+    assert_eq!(stripe_size, None);
+    assert!(
+        ignored.contains(&"pageserver_connstring".to_string()),
+        "{ignored:?}"
+    );
+
+    let (connstring, stripe_size, ignored) = neon_pageservers("neon-sharded-connstring.json");
+    assert_eq!(connstring.split(',').count(), 2);
+    assert_eq!(stripe_size, Some(2048));
+    assert!(
+        !ignored.contains(&"shard_stripe_size".to_string()),
+        "{ignored:?}"
+    );
+
+    let (_, stripe_size, ignored) = neon_pageservers("neon.json");
+    assert_eq!(stripe_size, None);
+    assert!(
+        !ignored.contains(&"shard_stripe_size".to_string()),
+        "{ignored:?}"
+    );
+}
+
+#[test]
+fn pageserver_connection_info_rules() {
+    let info = |info: Value| {
+        move |v: &mut Value| {
+            neon_fields(v);
+            v.as_object_mut().unwrap().remove("pageserver_connstring");
+            v["pageserver_connection_info"] = info;
+        }
+    };
+    let unsharded = |url: Value| json!({"shard_count": 0, "shards": {"0000": {"pageservers": [{"libpq_url": url}]}}});
+    assert_valid(
+        "unsharded",
+        info(unsharded(json!("host=127.0.0.1 port=6400"))),
+    );
+    assert_invalid(
+        "no libpq_url",
+        info(unsharded(json!(null))),
+        r#"pageserver_connection_info.shards["0000"].pageservers[0].libpq_url"#,
+        "no libpq_url for shard 0000",
+    );
+    assert_invalid(
+        "a comma in a shard's url",
+        info(unsharded(json!("host=a,host=b"))),
+        r#"pageserver_connection_info.shards["0000"].pageservers[0].libpq_url"#,
+        "cannot contain a comma",
+    );
+    assert_invalid(
+        "a shard without pageservers",
+        info(json!({"shard_count": 0, "shards": {"0000": {"pageservers": []}}})),
+        r#"pageserver_connection_info.shards["0000"].pageservers"#,
+        "shard 0000 has no pageserver",
+    );
+    assert_invalid(
+        "sharded without a stripe size",
+        info(
+            json!({"shard_count": 1, "shards": {"0001": {"pageservers": [{"libpq_url": "host=a"}]}}}),
+        ),
+        "pageserver_connection_info.stripe_size",
+        "shard_count is 1 but no stripe_size",
+    );
+    let errors = check(info(
+        json!({"shard_count": 0, "shards": {"zz": {"pageservers": []}}}),
+    ));
+    assert_eq!(
+        paths(&errors),
+        vec![
+            "pageserver_connection_info.shards.zz",
+            "pageserver_connection_info.shards"
+        ],
+        "{errors:#?}"
+    );
+    assert_invalid(
+        "a shard count beyond Neon's u8",
+        info(json!({"shard_count": 256, "shards": {}})),
+        "pageserver_connection_info.shard_count",
+        "invalid value: integer `256`, expected u8",
+    );
+    assert_invalid(
+        "beside an upstream",
+        |v| {
+            info(unsharded(json!("host=a")))(v);
+            for name in ["tenant_id", "timeline_id", "safekeeper_connstrings"] {
+                v.as_object_mut().unwrap().remove(name);
+            }
+            v["upstream_connstring"] = json!("postgresql://replicator@127.0.0.1:5432/postgres");
+        },
+        "upstream_connstring",
+        "cannot be combined with Neon's storage (pageserver_connection_info)",
+    );
+    // A password in a libpq URL is a secret like any connection string's.
+    let mut value: Value =
+        serde_json::from_slice(&read(&fixtures_dir().join("minimal.json"))).unwrap();
+    info(unsharded(json!("postgresql://u:pw-secret@127.0.0.1:6400")))(&mut value);
+    let parsed = parse_ok(&serde_json::to_vec(&value).unwrap());
+    let shown = format!("{parsed:?}");
+    assert!(!shown.contains("pw-secret"), "{shown}");
+}
+
+/// Neon's `PageserverConnectionInfo::from_connstr` (libs/compute_api/src/spec.rs): more than
+/// one comma-separated pageserver needs a stripe size; from the settings, `neon.stripe_size`.
+#[test]
+fn sharded_connstrings_need_a_stripe_size() {
+    let sharded = |v: &mut Value| {
+        neon_fields(v);
+        v["pageserver_connstring"] = json!("host=127.0.0.1 port=6400,host=127.0.0.1 port=6401");
+    };
+    assert_invalid(
+        "field without shard_stripe_size",
+        sharded,
+        "pageserver_connstring",
+        "2 shards but no stripe_size: a comma-separated list of pageservers names the shards of a \
+         sharded tenant, which needs shard_stripe_size",
+    );
+    assert_valid("field with shard_stripe_size", |v| {
+        sharded(v);
+        v["shard_stripe_size"] = json!(2048);
+    });
+    assert_invalid(
+        "neon.stripe_size does not serve the field",
+        |v| {
+            sharded(v);
+            add_setting(v, "neon.stripe_size", json!("2048"));
+        },
+        "pageserver_connstring",
+        "2 shards but no stripe_size",
+    );
+    assert_invalid(
+        "a stripe size beyond u32",
+        |v| {
+            sharded(v);
+            v["shard_stripe_size"] = json!(-1);
+        },
+        "shard_stripe_size",
+        "invalid value: integer `-1`, expected u32",
+    );
+    let from_settings = |v: &mut Value| {
+        neon_fields(v);
+        v.as_object_mut().unwrap().remove("pageserver_connstring");
+        add_setting(
+            v,
+            "neon.pageserver_connstring",
+            json!("host=a,host=b,host=c"),
+        );
+    };
+    assert_invalid(
+        "setting without neon.stripe_size",
+        from_settings,
+        "cluster.settings[3].value",
+        "3 shards but no stripe_size: a comma-separated list of pageservers names the shards of \
+         a sharded tenant, which needs the neon.stripe_size setting",
+    );
+    assert_valid("setting with neon.stripe_size", |v| {
+        from_settings(v);
+        add_setting(v, "neon.stripe_size", json!("2048"));
+    });
+    assert_invalid(
+        "neon.stripe_size that is not a number",
+        |v| {
+            from_settings(v);
+            add_setting(v, "neon.stripe_size", json!("big"));
+        },
+        "cluster.settings[4].value",
+        "invalid neon.stripe_size \"big\"",
+    );
+    assert_valid("one pageserver needs no stripe size", neon_fields);
 }
 
 /// Neon's typed fields that compute_ctl does not act on: accepted with Neon's values (and
