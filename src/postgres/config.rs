@@ -213,6 +213,7 @@ mod tests {
             storage_auth_token: None,
             upstream_connstring: None,
             upstream_slot_name: None,
+            embedded_storage: false,
             mode: ComputeMode::Primary,
             drop_subscriptions_before_start: false,
             suspend_timeout_seconds: None,

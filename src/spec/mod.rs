@@ -231,7 +231,8 @@ mod tests {
 
     #[test]
     fn minimal_spec_parses_with_defaults() {
-        let parsed = parse(br#"{"format_version": 1.0, "cluster": {}}"#).unwrap();
+        let parsed =
+            parse(br#"{"format_version": 1.0, "cluster": {}, "embedded_storage": true}"#).unwrap();
         assert_eq!(parsed.storage, Storage::Embedded);
         assert_eq!(parsed.port(), DEFAULT_PORT);
         let conf = parse(
@@ -244,7 +245,23 @@ mod tests {
         assert!(parsed.ignored_fields.is_empty());
         assert_eq!(
             parsed.canonical_json,
-            br#"{"cluster":{},"format_version":1.0}"#
+            br#"{"cluster":{},"embedded_storage":true,"format_version":1.0}"#
+        );
+    }
+
+    #[test]
+    fn a_spec_without_storage_or_settings_must_ask_for_the_embedded_default() {
+        let errors = match parse(br#"{"format_version": 1.0, "cluster": {}}"#) {
+            Ok(parsed) => panic!("accepted: {parsed:?}"),
+            Err(errors) => errors,
+        };
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "pageserver_connection_info");
+        assert!(
+            errors[0]
+                .message
+                .starts_with("pageserver connection information should be provided"),
+            "{errors:?}"
         );
     }
 

@@ -383,6 +383,7 @@ fn resolve_upstream(
     if let Some(slot) = spec.upstream_slot_name.as_deref() {
         check_slot_name(slot, findings);
     }
+    refuse_embedded_opt_in(spec, "an upstream server (upstream_connstring)", findings);
     Some(Storage::Upstream {
         connstring: connstring.to_string(),
         mode: spec.mode,
@@ -405,6 +406,19 @@ fn check_slot_name(slot: &str, findings: &mut Findings) {
         findings.add(
             "upstream_slot_name",
             "a replication slot name has only lower case letters, digits and underscores",
+        );
+    }
+}
+
+/// `embedded_storage: true` beside another storage: the sender asked for two things.
+fn refuse_embedded_opt_in(spec: &ComputeSpec, other: &str, findings: &mut Findings) {
+    if spec.embedded_storage {
+        findings.add(
+            "embedded_storage",
+            format!(
+                "the embedded default cannot be combined with {other}: the data comes from one \
+                 or the other"
+            ),
         );
     }
 }
@@ -593,6 +607,7 @@ fn parse_shard_index(key: &str) -> Option<(u8, u8)> {
 
 fn resolve_neon(spec: &ComputeSpec, findings: &mut Findings) -> Option<Storage> {
     let pageservers = pageservers(spec, findings);
+    refuse_embedded_opt_in(spec, "Neon's storage", findings);
     let tenant_id = neon_id(spec, "tenant", findings);
     let timeline_id = neon_id(spec, "timeline", findings);
 
@@ -736,6 +751,25 @@ fn resolve_embedded(spec: &ComputeSpec, findings: &mut Findings) -> Option<Stora
         findings.add(
             "upstream_slot_name",
             "a replication slot needs upstream_connstring",
+        );
+    }
+    // Neon's `ParsedSpec::try_from` (compute_tools/src/compute.rs) refuses a spec without a
+    // pageserver. The embedded default is ours; a spec that says nothing at all (no storage,
+    // no settings) is more likely a Neon spec cut short than a wish for an empty, ephemeral
+    // database, so that one has to ask for it.
+    let names_settings = !spec.cluster.settings().is_empty()
+        || spec
+            .cluster
+            .postgresql_conf
+            .as_deref()
+            .is_some_and(|conf| !conf.trim().is_empty());
+    if !spec.embedded_storage && !names_settings {
+        findings.add(
+            "pageserver_connection_info",
+            "pageserver connection information should be provided (pageserver_connection_info, \
+             pageserver_connstring or the neon.pageserver_connstring setting, with tenant_id and \
+             timeline_id), or upstream_connstring; for the embedded default (a fresh initdb, \
+             ephemeral data) say \"embedded_storage\": true or give settings",
         );
     }
     Some(Storage::Embedded)

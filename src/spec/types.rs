@@ -54,6 +54,11 @@ pub struct ComputeSpec {
     /// compute_ctl's extension: the replication slot a `Replica` streams through.
     #[serde(default)]
     pub upstream_slot_name: Option<String>,
+    /// compute_ctl's extension: run on the embedded default (a fresh `initdb`, ephemeral data)
+    /// although the spec names no storage. Neon refuses a spec without a pageserver; without
+    /// this a spec that names neither storage nor settings is refused the same way.
+    #[serde(default)]
+    pub embedded_storage: bool,
 
     #[serde(default)]
     pub mode: ComputeMode,
@@ -204,6 +209,7 @@ impl fmt::Debug for ComputeSpec {
                 &self.upstream_connstring.as_deref().map(redact_connstring),
             )
             .field("upstream_slot_name", &self.upstream_slot_name)
+            .field("embedded_storage", &self.embedded_storage)
             .field("mode", &self.mode)
             .field(
                 "drop_subscriptions_before_start",

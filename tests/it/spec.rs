@@ -117,6 +117,7 @@ fn our_valid_fixtures_parse_to_the_storage_they_are_named_for() {
     let dir = fixtures_dir();
     let expected: &[(&str, &str, u16)] = &[
         ("embedded-default.json", "embedded", 55432),
+        ("embedded-opt-in.json", "embedded", 5432),
         // Neon reads any number there.
         ("format-version-2.json", "embedded", 55432),
         ("hostile-names.json", "embedded", 55432),
@@ -263,6 +264,7 @@ const INVALID: &[(&str, &[&str], &str)] = &[
     ("duplicate-role.json", &["cluster.roles[2].name"], "duplicate role \"alice\" (also cluster.roles[0])"),
     ("duplicate-safekeepers.json", &["safekeeper_connstrings"], "duplicate entry in safekeeper_connstrings: 127.0.0.1:5454!"),
     ("duplicate-setting.json", &["cluster.settings[3].name"], "duplicate setting \"Port\" (also cluster.settings[0])"),
+    ("embedded-opt-in-with-neon.json", &["embedded_storage"], "the embedded default cannot be combined with Neon's storage"),
     ("empty-database-owner.json", &["cluster.databases[0].owner"], "database owner is empty"),
     ("empty-role-name.json", &["cluster.roles[0].name"], "role name is empty"),
     ("empty-safekeepers.json", &["safekeeper_connstrings"], "safekeeper_connstrings is empty"),
@@ -286,6 +288,7 @@ const INVALID: &[(&str, &[&str], &str)] = &[
     ("missing-cluster.json", &["cluster"], "missing required field"),
     ("negative-reconfigure-concurrency.json", &["reconfigure_concurrency"], "expected an integer from 0 to 18446744073709551615 (Neon's type is usize), found -1"),
     ("neon-without-tenant-id.json", &["tenant_id"], "tenant id should be provided"),
+    ("no-storage-no-settings.json", &["pageserver_connection_info"], "pageserver connection information should be provided"),
     ("owned-setting.json", &["cluster.settings[3].name"], "setting \"data_directory\" is written by compute_ctl"),
     ("postgresql-conf-nul.json", &["cluster.postgresql_conf"], "NUL"),
     ("rename-without-new-name.json", &["delta_operations[0].new_name"], "rename_role needs new_name"),
@@ -462,14 +465,14 @@ fn neon_docker_compose_envelope_is_accepted_with_real_ids() {
 
 #[test]
 fn key_order_and_whitespace_do_not_change_the_hash() {
-    let a = br#"{"format_version": 1.0, "cluster": {"roles": [{"name": "a", "encrypted_password": null}], "settings": []}, "x": {"b": 1, "a": 2}}"#;
-    let b = b"{\"x\":{\"a\":2,\"b\":1},\n\t\"cluster\" : {\"settings\":[],\"roles\":[{\"encrypted_password\":null,\"name\":\"a\"}]},\"format_version\":1.0}\n";
+    let a = br#"{"format_version": 1.0, "cluster": {"roles": [{"name": "a", "encrypted_password": null}], "settings": []}, "embedded_storage": true, "x": {"b": 1, "a": 2}}"#;
+    let b = b"{\"x\":{\"a\":2,\"b\":1},\n\t\"cluster\" : {\"settings\":[],\"roles\":[{\"encrypted_password\":null,\"name\":\"a\"}]},\"embedded_storage\":true,\"format_version\":1.0}\n";
     let (a, b) = (parse_ok(a), parse_ok(b));
     assert_eq!(a.hash, b.hash);
     assert_eq!(a.canonical_json, b.canonical_json);
     assert_eq!(
         String::from_utf8(a.canonical_json.clone()).unwrap(),
-        r#"{"cluster":{"roles":[{"encrypted_password":null,"name":"a"}],"settings":[]},"format_version":1.0,"x":{"a":2,"b":1}}"#
+        r#"{"cluster":{"roles":[{"encrypted_password":null,"name":"a"}],"settings":[]},"embedded_storage":true,"format_version":1.0,"x":{"a":2,"b":1}}"#
     );
 }
 
@@ -642,10 +645,12 @@ fn unknown_fields_and_missing_optional_fields_are_tolerated() {
         v["cluster"]["brand_new"] = json!(null);
         v["cluster"]["roles"][0]["brand_new"] = json!("x");
     });
-    assert_valid("bare minimum", |v| {
-        *v = json!({"format_version": 1.0, "cluster": {}})
-    });
+    assert_valid(
+        "bare minimum, asking for the embedded default",
+        |v| *v = json!({"format_version": 1.0, "cluster": {}, "embedded_storage": true}),
+    );
     assert_valid("nulls where Neon sends them", |v| {
+        v["embedded_storage"] = json!(true);
         v["delta_operations"] = json!(null);
         v["cluster"]["settings"] = json!(null);
         v["cluster"]["roles"][0]["options"] = json!(null);
@@ -1345,6 +1350,57 @@ fn sharded_connstrings_need_a_stripe_size() {
         "invalid neon.stripe_size \"big\"",
     );
     assert_valid("one pageserver needs no stripe size", neon_fields);
+}
+
+/// Neon refuses a spec without a pageserver (`ParsedSpec::try_from`,
+/// compute_tools/src/compute.rs); ours runs the embedded default for a spec that asks for it,
+/// or that gives settings of its own.
+#[test]
+fn the_embedded_default_is_asked_for_or_implied_by_settings() {
+    let bare = |v: &mut Value| *v = json!({"format_version": 1.0, "cluster": {"roles": []}});
+    assert_invalid(
+        "nothing at all",
+        bare,
+        "pageserver_connection_info",
+        "pageserver connection information should be provided",
+    );
+    assert_invalid(
+        "an empty settings list says nothing either",
+        |v| {
+            bare(v);
+            v["cluster"]["settings"] = json!([]);
+            v["cluster"]["postgresql_conf"] = json!("\n");
+        },
+        "pageserver_connection_info",
+        "\"embedded_storage\": true",
+    );
+    assert_valid("asked for", |v| {
+        bare(v);
+        v["embedded_storage"] = json!(true);
+    });
+    assert_valid("settings of its own", |_| {});
+    assert_valid("a postgresql_conf of its own", |v| {
+        bare(v);
+        v["cluster"]["postgresql_conf"] = json!("work_mem = '4MB'\n");
+    });
+    assert_invalid(
+        "false is not asking",
+        |v| {
+            bare(v);
+            v["embedded_storage"] = json!(false);
+        },
+        "pageserver_connection_info",
+        "pageserver connection information should be provided",
+    );
+    assert_invalid(
+        "beside an upstream",
+        |v| {
+            v["upstream_connstring"] = json!("postgresql://replicator@127.0.0.1:5432/postgres");
+            v["embedded_storage"] = json!(true);
+        },
+        "embedded_storage",
+        "the embedded default cannot be combined with an upstream server",
+    );
 }
 
 /// Neon's typed fields that compute_ctl does not act on: accepted with Neon's values (and
