@@ -433,16 +433,13 @@ fn pageservers(spec: &ComputeSpec, findings: &mut Findings) -> Option<(String, O
         return from_connection_info(info, findings);
     }
     if let Some(connstring) = field(spec.pageserver_connstring.as_ref(), "pageserver_connstring") {
-        let stripe_size = spec
-            .shard_stripe_size
-            .map(|size| (size, "shard_stripe_size"));
-        return from_connstring(connstring, stripe_size, findings);
+        return from_connstring(connstring, spec.shard_stripe_size, findings);
     }
     let connstring = setting(spec, "neon.pageserver_connstring")?;
     let stripe_size = match setting(spec, "neon.stripe_size") {
         None => None,
         Some(given) => match given.value.trim().parse::<u32>() {
-            Ok(size) => Some((size, "the neon.stripe_size setting")),
+            Ok(size) => Some(size),
             Err(_) => {
                 findings.add(
                     given.path,
@@ -464,7 +461,7 @@ fn pageservers(spec: &ComputeSpec, findings: &mut Findings) -> Option<(String, O
 /// and need a stripe size, or the compute would send pages to the wrong shard.
 fn from_connstring(
     connstring: Sourced<'_>,
-    stripe_size: Option<(u32, &str)>,
+    stripe_size: Option<u32>,
     findings: &mut Findings,
 ) -> Option<(String, Option<u32>)> {
     if connstring.value.trim().is_empty() {
@@ -482,7 +479,7 @@ fn from_connstring(
         );
         return None;
     }
-    let Some((size, _)) = stripe_size else {
+    let Some(size) = stripe_size else {
         let stripe_name = if connstring.path == "pageserver_connstring" {
             "shard_stripe_size"
         } else {
