@@ -347,7 +347,9 @@ fn own_role(
 /// Whether the spec's data comes from storage (an upstream, Neon's pageserver), whose roles
 /// and databases the spec need not name.
 fn brought_by_storage(spec: &ComputeSpec) -> bool {
-    spec.upstream_connstring.is_some() || spec.pageserver_connstring.is_some()
+    spec.upstream_connstring.is_some()
+        || spec.pageserver_connstring.is_some()
+        || spec.pageserver_connection_info.is_some()
 }
 
 fn compare_roles(

@@ -5,6 +5,7 @@
 //! - `types`: the serde types of Neon's format (with `Debug` that hides secrets);
 //! - `parse`: the JSON text, Neon's envelope, the typed spec, the fields we do not use;
 //! - `validate`: the form rules, all errors collected, each with its JSON path;
+//! - `neon_fields`: Neon's typed fields we do not act on, checked as Neon's types check them;
 //! - `storage`: where the data comes from (Neon, an upstream server, or a fresh initdb);
 //! - `hash`: the canonical JSON a spec is stored and identified by;
 //! - `conf`: `cluster.postgresql_conf` read line by line, as Postgres reads the file;
@@ -26,6 +27,7 @@ mod check;
 mod conf;
 mod config_file;
 mod hash;
+mod neon_fields;
 mod owners;
 mod parse;
 mod path;
@@ -167,7 +169,7 @@ pub(crate) fn parse_received(bytes: &[u8]) -> Result<(ParsedSpec, bool), Vec<Spe
     };
     let (spec, mut ignored_fields) =
         parse::typed_spec(&received.spec).map_err(|error| vec![in_sender_terms(error)])?;
-    let (errors, storage) = validate::check_form(&spec);
+    let (errors, storage) = validate::check_form(&spec, &received.spec);
     let storage = match storage {
         Some(storage) if errors.is_empty() => storage,
         _ => return Err(errors.into_iter().map(in_sender_terms).collect()),
@@ -182,6 +184,22 @@ pub(crate) fn parse_received(bytes: &[u8]) -> Result<(ParsedSpec, bool), Vec<Spe
     }
     if spec.storage_auth_token.is_some() && !matches!(storage, Storage::Neon { .. }) {
         ignored_fields.push("storage_auth_token".to_string());
+    }
+    // Neon reads `pageserver_connection_info` and then not the older fields; a stripe size
+    // for a single pageserver (an unsharded tenant) is not used either.
+    if spec.pageserver_connection_info.is_some() && spec.pageserver_connstring.is_some() {
+        ignored_fields.push("pageserver_connstring".to_string());
+    }
+    let stripe_used = matches!(
+        storage,
+        Storage::Neon {
+            stripe_size: Some(_),
+            ..
+        }
+    ) && spec.pageserver_connection_info.is_none()
+        && spec.pageserver_connstring.is_some();
+    if spec.shard_stripe_size.is_some() && !stripe_used {
+        ignored_fields.push("shard_stripe_size".to_string());
     }
     ignored_fields.sort();
     ignored_fields.dedup();
@@ -216,7 +234,8 @@ mod tests {
 
     #[test]
     fn minimal_spec_parses_with_defaults() {
-        let parsed = parse(br#"{"format_version": 1.0, "cluster": {}}"#).unwrap();
+        let parsed =
+            parse(br#"{"format_version": 1.0, "cluster": {}, "embedded_storage": true}"#).unwrap();
         assert_eq!(parsed.storage, Storage::Embedded);
         assert_eq!(parsed.port(), DEFAULT_PORT);
         let conf = parse(
@@ -229,7 +248,23 @@ mod tests {
         assert!(parsed.ignored_fields.is_empty());
         assert_eq!(
             parsed.canonical_json,
-            br#"{"cluster":{},"format_version":1.0}"#
+            br#"{"cluster":{},"embedded_storage":true,"format_version":1.0}"#
+        );
+    }
+
+    #[test]
+    fn a_spec_without_storage_or_settings_must_ask_for_the_embedded_default() {
+        let errors = match parse(br#"{"format_version": 1.0, "cluster": {}}"#) {
+            Ok(parsed) => panic!("accepted: {parsed:?}"),
+            Err(errors) => errors,
+        };
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "pageserver_connection_info");
+        assert!(
+            errors[0]
+                .message
+                .starts_with("pageserver connection information should be provided"),
+            "{errors:?}"
         );
     }
 

@@ -21,6 +21,9 @@ const SECRET_FIELDS: &[&str] = &[
     "storage_auth_token",
     "upstream_connstring",
     "pageserver_connstring",
+    "libpq_url",
+    "grpc_url",
+    "endpoint_storage_token",
 ];
 
 /// What the bytes held once the envelope, if any, is taken off. No `Debug`: the spec holds

@@ -5,8 +5,14 @@
 
 use std::fmt;
 
-use super::validate::Findings;
-use super::{ComputeMode, ComputeSpec};
+use std::collections::BTreeMap;
+
+use super::path::JsonPath;
+use super::validate::{shown, Findings};
+use super::{ComputeMode, ComputeSpec, PageserverConnectionInfo};
+
+/// Neon's `ShardCount` is a `u8`: a tenant has at most this many shards.
+const SHARDS_MAX: usize = u8::MAX as usize;
 
 /// Where the data comes from.
 #[derive(Clone, PartialEq, Eq)]
@@ -23,7 +29,12 @@ pub enum Storage {
     },
     /// Neon's pageserver (basebackup) and safekeepers (WAL).
     Neon {
+        /// One libpq connection string a shard, comma-separated in shard order (Neon's
+        /// `neon.pageserver_connstring`); shard 0 serves the base backup.
         pageserver_connstring: String,
+        /// The stripe size (pages) of a sharded tenant, written as `neon.stripe_size`; `None`
+        /// for an unsharded one.
+        stripe_size: Option<u32>,
         /// Empty for `Replica` and `Static` computes that were given none.
         safekeepers: Vec<String>,
         /// 32 lowercase hex digits.
@@ -117,6 +128,7 @@ impl fmt::Debug for Storage {
                 .finish(),
             Storage::Neon {
                 pageserver_connstring,
+                stripe_size,
                 safekeepers,
                 tenant_id,
                 timeline_id,
@@ -128,6 +140,7 @@ impl fmt::Debug for Storage {
                     "pageserver_connstring",
                     &redact_connstring(pageserver_connstring),
                 )
+                .field("stripe_size", stripe_size)
                 .field("safekeepers", safekeepers)
                 .field("tenant_id", tenant_id)
                 .field("timeline_id", timeline_id)
@@ -274,8 +287,8 @@ pub(crate) fn resolve(spec: &ComputeSpec, findings: &mut Findings) -> Option<Sto
     let errors_before = findings.len();
     let storage = if let Some(connstring) = spec.upstream_connstring.as_deref() {
         resolve_upstream(spec, connstring, findings)
-    } else if let Some(pageserver) = pageserver_connstring(spec) {
-        resolve_neon(spec, pageserver, findings)
+    } else if spec.pageserver_connection_info.is_some() || pageserver_connstring(spec).is_some() {
+        resolve_neon(spec, findings)
     } else {
         resolve_embedded(spec, findings)
     };
@@ -319,6 +332,9 @@ fn resolve_upstream(
     findings: &mut Findings,
 ) -> Option<Storage> {
     let mut neon_fields = Vec::new();
+    if spec.pageserver_connection_info.is_some() {
+        neon_fields.push("pageserver_connection_info");
+    }
     if spec.pageserver_connstring.is_some() {
         neon_fields.push("pageserver_connstring");
     } else if setting(spec, "neon.pageserver_connstring").is_some() {
@@ -367,6 +383,7 @@ fn resolve_upstream(
     if let Some(slot) = spec.upstream_slot_name.as_deref() {
         check_slot_name(slot, findings);
     }
+    refuse_embedded_opt_in(spec, "an upstream server (upstream_connstring)", findings);
     Some(Storage::Upstream {
         connstring: connstring.to_string(),
         mode: spec.mode,
@@ -393,17 +410,201 @@ fn check_slot_name(slot: &str, findings: &mut Findings) {
     }
 }
 
-fn resolve_neon(
-    spec: &ComputeSpec,
-    pageserver: Sourced<'_>,
-    findings: &mut Findings,
-) -> Option<Storage> {
-    if pageserver.value.trim().is_empty() {
+/// `embedded_storage: true` beside another storage: the sender asked for two things.
+fn refuse_embedded_opt_in(spec: &ComputeSpec, other: &str, findings: &mut Findings) {
+    if spec.embedded_storage {
         findings.add(
-            pageserver.path.clone(),
-            "the pageserver connection string is empty",
+            "embedded_storage",
+            format!(
+                "the embedded default cannot be combined with {other}: the data comes from one \
+                 or the other"
+            ),
         );
     }
+}
+
+/// The pageservers, as Neon's `ParsedSpec::try_from` (compute_tools/src/compute.rs) looks
+/// for them: `pageserver_connection_info` first; without it `pageserver_connstring` with
+/// `shard_stripe_size`; without that the `neon.pageserver_connstring` setting with the
+/// `neon.stripe_size` setting. Returns the comma-separated connection strings and the stripe
+/// size.
+fn pageservers(spec: &ComputeSpec, findings: &mut Findings) -> Option<(String, Option<u32>)> {
+    if let Some(info) = spec.pageserver_connection_info.as_ref() {
+        return from_connection_info(info, findings);
+    }
+    if let Some(connstring) = field(spec.pageserver_connstring.as_ref(), "pageserver_connstring") {
+        return from_connstring(connstring, spec.shard_stripe_size, findings);
+    }
+    let connstring = setting(spec, "neon.pageserver_connstring")?;
+    let stripe_size = match setting(spec, "neon.stripe_size") {
+        None => None,
+        Some(given) => match given.value.trim().parse::<u32>() {
+            Ok(size) => Some(size),
+            Err(_) => {
+                findings.add(
+                    given.path,
+                    format!(
+                        "invalid neon.stripe_size {}: expected a number of pages from 0 to {}",
+                        shown(given.value),
+                        u32::MAX
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    from_connstring(connstring, stripe_size, findings)
+}
+
+/// Neon's `PageserverConnectionInfo::from_connstr` (libs/compute_api/src/spec.rs): one
+/// connection string is an unsharded tenant; more, comma-separated, are its shards in order
+/// and need a stripe size, or the compute would send pages to the wrong shard.
+fn from_connstring(
+    connstring: Sourced<'_>,
+    stripe_size: Option<u32>,
+    findings: &mut Findings,
+) -> Option<(String, Option<u32>)> {
+    if connstring.value.trim().is_empty() {
+        findings.add(connstring.path, "the pageserver connection string is empty");
+        return None;
+    }
+    let shards = connstring.value.split(',').count();
+    if shards == 1 {
+        return Some((connstring.value.to_string(), None));
+    }
+    if shards > SHARDS_MAX {
+        findings.add(
+            connstring.path,
+            format!("{shards} shards: Neon's tenants have at most {SHARDS_MAX}"),
+        );
+        return None;
+    }
+    let Some(size) = stripe_size else {
+        let stripe_name = if connstring.path == "pageserver_connstring" {
+            "shard_stripe_size"
+        } else {
+            "the neon.stripe_size setting"
+        };
+        findings.add(
+            connstring.path,
+            format!(
+                "{shards} shards but no stripe_size: a comma-separated list of pageservers names \
+                 the shards of a sharded tenant, which needs {stripe_name}"
+            ),
+        );
+        return None;
+    };
+    Some((connstring.value.to_string(), Some(size)))
+}
+
+/// Neon's newer form, read as Neon's `write_postgres_conf` (compute_tools/src/config.rs) reads
+/// it: shards 0 to `shard_count - 1` (one shard when unsharded, count 0), each with at least
+/// one pageserver, the first of which serves it; their libpq URLs joined by commas make the
+/// `neon.pageserver_connstring`.
+fn from_connection_info(
+    info: &PageserverConnectionInfo,
+    findings: &mut Findings,
+) -> Option<(String, Option<u32>)> {
+    const PATH: &str = "pageserver_connection_info";
+    let errors_before = findings.len();
+    let shard_path = |key: &str| {
+        let mut path = JsonPath::default();
+        path.push_key(PATH);
+        path.push_key("shards");
+        path.push_key(key);
+        path.into_string()
+    };
+    // The keys are Neon's `ShardIndex`: shard number and shard count, a byte each, in hex.
+    let mut by_index: BTreeMap<(u8, u8), &str> = BTreeMap::new();
+    for key in info.shards.keys() {
+        match parse_shard_index(key) {
+            Some(index) => {
+                by_index.insert(index, key);
+            }
+            None => findings.add(
+                shard_path(key),
+                format!(
+                    "invalid shard index {}: expected 4 hex digits, the shard number then the \
+                     shard count (\"0000\" for an unsharded tenant)",
+                    shown(key)
+                ),
+            ),
+        }
+    }
+    // Neon's invariant: a stripe size exactly when the tenant is sharded.
+    if info.shard_count > 0 && info.stripe_size.is_none() {
+        findings.add(
+            format!("{PATH}.stripe_size"),
+            format!(
+                "shard_count is {} but no stripe_size: a sharded tenant needs it (Neon's \
+                 invariant: shard_count 0 is unsharded, any other count has a stripe size)",
+                info.shard_count
+            ),
+        );
+    }
+    let shard_count = info.shard_count.max(1);
+    let mut urls = Vec::new();
+    for number in 0..shard_count {
+        let wanted = format!("{number:02x}{:02x}", info.shard_count);
+        let Some(key) = by_index.get(&(number, info.shard_count)) else {
+            findings.add(
+                format!("{PATH}.shards"),
+                format!("shard {wanted} missing from pageserver_connection_info shard map"),
+            );
+            continue;
+        };
+        let shard = &info.shards[*key];
+        let Some(first) = shard.pageservers.first() else {
+            findings.add(
+                format!("{}.pageservers", shard_path(key)),
+                format!("shard {wanted} has no pageserver"),
+            );
+            continue;
+        };
+        let url_path = format!("{}.pageservers[0].libpq_url", shard_path(key));
+        match first.libpq_url.as_deref() {
+            None => findings.add(
+                url_path,
+                format!(
+                    "no libpq_url for shard {wanted}: this compute_ctl reaches the pageserver by \
+                     libpq only"
+                ),
+            ),
+            Some(url) if url.trim().is_empty() => {
+                findings.add(url_path, "the pageserver connection string is empty");
+            }
+            // neon.pageserver_connstring separates the shards by commas.
+            Some(url) if url.contains(',') => findings.add(
+                url_path,
+                "a shard's libpq_url names one pageserver: it cannot contain a comma",
+            ),
+            Some(url) => urls.push(url),
+        }
+    }
+    if findings.len() > errors_before {
+        return None;
+    }
+    let stripe_size = if info.shard_count > 0 {
+        info.stripe_size
+    } else {
+        None
+    };
+    Some((urls.join(","), stripe_size))
+}
+
+/// Neon's `ShardIndex::from_str` (libs/utils/src/shard.rs): 4 hex digits.
+fn parse_shard_index(key: &str) -> Option<(u8, u8)> {
+    if key.len() != 4 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let number = u8::from_str_radix(&key[..2], 16).ok()?;
+    let count = u8::from_str_radix(&key[2..], 16).ok()?;
+    Some((number, count))
+}
+
+fn resolve_neon(spec: &ComputeSpec, findings: &mut Findings) -> Option<Storage> {
+    let pageservers = pageservers(spec, findings);
+    refuse_embedded_opt_in(spec, "Neon's storage", findings);
     let tenant_id = neon_id(spec, "tenant", findings);
     let timeline_id = neon_id(spec, "timeline", findings);
 
@@ -467,8 +668,10 @@ fn resolve_neon(
              has none",
         );
     }
+    let (pageserver_connstring, stripe_size) = pageservers?;
     Some(Storage::Neon {
-        pageserver_connstring: pageserver.value.to_string(),
+        pageserver_connstring,
+        stripe_size,
         safekeepers,
         tenant_id: tenant_id?,
         timeline_id: timeline_id?,
@@ -547,6 +750,25 @@ fn resolve_embedded(spec: &ComputeSpec, findings: &mut Findings) -> Option<Stora
             "a replication slot needs upstream_connstring",
         );
     }
+    // Neon's `ParsedSpec::try_from` (compute_tools/src/compute.rs) refuses a spec without a
+    // pageserver. The embedded default is ours; a spec that says nothing at all (no storage,
+    // no settings) is more likely a Neon spec cut short than a wish for an empty, ephemeral
+    // database, so that one has to ask for it.
+    let names_settings = !spec.cluster.settings().is_empty()
+        || spec
+            .cluster
+            .postgresql_conf
+            .as_deref()
+            .is_some_and(|conf| !conf.trim().is_empty());
+    if !spec.embedded_storage && !names_settings {
+        findings.add(
+            "pageserver_connection_info",
+            "pageserver connection information should be provided (pageserver_connection_info, \
+             pageserver_connstring or the neon.pageserver_connstring setting, with tenant_id and \
+             timeline_id), or upstream_connstring; for the embedded default (a fresh initdb, \
+             ephemeral data) say \"embedded_storage\": true or give settings",
+        );
+    }
     Some(Storage::Embedded)
 }
 
@@ -595,6 +817,7 @@ mod tests {
     fn debug_and_display_hide_secrets() {
         let storage = Storage::Neon {
             pageserver_connstring: "host=ps password=pw-secret".into(),
+            stripe_size: None,
             safekeepers: vec!["sk1:5454".into()],
             tenant_id: "0".repeat(32),
             timeline_id: "1".repeat(32),

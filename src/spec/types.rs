@@ -32,8 +32,15 @@ pub struct ComputeSpec {
     pub tenant_id: Option<String>,
     #[serde(default)]
     pub timeline_id: Option<String>,
+    /// Neon's newer way to name the pageservers: one entry a shard. Neon reads it first and
+    /// falls back to `pageserver_connstring` (then the `neon.*` settings) only without it.
+    #[serde(default)]
+    pub pageserver_connection_info: Option<PageserverConnectionInfo>,
     #[serde(default)]
     pub pageserver_connstring: Option<String>,
+    /// The stripe size (in pages) of a sharded tenant named by `pageserver_connstring`.
+    #[serde(default)]
+    pub shard_stripe_size: Option<u32>,
     #[serde(default)]
     pub safekeeper_connstrings: Vec<String>,
     /// Used as the password to the pageserver and safekeepers (`NEON_AUTH_TOKEN`).
@@ -47,6 +54,11 @@ pub struct ComputeSpec {
     /// compute_ctl's extension: the replication slot a `Replica` streams through.
     #[serde(default)]
     pub upstream_slot_name: Option<String>,
+    /// compute_ctl's extension: run on the embedded default (a fresh `initdb`, ephemeral data)
+    /// although the spec names no storage. Neon refuses a spec without a pageserver; without
+    /// this a spec that names neither storage nor settings is refused the same way.
+    #[serde(default)]
+    pub embedded_storage: bool,
 
     #[serde(default)]
     pub mode: ComputeMode,
@@ -182,6 +194,11 @@ impl fmt::Debug for ComputeSpec {
                 "pageserver_connstring",
                 &self.pageserver_connstring.as_deref().map(redact_connstring),
             )
+            .field(
+                "pageserver_connection_info",
+                &self.pageserver_connection_info,
+            )
+            .field("shard_stripe_size", &self.shard_stripe_size)
             .field("safekeeper_connstrings", &self.safekeeper_connstrings)
             .field(
                 "storage_auth_token",
@@ -192,6 +209,7 @@ impl fmt::Debug for ComputeSpec {
                 &self.upstream_connstring.as_deref().map(redact_connstring),
             )
             .field("upstream_slot_name", &self.upstream_slot_name)
+            .field("embedded_storage", &self.embedded_storage)
             .field("mode", &self.mode)
             .field(
                 "drop_subscriptions_before_start",
@@ -232,4 +250,79 @@ pub struct DeltaOp {
     pub name: PgIdent,
     #[serde(default)]
     pub new_name: Option<PgIdent>,
+}
+
+/// Neon's `PageserverConnectionInfo`: the pageservers of each shard of the tenant.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageserverConnectionInfo {
+    /// 0 for an unsharded tenant; 1 and up for a sharded one (Neon's `ShardCount`, a `u8`).
+    pub shard_count: u8,
+    /// Pages a stripe, for a sharded tenant (Neon's `ShardStripeSize`, a `u32`).
+    #[serde(default)]
+    pub stripe_size: Option<u32>,
+    /// Keyed by Neon's `ShardIndex` in hex: two digits of shard number, two of shard count
+    /// (`"0000"` for an unsharded tenant, `"0102"` for the second of two shards).
+    pub shards: std::collections::BTreeMap<String, PageserverShardInfo>,
+    #[serde(default)]
+    pub prefer_protocol: PageserverProtocol,
+}
+
+/// The pageservers that serve one shard; Neon uses the first.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageserverShardInfo {
+    pub pageservers: Vec<PageserverShardConnectionInfo>,
+}
+
+/// One pageserver of a shard.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageserverShardConnectionInfo {
+    #[serde(default)]
+    pub id: Option<u64>,
+    /// A libpq connection string: the only protocol this compute_ctl speaks.
+    #[serde(default)]
+    pub libpq_url: Option<String>,
+    #[serde(default)]
+    pub grpc_url: Option<String>,
+}
+
+/// The protocol Neon's compute prefers for the pageservers. The compute may use another one it
+/// has URLs for: this compute_ctl always uses libpq.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PageserverProtocol {
+    #[default]
+    #[serde(rename = "libpq")]
+    Libpq,
+    #[serde(rename = "grpc")]
+    Grpc,
+}
+
+/// By hand: the URLs may hold passwords.
+impl fmt::Debug for PageserverConnectionInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PageserverConnectionInfo")
+            .field("shard_count", &self.shard_count)
+            .field("stripe_size", &self.stripe_size)
+            .field("shards", &self.shards)
+            .field("prefer_protocol", &self.prefer_protocol)
+            .finish()
+    }
+}
+
+impl fmt::Debug for PageserverShardInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.pageservers).finish()
+    }
+}
+
+impl fmt::Debug for PageserverShardConnectionInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PageserverShardConnectionInfo")
+            .field("id", &self.id)
+            .field(
+                "libpq_url",
+                &self.libpq_url.as_deref().map(redact_connstring),
+            )
+            .field("grpc_url", &self.grpc_url.as_deref().map(redact_connstring))
+            .finish()
+    }
 }

@@ -14,9 +14,6 @@ use super::{ComputeSpec, GenericOption, SpecError};
 /// which would make the declared name and the real one differ.
 pub(crate) const NAME_BYTES_MAX: usize = 63;
 
-/// The spec format this compute_ctl reads (Neon's).
-pub(crate) const FORMAT_VERSION: f32 = 1.0;
-
 /// Settings that compute_ctl writes itself: a spec cannot move the data directory or the
 /// files compute_ctl generates, nor fake the hash compute_ctl reads back to confirm a reload.
 pub(crate) const OWNED_SETTINGS: &[&str] = &[
@@ -158,9 +155,16 @@ pub(crate) fn shown(value: &str) -> String {
 }
 
 /// All form rules; the storage the spec selects when they all pass.
-pub(crate) fn check_form(spec: &ComputeSpec) -> (Vec<SpecError>, Option<Storage>) {
+/// `received` is the spec as JSON, for the fields of Neon's that the typed spec does not keep.
+pub(crate) fn check_form(
+    spec: &ComputeSpec,
+    received: &serde_json::Value,
+) -> (Vec<SpecError>, Option<Storage>) {
     let mut findings = Findings::default();
-    check_format_version(spec, &mut findings);
+    // `format_version` is not judged beyond being a number: Neon's compute_ctl types it `f32`
+    // (libs/compute_api/src/spec.rs, `ComputeSpec`) and no code of its reads it, so a spec
+    // Neon runs is not refused here for its version.
+    super::neon_fields::check(received, &mut findings);
     check_roles(spec, &mut findings);
     check_databases(spec, &mut findings);
     check_settings(spec, &mut findings);
@@ -170,20 +174,6 @@ pub(crate) fn check_form(spec: &ComputeSpec) -> (Vec<SpecError>, Option<Storage>
     let errors = findings.into_errors();
     let storage = if errors.is_empty() { storage } else { None };
     (errors, storage)
-}
-
-fn check_format_version(spec: &ComputeSpec, findings: &mut Findings) {
-    // Neon writes exactly 1.0; any other value is a format we do not know.
-    #[allow(clippy::float_cmp)]
-    if spec.format_version != FORMAT_VERSION {
-        findings.add(
-            "format_version",
-            format!(
-                "unsupported format version {}: expected 1.0 (Neon's compute spec format)",
-                spec.format_version
-            ),
-        );
-    }
 }
 
 /// Rules shared by role and database names (and the names in delta operations): what

@@ -77,6 +77,7 @@ impl Default for Neon {
 /// The Neon fields of a spec.
 struct Fields<'a> {
     pageserver_connstring: &'a str,
+    stripe_size: Option<u32>,
     safekeepers: &'a [String],
     tenant_id: &'a str,
     timeline_id: &'a str,
@@ -88,6 +89,7 @@ fn fields(spec: &ParsedSpec) -> Option<Fields<'_>> {
     match &spec.storage {
         Storage::Neon {
             pageserver_connstring,
+            stripe_size,
             safekeepers,
             tenant_id,
             timeline_id,
@@ -95,6 +97,7 @@ fn fields(spec: &ParsedSpec) -> Option<Fields<'_>> {
             mode,
         } => Some(Fields {
             pageserver_connstring,
+            stripe_size: *stripe_size,
             safekeepers,
             tenant_id,
             timeline_id,
@@ -400,31 +403,13 @@ impl StorageBackend for Neon {
         }))
     }
 
-    /// Neon's storage settings, as Neon writes them after the spec's own: from the spec's
-    /// fields (a spec that gave them as settings already has them), and for a read-only
-    /// compute hot standby, at its LSN for a static one.
+    /// Neon's storage settings, as Neon writes them after the spec's own (`storage_settings`),
+    /// then a standby's parameters raised to the primary's.
     fn settings(&self, env: &StepEnv, spec: &ParsedSpec) -> Vec<(String, String)> {
-        let Some(neon) = fields(spec) else {
+        if fields(spec).is_none() {
             return Vec::new();
-        };
-        let mut wanted: Vec<(String, String)> = vec![(
-            "neon.pageserver_connstring".into(),
-            neon.pageserver_connstring.to_string(),
-        )];
-        if !neon.safekeepers.is_empty() {
-            wanted.push(("neon.safekeepers".into(), neon.safekeepers.join(",")));
         }
-        wanted.push(("neon.tenant_id".into(), neon.tenant_id.to_string()));
-        wanted.push(("neon.timeline_id".into(), neon.timeline_id.to_string()));
-        wanted.retain(|(name, value)| spec.spec.cluster.setting(name) != Some(value.as_str()));
-        match neon.mode {
-            ComputeMode::Primary => {}
-            ComputeMode::Replica => wanted.push(("hot_standby".into(), "on".into())),
-            ComputeMode::Static(lsn) => {
-                wanted.push(("hot_standby".into(), "on".into()));
-                wanted.push(("recovery_target_lsn".into(), lsn.to_string()));
-            }
-        }
+        let mut wanted = storage_settings(spec);
         wanted.extend(super::standby::settings(&env.pgdata));
         wanted
     }
@@ -745,9 +730,71 @@ fn make_parents(pgdata: &Path, relative: &Path, owner: Option<&PgUser>) -> Resul
     Ok(())
 }
 
+/// Neon's storage settings from the spec's fields, in the order Neon's `write_postgres_conf`
+/// (compute_tools/src/config.rs) writes them, leaving out those the spec's own settings already
+/// give; for a read-only compute hot standby, at its LSN for a static one.
+fn storage_settings(spec: &ParsedSpec) -> Vec<(String, String)> {
+    let Some(neon) = fields(spec) else {
+        return Vec::new();
+    };
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    // Before the connection string, as Neon's `write_postgres_conf` (compute_tools/src/
+    // config.rs) writes it: the extension reads the stripe size to route pages to shards.
+    if let Some(stripe_size) = neon.stripe_size {
+        wanted.push(("neon.stripe_size".into(), stripe_size.to_string()));
+    }
+    wanted.push((
+        "neon.pageserver_connstring".into(),
+        neon.pageserver_connstring.to_string(),
+    ));
+    if !neon.safekeepers.is_empty() {
+        wanted.push(("neon.safekeepers".into(), neon.safekeepers.join(",")));
+    }
+    wanted.push(("neon.tenant_id".into(), neon.tenant_id.to_string()));
+    wanted.push(("neon.timeline_id".into(), neon.timeline_id.to_string()));
+    wanted.retain(|(name, value)| spec.spec.cluster.setting(name) != Some(value.as_str()));
+    match neon.mode {
+        ComputeMode::Primary => {}
+        ComputeMode::Replica => wanted.push(("hot_standby".into(), "on".into())),
+        ComputeMode::Static(lsn) => {
+            wanted.push(("hot_standby".into(), "on".into()));
+            wanted.push(("recovery_target_lsn".into(), lsn.to_string()));
+        }
+    }
+    wanted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sharded_tenant_gets_its_stripe_size_before_the_pageservers() {
+        let spec = crate::spec::parse(include_bytes!(
+            "../../fixtures/specs/neon-connection-info.json"
+        ))
+        .expect("the fixture is valid");
+        let names: Vec<(String, String)> = storage_settings(&spec)
+            .into_iter()
+            .filter(|(name, _)| name == "neon.stripe_size" || name == "neon.pageserver_connstring")
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("neon.stripe_size".to_string(), "2048".to_string()),
+                (
+                    "neon.pageserver_connstring".to_string(),
+                    "postgresql://no_user@127.0.0.1:6400,postgresql://no_user@127.0.0.1:6401"
+                        .to_string()
+                ),
+            ]
+        );
+        let unsharded =
+            crate::spec::parse(include_bytes!("../../fixtures/specs/neon.json")).expect("valid");
+        assert!(storage_settings(&unsharded)
+            .iter()
+            .all(|(name, _)| name != "neon.stripe_size"));
+    }
 
     #[test]
     fn the_command_is_neons() {

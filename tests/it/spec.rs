@@ -117,10 +117,17 @@ fn our_valid_fixtures_parse_to_the_storage_they_are_named_for() {
     let dir = fixtures_dir();
     let expected: &[(&str, &str, u16)] = &[
         ("embedded-default.json", "embedded", 55432),
+        ("embedded-opt-in.json", "embedded", 5432),
+        // Neon reads any number there.
+        ("format-version-2.json", "embedded", 55432),
         ("hostile-names.json", "embedded", 55432),
         ("minimal.json", "embedded", 55432),
         // A copy of Neon's own fixture (libs/compute_api/tests/cluster_spec.json).
         ("neon-cluster-spec.json", "neon", 55432),
+        ("neon-connection-info-and-connstring.json", "neon", 55437),
+        ("neon-connection-info.json", "neon", 55436),
+        ("neon-sharded-connstring.json", "neon", 55438),
+        ("neon-typed-fields.json", "embedded", 55432),
         ("neon.json", "neon", 55435),
         ("upstream-primary.json", "upstream", 55434),
         ("upstream-replica.json", "upstream", 55433),
@@ -222,6 +229,7 @@ fn neon_fixture_uses_the_fields() {
         parsed.storage,
         Storage::Neon {
             pageserver_connstring: "postgresql://no_user@127.0.0.1:6400".into(),
+            stripe_size: None,
             safekeepers: vec![
                 "127.0.0.1:5454".into(),
                 "127.0.0.1:5455".into(),
@@ -246,7 +254,9 @@ const INVALID: &[(&str, &[&str], &str)] = &[
     ("bad-slot-name.json", &["upstream_slot_name"], "lower case letters, digits and underscores"),
     ("bad-static-lsn.json", &["mode.Static"], "invalid LSN \"not-an-lsn\""),
     ("bad-upstream-connstring.json", &["upstream_connstring"], "invalid value for option `port`"),
+    ("bogus-audit-log-level.json", &["audit_log_level"], "expected one of Disabled, Log, Base, Hipaa, Extended, Full, found the string \"Bogus\""),
     ("cleartext-password.json", &["cluster.roles[3].encrypted_password"], "not a password verifier: expected a SCRAM-SHA-256 verifier or an md5 hash (32 hex digits); clear-text passwords are not accepted"),
+    ("connection-info-missing-shard.json", &["pageserver_connection_info.shards"], "shard 0102 missing from pageserver_connection_info shard map"),
     ("database-option-oid.json", &["cluster.databases[0].options[0].name"], "OID is not allowed"),
     ("database-option-without-value.json", &["cluster.databases[0].options[0].value"], "database option ENCODING needs a value"),
     ("duplicate-database.json", &["cluster.databases[1].name"], "duplicate database \"app\" (also cluster.databases[0])"),
@@ -254,12 +264,13 @@ const INVALID: &[(&str, &[&str], &str)] = &[
     ("duplicate-role.json", &["cluster.roles[2].name"], "duplicate role \"alice\" (also cluster.roles[0])"),
     ("duplicate-safekeepers.json", &["safekeeper_connstrings"], "duplicate entry in safekeeper_connstrings: 127.0.0.1:5454!"),
     ("duplicate-setting.json", &["cluster.settings[3].name"], "duplicate setting \"Port\" (also cluster.settings[0])"),
+    ("embedded-opt-in-with-neon.json", &["embedded_storage"], "the embedded default cannot be combined with Neon's storage"),
     ("empty-database-owner.json", &["cluster.databases[0].owner"], "database owner is empty"),
     ("empty-role-name.json", &["cluster.roles[0].name"], "role name is empty"),
     ("empty-safekeepers.json", &["safekeeper_connstrings"], "safekeeper_connstrings is empty"),
     ("envelope-null-spec.json", &["spec"], "the envelope holds no spec"),
     ("envelope-role-wrong-type.json", &["spec.cluster.roles[0].name"], "invalid type: integer `42`, expected a string"),
-    ("format-version-2.json", &["format_version"], "unsupported format version 2: expected 1.0"),
+    ("format-version-string.json", &["format_version"], "invalid type: string \"1.0\", expected f32"),
     ("invalid-json.json", &["cluster.roles[0]"], "invalid JSON: trailing comma at line 5 column 24"),
     ("invalid-tenant-id.json", &["tenant_id"], "invalid tenant id \"b0554b632bd4d547a63b86c3630317e\": expected 32 hexadecimal digits"),
     (
@@ -275,7 +286,9 @@ const INVALID: &[(&str, &[&str], &str)] = &[
         "role name \"pg_x\" is reserved",
     ),
     ("missing-cluster.json", &["cluster"], "missing required field"),
+    ("negative-reconfigure-concurrency.json", &["reconfigure_concurrency"], "expected an integer from 0 to 18446744073709551615 (Neon's type is usize), found -1"),
     ("neon-without-tenant-id.json", &["tenant_id"], "tenant id should be provided"),
+    ("no-storage-no-settings.json", &["pageserver_connection_info"], "pageserver connection information should be provided"),
     ("owned-setting.json", &["cluster.settings[3].name"], "setting \"data_directory\" is written by compute_ctl"),
     ("postgresql-conf-nul.json", &["cluster.postgresql_conf"], "NUL"),
     ("rename-without-new-name.json", &["delta_operations[0].new_name"], "rename_role needs new_name"),
@@ -286,6 +299,7 @@ const INVALID: &[(&str, &[&str], &str)] = &[
     ("safekeepers-without-pageserver.json", &["safekeeper_connstrings"], "needs pageserver_connstring"),
     ("setting-null-value.json", &["cluster.settings[3].value"], "a setting needs a value"),
     ("setting-value-newline.json", &["cluster.settings[3].value"], "line break"),
+    ("sharded-connstring-without-stripe-size.json", &["pageserver_connstring"], "2 shards but no stripe_size"),
     ("static-with-upstream.json", &["mode"], "a vanilla upstream cannot serve pages as of an old LSN"),
     ("static-without-storage.json", &["mode"], "the embedded default has nothing to follow"),
     ("unknown-db-option.json", &["cluster.databases[0].options[1].name"], "unknown database option \"LC_NUMERIC\""),
@@ -342,6 +356,7 @@ fn neon_compute_api_fixture_parses_with_storage_from_the_settings() {
         parsed.storage,
         Storage::Neon {
             pageserver_connstring: "host=127.0.0.1 port=6400".into(),
+            stripe_size: None,
             safekeepers: vec![
                 "127.0.0.1:6502".into(),
                 "127.0.0.1:6503".into(),
@@ -450,14 +465,14 @@ fn neon_docker_compose_envelope_is_accepted_with_real_ids() {
 
 #[test]
 fn key_order_and_whitespace_do_not_change_the_hash() {
-    let a = br#"{"format_version": 1.0, "cluster": {"roles": [{"name": "a", "encrypted_password": null}], "settings": []}, "x": {"b": 1, "a": 2}}"#;
-    let b = b"{\"x\":{\"a\":2,\"b\":1},\n\t\"cluster\" : {\"settings\":[],\"roles\":[{\"encrypted_password\":null,\"name\":\"a\"}]},\"format_version\":1.0}\n";
+    let a = br#"{"format_version": 1.0, "cluster": {"roles": [{"name": "a", "encrypted_password": null}], "settings": []}, "embedded_storage": true, "x": {"b": 1, "a": 2}}"#;
+    let b = b"{\"x\":{\"a\":2,\"b\":1},\n\t\"cluster\" : {\"settings\":[],\"roles\":[{\"encrypted_password\":null,\"name\":\"a\"}]},\"embedded_storage\":true,\"format_version\":1.0}\n";
     let (a, b) = (parse_ok(a), parse_ok(b));
     assert_eq!(a.hash, b.hash);
     assert_eq!(a.canonical_json, b.canonical_json);
     assert_eq!(
         String::from_utf8(a.canonical_json.clone()).unwrap(),
-        r#"{"cluster":{"roles":[{"encrypted_password":null,"name":"a"}],"settings":[]},"format_version":1.0,"x":{"a":2,"b":1}}"#
+        r#"{"cluster":{"roles":[{"encrypted_password":null,"name":"a"}],"settings":[]},"embedded_storage":true,"format_version":1.0,"x":{"a":2,"b":1}}"#
     );
 }
 
@@ -538,7 +553,7 @@ fn ignored_fields_list_unknown_fields_at_every_depth() {
         br#"{
         "format_version": 1.0,
         "features": ["activity_monitor_experimental"],
-        "remote_extensions": {"public_extensions": []},
+        "remote_extensions": {"public_extensions": [], "library_index": {}, "extension_data": {}},
         "suspend_timeout_seconds": -1,
         "storage_auth_token": "unused-without-neon",
         "cluster": {
@@ -592,20 +607,20 @@ fn debug_output_never_shows_secrets() {
 // ---------------------------------------------------------------------------------------------
 // Rules, one by one
 
+/// Neon's compute_ctl types `format_version` as `f32` and never reads it
+/// (libs/compute_api/src/spec.rs): any number is taken, anything else is refused.
 #[test]
-fn format_version_must_be_one() {
-    assert_valid("integer 1", |v| v["format_version"] = json!(1));
+fn format_version_is_any_number_as_neon_reads_it() {
+    for version in [json!(1), json!(1.0), json!(1.1), json!(2.0), json!(0)] {
+        assert_valid(&version.to_string(), |v| {
+            v["format_version"] = version.clone()
+        });
+    }
     assert_invalid(
-        "1.1",
-        |v| v["format_version"] = json!(1.1),
+        "null",
+        |v| v["format_version"] = json!(null),
         "format_version",
-        "unsupported format version 1.1",
-    );
-    assert_invalid(
-        "0",
-        |v| v["format_version"] = json!(0),
-        "format_version",
-        "expected 1.0",
+        "invalid type: null, expected f32",
     );
     assert_invalid(
         "string",
@@ -630,10 +645,12 @@ fn unknown_fields_and_missing_optional_fields_are_tolerated() {
         v["cluster"]["brand_new"] = json!(null);
         v["cluster"]["roles"][0]["brand_new"] = json!("x");
     });
-    assert_valid("bare minimum", |v| {
-        *v = json!({"format_version": 1.0, "cluster": {}})
-    });
+    assert_valid(
+        "bare minimum, asking for the embedded default",
+        |v| *v = json!({"format_version": 1.0, "cluster": {}, "embedded_storage": true}),
+    );
     assert_valid("nulls where Neon sends them", |v| {
+        v["embedded_storage"] = json!(true);
         v["delta_operations"] = json!(null);
         v["cluster"]["settings"] = json!(null);
         v["cluster"]["roles"][0]["options"] = json!(null);
@@ -1135,6 +1152,318 @@ fn neon_storage_from_settings_and_their_errors_name_the_setting() {
         v["cluster"]["settings"][6]["value"] = json!("dup:1,dup:1");
         v["safekeeper_connstrings"] = json!(["sk1:5454"]);
     });
+}
+
+/// The storage a parsed fixture selects, as `(pageserver_connstring, stripe_size)`.
+fn neon_pageservers(name: &str) -> (String, Option<u32>, Vec<String>) {
+    let parsed = parse_ok(&read(&fixtures_dir().join(name)));
+    match parsed.storage {
+        Storage::Neon {
+            pageserver_connstring,
+            stripe_size,
+            ..
+        } => (pageserver_connstring, stripe_size, parsed.ignored_fields),
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+/// Neon's `ParsedSpec::try_from` (compute_tools/src/compute.rs) reads
+/// `pageserver_connection_info` first; `write_postgres_conf` (compute_tools/src/config.rs)
+/// joins its shards' libpq URLs, in shard order, into `neon.pageserver_connstring`.
+#[test]
+fn pageserver_connection_info_names_the_pageservers_in_shard_order() {
+    let (connstring, stripe_size, _) = neon_pageservers("neon-connection-info.json");
+    assert_eq!(
+        connstring,
+        "postgresql://no_user@127.0.0.1:6400,postgresql://no_user@127.0.0.1:6401"
+    );
+    assert_eq!(stripe_size, Some(2048));
+
+    // Both forms: Neon takes the connection info and reads no pageserver_connstring.
+    let (connstring, stripe_size, ignored) =
+        neon_pageservers("neon-connection-info-and-connstring.json");
+    assert_eq!(connstring, "postgresql://no_user@127.0.0.1:6400");
+    assert_eq!(stripe_size, None);
+    assert!(
+        ignored.contains(&"pageserver_connstring".to_string()),
+        "{ignored:?}"
+    );
+
+    let (connstring, stripe_size, ignored) = neon_pageservers("neon-sharded-connstring.json");
+    assert_eq!(connstring.split(',').count(), 2);
+    assert_eq!(stripe_size, Some(2048));
+    assert!(
+        !ignored.contains(&"shard_stripe_size".to_string()),
+        "{ignored:?}"
+    );
+
+    let (_, stripe_size, ignored) = neon_pageservers("neon.json");
+    assert_eq!(stripe_size, None);
+    assert!(
+        !ignored.contains(&"shard_stripe_size".to_string()),
+        "{ignored:?}"
+    );
+}
+
+#[test]
+fn pageserver_connection_info_rules() {
+    let info = |info: Value| {
+        move |v: &mut Value| {
+            neon_fields(v);
+            v.as_object_mut().unwrap().remove("pageserver_connstring");
+            v["pageserver_connection_info"] = info;
+        }
+    };
+    let unsharded = |url: Value| json!({"shard_count": 0, "shards": {"0000": {"pageservers": [{"libpq_url": url}]}}});
+    assert_valid(
+        "unsharded",
+        info(unsharded(json!("host=127.0.0.1 port=6400"))),
+    );
+    assert_invalid(
+        "no libpq_url",
+        info(unsharded(json!(null))),
+        r#"pageserver_connection_info.shards["0000"].pageservers[0].libpq_url"#,
+        "no libpq_url for shard 0000",
+    );
+    assert_invalid(
+        "a comma in a shard's url",
+        info(unsharded(json!("host=a,host=b"))),
+        r#"pageserver_connection_info.shards["0000"].pageservers[0].libpq_url"#,
+        "cannot contain a comma",
+    );
+    assert_invalid(
+        "a shard without pageservers",
+        info(json!({"shard_count": 0, "shards": {"0000": {"pageservers": []}}})),
+        r#"pageserver_connection_info.shards["0000"].pageservers"#,
+        "shard 0000 has no pageserver",
+    );
+    assert_invalid(
+        "sharded without a stripe size",
+        info(
+            json!({"shard_count": 1, "shards": {"0001": {"pageservers": [{"libpq_url": "host=a"}]}}}),
+        ),
+        "pageserver_connection_info.stripe_size",
+        "shard_count is 1 but no stripe_size",
+    );
+    let errors = check(info(
+        json!({"shard_count": 0, "shards": {"zz": {"pageservers": []}}}),
+    ));
+    assert_eq!(
+        paths(&errors),
+        vec![
+            "pageserver_connection_info.shards.zz",
+            "pageserver_connection_info.shards"
+        ],
+        "{errors:#?}"
+    );
+    assert_invalid(
+        "a shard count beyond Neon's u8",
+        info(json!({"shard_count": 256, "shards": {}})),
+        "pageserver_connection_info.shard_count",
+        "invalid value: integer `256`, expected u8",
+    );
+    assert_invalid(
+        "beside an upstream",
+        |v| {
+            info(unsharded(json!("host=a")))(v);
+            for name in ["tenant_id", "timeline_id", "safekeeper_connstrings"] {
+                v.as_object_mut().unwrap().remove(name);
+            }
+            v["upstream_connstring"] = json!("postgresql://replicator@127.0.0.1:5432/postgres");
+        },
+        "upstream_connstring",
+        "cannot be combined with Neon's storage (pageserver_connection_info)",
+    );
+    // A password in a libpq URL is a secret like any connection string's.
+    let mut value: Value =
+        serde_json::from_slice(&read(&fixtures_dir().join("minimal.json"))).unwrap();
+    info(unsharded(json!("postgresql://u:pw-secret@127.0.0.1:6400")))(&mut value);
+    let parsed = parse_ok(&serde_json::to_vec(&value).unwrap());
+    let shown = format!("{parsed:?}");
+    assert!(!shown.contains("pw-secret"), "{shown}");
+}
+
+/// Neon's `PageserverConnectionInfo::from_connstr` (libs/compute_api/src/spec.rs): more than
+/// one comma-separated pageserver needs a stripe size; from the settings, `neon.stripe_size`.
+#[test]
+fn sharded_connstrings_need_a_stripe_size() {
+    let sharded = |v: &mut Value| {
+        neon_fields(v);
+        v["pageserver_connstring"] = json!("host=127.0.0.1 port=6400,host=127.0.0.1 port=6401");
+    };
+    assert_invalid(
+        "field without shard_stripe_size",
+        sharded,
+        "pageserver_connstring",
+        "2 shards but no stripe_size: a comma-separated list of pageservers names the shards of a \
+         sharded tenant, which needs shard_stripe_size",
+    );
+    assert_valid("field with shard_stripe_size", |v| {
+        sharded(v);
+        v["shard_stripe_size"] = json!(2048);
+    });
+    assert_invalid(
+        "neon.stripe_size does not serve the field",
+        |v| {
+            sharded(v);
+            add_setting(v, "neon.stripe_size", json!("2048"));
+        },
+        "pageserver_connstring",
+        "2 shards but no stripe_size",
+    );
+    assert_invalid(
+        "a stripe size beyond u32",
+        |v| {
+            sharded(v);
+            v["shard_stripe_size"] = json!(-1);
+        },
+        "shard_stripe_size",
+        "invalid value: integer `-1`, expected u32",
+    );
+    let from_settings = |v: &mut Value| {
+        neon_fields(v);
+        v.as_object_mut().unwrap().remove("pageserver_connstring");
+        add_setting(
+            v,
+            "neon.pageserver_connstring",
+            json!("host=a,host=b,host=c"),
+        );
+    };
+    assert_invalid(
+        "setting without neon.stripe_size",
+        from_settings,
+        "cluster.settings[3].value",
+        "3 shards but no stripe_size: a comma-separated list of pageservers names the shards of \
+         a sharded tenant, which needs the neon.stripe_size setting",
+    );
+    assert_valid("setting with neon.stripe_size", |v| {
+        from_settings(v);
+        add_setting(v, "neon.stripe_size", json!("2048"));
+    });
+    assert_invalid(
+        "neon.stripe_size that is not a number",
+        |v| {
+            from_settings(v);
+            add_setting(v, "neon.stripe_size", json!("big"));
+        },
+        "cluster.settings[4].value",
+        "invalid neon.stripe_size \"big\"",
+    );
+    assert_valid("one pageserver needs no stripe size", neon_fields);
+}
+
+/// Neon refuses a spec without a pageserver (`ParsedSpec::try_from`,
+/// compute_tools/src/compute.rs); ours runs the embedded default for a spec that asks for it,
+/// or that gives settings of its own.
+#[test]
+fn the_embedded_default_is_asked_for_or_implied_by_settings() {
+    let bare = |v: &mut Value| *v = json!({"format_version": 1.0, "cluster": {"roles": []}});
+    assert_invalid(
+        "nothing at all",
+        bare,
+        "pageserver_connection_info",
+        "pageserver connection information should be provided",
+    );
+    assert_invalid(
+        "an empty settings list says nothing either",
+        |v| {
+            bare(v);
+            v["cluster"]["settings"] = json!([]);
+            v["cluster"]["postgresql_conf"] = json!("\n");
+        },
+        "pageserver_connection_info",
+        "\"embedded_storage\": true",
+    );
+    assert_valid("asked for", |v| {
+        bare(v);
+        v["embedded_storage"] = json!(true);
+    });
+    assert_valid("settings of its own", |_| {});
+    assert_valid("a postgresql_conf of its own", |v| {
+        bare(v);
+        v["cluster"]["postgresql_conf"] = json!("work_mem = '4MB'\n");
+    });
+    assert_invalid(
+        "false is not asking",
+        |v| {
+            bare(v);
+            v["embedded_storage"] = json!(false);
+        },
+        "pageserver_connection_info",
+        "pageserver connection information should be provided",
+    );
+    assert_invalid(
+        "beside an upstream",
+        |v| {
+            v["upstream_connstring"] = json!("postgresql://replicator@127.0.0.1:5432/postgres");
+            v["embedded_storage"] = json!(true);
+        },
+        "embedded_storage",
+        "the embedded default cannot be combined with an upstream server",
+    );
+}
+
+/// Neon's typed fields that compute_ctl does not act on: accepted with Neon's values (and
+/// listed as ignored), refused with values Neon's types refuse.
+#[test]
+fn neon_typed_fields_are_checked_and_still_ignored() {
+    let parsed = parse_ok(&read(&fixtures_dir().join("neon-typed-fields.json")));
+    for name in [
+        "audit_log_level",
+        "features",
+        "reconfigure_concurrency",
+        "remote_extensions",
+    ] {
+        assert!(
+            parsed.ignored_fields.contains(&name.to_string()),
+            "{name}: {:?}",
+            parsed.ignored_fields
+        );
+    }
+    let bad = [
+        (
+            "audit_log_level",
+            json!("log"),
+            "expected one of Disabled, Log, Base",
+        ),
+        ("reconfigure_concurrency", json!(-1), "Neon's type is usize"),
+        ("offload_lfc_interval_seconds", json!(0), "NonZeroU64"),
+        ("logs_export_host", json!("collector"), "expected host:port"),
+        (
+            "safekeepers_generation",
+            json!(4294967296_u64),
+            "Neon's type is u32",
+        ),
+        ("autoprewarm", json!("yes"), "expected true or false"),
+        ("project_id", json!(7), "expected a string, found 7"),
+        (
+            "features",
+            json!("tls_experimental"),
+            "expected an array of feature names",
+        ),
+        (
+            "pgbouncer_settings",
+            json!([]),
+            "expected an object, found an array",
+        ),
+    ];
+    for (name, value, reason) in bad {
+        assert_invalid(name, |v| v[name] = value.clone(), name, reason);
+    }
+    assert_invalid(
+        "a feature that is not a name",
+        |v| v["features"] = json!(["tls_experimental", 1]),
+        "features[1]",
+        "expected a feature name",
+    );
+    // A feature unknown to Neon is its `UnknownFeature`, not an error.
+    assert_valid("unknown feature", |v| {
+        v["features"] = json!(["from_the_future"])
+    });
+    assert_valid("null is absent", |v| v["audit_log_level"] = json!(null));
+    let errors = check(|v| v["endpoint_storage_token"] = json!(271828));
+    assert_eq!(paths(&errors), vec!["endpoint_storage_token"]);
+    assert!(!errors[0].contains("271828"), "{errors:?}");
 }
 
 #[test]
