@@ -651,6 +651,60 @@ fn as_pid_1_it_reaps_orphans_but_never_the_postmaster() {
     assert_eq!(exit_code(compute.wait_exit(MINUTE)), Some(10));
 }
 
+/// An upgrade in place in a container: compute_ctl is PID 1 of its namespace, SIGUSR2 makes
+/// it execute its binary again as the same PID 1, and the new image adopts the postmaster it
+/// keeps as its child (a session and its data survive).
+#[test]
+fn as_pid_1_sigusr2_reexecutes_and_adopts_postgres() {
+    let port = crate::support::compute::free_port();
+    let mut compute = Compute::start(Launch {
+        spec: Some(embedded_spec(port)),
+        wrapper: ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+            .map(String::from)
+            .to_vec(),
+        ..Launch::default()
+    });
+    let before = compute.wait_running();
+    let wrapper = compute.pid().unwrap();
+    let compute_ctl = children_of(wrapper)
+        .into_iter()
+        .next()
+        .expect("no compute_ctl under unshare");
+    let status = std::fs::read_to_string(format!("/proc/{compute_ctl}/status")).unwrap();
+    let ns_pid = status
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(ns_pid, "1", "compute_ctl is not PID 1 of its namespace: {status}");
+    let mut session = compute.admin();
+    session
+        .batch_execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (42);")
+        .unwrap();
+
+    unsafe { libc::kill(compute_ctl as i32, libc::SIGUSR2) };
+    let after = compute.wait_state(MINUTE, "the re-executed PID 1 running", |s| {
+        s["epoch"] == 2 && s["phase"] == "running"
+    });
+    assert_eq!(after["postmaster_pid"], before["postmaster_pid"], "{after}");
+    assert_eq!(children_of(wrapper), vec![compute_ctl], "the same process, still PID 1");
+    let adopted = compute
+        .journal()
+        .into_iter()
+        .find(|r| {
+            r["kind"] == "step_finished" && r["step"] == "adopt_postgres" && r["epoch"] == 2
+        })
+        .expect("no adoption record in epoch 2");
+    assert_eq!(adopted["output"]["detail"]["adopted"], true, "{adopted}");
+    let n: i32 = session.query_one("SELECT n FROM kept", &[]).unwrap().get(0);
+    assert_eq!(n, 42, "the session and its data survive the upgrade");
+
+    let (status, _, _) = compute.post("/terminate", None, &[]);
+    assert_eq!(status, 200);
+    assert_eq!(exit_code(compute.wait_exit(MINUTE)), Some(0));
+}
+
 /// The pids whose parent is `pid`.
 fn children_of(pid: u32) -> Vec<u32> {
     let mut children = Vec::new();
