@@ -677,7 +677,10 @@ fn as_pid_1_sigusr2_reexecutes_and_adopts_postgres() {
         .and_then(|l| l.split_whitespace().last())
         .unwrap_or_default()
         .to_string();
-    assert_eq!(ns_pid, "1", "compute_ctl is not PID 1 of its namespace: {status}");
+    assert_eq!(
+        ns_pid, "1",
+        "compute_ctl is not PID 1 of its namespace: {status}"
+    );
     let mut session = compute.admin();
     session
         .batch_execute("CREATE TABLE kept (n int); INSERT INTO kept VALUES (42);")
@@ -688,13 +691,15 @@ fn as_pid_1_sigusr2_reexecutes_and_adopts_postgres() {
         s["epoch"] == 2 && s["phase"] == "running"
     });
     assert_eq!(after["postmaster_pid"], before["postmaster_pid"], "{after}");
-    assert_eq!(children_of(wrapper), vec![compute_ctl], "the same process, still PID 1");
+    assert_eq!(
+        children_of(wrapper),
+        vec![compute_ctl],
+        "the same process, still PID 1"
+    );
     let adopted = compute
         .journal()
         .into_iter()
-        .find(|r| {
-            r["kind"] == "step_finished" && r["step"] == "adopt_postgres" && r["epoch"] == 2
-        })
+        .find(|r| r["kind"] == "step_finished" && r["step"] == "adopt_postgres" && r["epoch"] == 2)
         .expect("no adoption record in epoch 2");
     assert_eq!(adopted["output"]["detail"]["adopted"], true, "{adopted}");
     let n: i32 = session.query_one("SELECT n FROM kept", &[]).unwrap().get(0);
