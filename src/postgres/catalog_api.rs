@@ -248,6 +248,8 @@ pub fn database_schema(
     if let Some(password) = config.get_password() {
         command.env("PGPASSWORD", String::from_utf8_lossy(password).as_ref());
     }
+    // A dump never outlives compute_ctl (the catalog thread that starts it lives as long).
+    crate::subprocess::die_with_parent(&mut command, libc::SIGKILL);
     let mut child = command.spawn().map_err(|e| {
         CatalogApiError::DumpFailed(format!("cannot start {}: {e}", pg_dump.display()))
     })?;
