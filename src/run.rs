@@ -144,6 +144,11 @@ fn start(args: RunArgs) -> Result<ExitCode, Stop> {
         setup.state_dir.clone(),
         setup.admission.clone(),
         auth.clone(),
+        Some(http::catalog::CatalogSetup {
+            admin: setup.admin.clone(),
+            pgdata: setup.pgdata.clone(),
+            bindir: setup.binaries.bindir.clone(),
+        }),
     );
     // A busy address is refused before anything is written; requests wait in the backlog
     // until the start record is durable, so no view served predates it.

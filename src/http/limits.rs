@@ -41,3 +41,13 @@ pub const DRIVER_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const WAITING_ANSWER_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The longest `X-Request-Id` taken as given.
 pub const REQUEST_ID_BYTES_MAX: usize = 200;
+/// Threads of the catalog pool (`http-catalog-N`): Neon's catalog endpoints' SQL and
+/// `pg_dump` run there, never on a request thread.
+pub const CATALOG_THREADS: usize = 2;
+/// Catalog requests waiting for a catalog thread; one more is answered 503 at once.
+pub const CATALOG_QUEUE_MAX: usize = 8;
+/// The largest schema dump (`GET /database_schema`): read into memory whole, refused (500)
+/// beyond, pg_dump killed.
+pub const SCHEMA_DUMP_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// The longest schema dump: pg_dump killed and 504 beyond.
+pub const SCHEMA_DUMP_TIMEOUT: Duration = Duration::from_secs(60);

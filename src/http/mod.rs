@@ -10,8 +10,12 @@
 //!   answer; reads (`/state`, `/healthz`, `/readyz`, `/metrics`, `/journal`, `/fsm`, `/status`)
 //!   come from the published view and the journal files, never from the driver; the driver's
 //!   typed `ApiAnswer`s become status codes here only;
-//! - `neon`: Neon's `/status`, `/configure`, `/metrics.json`.
+//! - `neon`: Neon's `/status`, `/configure`, `/metrics.json`;
+//! - `catalog`: Neon's catalog endpoints (`/dbs_and_roles`, `/database_schema`,
+//!   `/check_writability`, `/insights`, `/extensions`, `/grants`) on their own bounded pool
+//!   of threads, and the Neon-only ones (501).
 
+pub mod catalog;
 pub mod limits;
 pub mod neon;
 pub mod parking;
@@ -72,6 +76,8 @@ pub struct Api {
     /// The API's keys; without any, requests need no token.
     pub auth: Arc<Auth>,
     parking: Arc<Parking>,
+    /// The catalog pool: Neon's catalog endpoints' work, off the request threads.
+    catalog: Arc<catalog::Pool>,
     /// Answers given and not yet written to their sockets.
     writes_pending: Arc<AtomicUsize>,
     next_request: AtomicU64,
@@ -95,10 +101,12 @@ impl Api {
         state_dir: PathBuf,
         admission: SpecAdmission,
         auth: Arc<Auth>,
+        catalog: Option<catalog::CatalogSetup>,
     ) -> Arc<Api> {
         let fsm_json = serde_json::to_string(&states::table::table()).unwrap_or_default();
         Arc::new(Api {
             parking: Parking::new(published.clone(), state_dir.clone()),
+            catalog: catalog::Pool::new(catalog, published.clone()),
             published,
             inbox,
             state_dir,
@@ -146,6 +154,7 @@ pub fn serve(
             .spawn(move || work(&api, &queue))?;
     }
     api.parking.start(jobs.clone())?;
+    api.catalog.start()?;
     let at_once_api = api.clone();
     let at_once =
         Box::new(move |request, responder| answer_at_once(&at_once_api, request, responder));
@@ -210,6 +219,8 @@ enum Outcome {
         limit: usize,
         wait: Duration,
     },
+    /// Hand the work to the catalog pool, which answers.
+    Catalog(catalog::Work),
 }
 
 impl From<Reply> for Outcome {
@@ -257,6 +268,7 @@ fn handle(api: &Api, request: Request, responder: Responder) {
                 deadline: Instant::now() + wait,
             });
         }
+        Outcome::Catalog(work) => api.catalog.submit(work, responder, request_id),
     }
 }
 
@@ -314,13 +326,64 @@ fn route(api: &Api, request: &Request, path: &str, query: &str) -> Outcome {
             Err(reply) => reply.into(),
         },
         ("POST", "/configure") => neon::configure(api, request),
+        ("GET", "/dbs_and_roles") => catalog_work(api, Ok(catalog::Work::DbsAndRoles)),
+        ("GET", "/database_schema") => catalog_work(api, catalog::database_schema(query)),
+        ("POST", "/check_writability") => catalog_work(api, Ok(catalog::Work::CheckWritability)),
+        ("GET", "/insights") => catalog_work(api, Ok(catalog::Work::Insights)),
+        ("POST", "/extensions") => catalog_work(api, catalog::extension_request(request)),
+        ("POST", "/grants") => catalog_work(api, catalog::grant_request(request)),
+        ("GET", "/autoscaling_metrics") | ("POST", "/lfc/prewarm" | "/lfc/offload") => {
+            catalog::neon_only(path).map_or_else(|| not_found(path), Outcome::Now)
+        }
+        ("POST", _) if path.starts_with("/extension_server/") => {
+            catalog::neon_only(path).map_or_else(|| not_found(path), Outcome::Now)
+        }
         (
             _,
-            "/state" | "/healthz" | "/readyz" | "/metrics" | "/fsm" | "/journal" | "/status"
-            | "/metrics.json" | "/spec" | "/terminate" | "/recover" | "/configure" | "/promote"
-            | "/openapi.json",
+            "/state"
+            | "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/fsm"
+            | "/journal"
+            | "/status"
+            | "/metrics.json"
+            | "/spec"
+            | "/terminate"
+            | "/recover"
+            | "/configure"
+            | "/promote"
+            | "/openapi.json"
+            | "/dbs_and_roles"
+            | "/database_schema"
+            | "/check_writability"
+            | "/insights"
+            | "/extensions"
+            | "/grants"
+            | "/autoscaling_metrics"
+            | "/lfc/prewarm"
+            | "/lfc/offload",
         ) => Reply::error(405, format!("{method} is not allowed on {path}")).into(),
-        _ => Reply::error(404, format!("no endpoint {path}")).into(),
+        _ if path.starts_with("/extension_server/") => {
+            Reply::error(405, format!("{method} is not allowed on {path}")).into()
+        }
+        _ => not_found(path),
+    }
+}
+
+fn not_found(path: &str) -> Outcome {
+    Reply::error(404, format!("no endpoint {path}")).into()
+}
+
+/// A catalog request: a bad request answered now (400, 415), 503 unless running, else the
+/// work for the catalog pool.
+fn catalog_work(api: &Api, work: Result<catalog::Work, Reply>) -> Outcome {
+    match work {
+        Err(reply) => reply.into(),
+        Ok(work) => match catalog::not_running(&api.published) {
+            Some(refused) => refused.into(),
+            None => Outcome::Catalog(work),
+        },
     }
 }
 
@@ -611,6 +674,15 @@ impl Reply {
             status,
             body,
             content_type: "text/plain; version=0.0.4",
+        }
+    }
+
+    /// A text body (a schema dump's SQL).
+    fn sql_text(status: u16, body: String) -> Reply {
+        Reply {
+            status,
+            body,
+            content_type: "text/plain; charset=utf-8",
         }
     }
 

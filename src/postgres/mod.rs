@@ -12,6 +12,8 @@
 //! - [`quote`]: the one place where names and values become SQL or configuration text;
 //! - [`config`]: `postgresql.conf` and `pg_hba.conf`, rendered and written atomically;
 //! - [`catalog`]: one read of `pg_authid`, `pg_database` and `pg_shdepend`;
+//! - [`catalog_api`]: the work of Neon's catalog endpoints (`/dbs_and_roles`, a bounded
+//!   `pg_dump --schema-only`, `/check_writability`, `/insights`, `/extensions`, `/grants`);
 //! - [`options`]: the spec's role and database options and passwords, checked and rendered;
 //! - [`plan`]: the statements that bring the catalog to the spec, as a pure function;
 //! - [`privileged`]: Neon's privileged role (`--privileged-role-name`) and what it is given;
@@ -22,6 +24,7 @@
 
 pub mod adopt;
 pub mod catalog;
+pub mod catalog_api;
 pub mod config;
 pub mod connect;
 pub mod drift;

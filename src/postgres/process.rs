@@ -584,7 +584,7 @@ fn forward_stderr(stderr: std::process::ChildStderr, tail: &Mutex<VecDeque<Strin
 }
 
 /// The port from postmaster.pid (its fourth line), once written.
-fn pid_file_port(path: &Path) -> Option<u16> {
+pub(crate) fn pid_file_port(path: &Path) -> Option<u16> {
     let text = std::fs::read_to_string(path).ok()?;
     text.lines().nth(3)?.trim().parse().ok()
 }

@@ -4,6 +4,7 @@
 
 mod adoption;
 mod auth;
+mod catalog_api;
 mod control_plane;
 mod crash;
 mod drift;
