@@ -411,6 +411,10 @@ pub(super) fn neon_only(path: &str) -> Option<Reply> {
             "autoscaling metrics come from Neon's VM autoscaling and LFC: not available on \
              vanilla PostgreSQL"
         }
+        "/failpoints" => {
+            "Neon's failpoints are set at run time; compute_ctl's exist only in builds with the \
+             `failpoints` feature (tests) and are armed at start by COMPUTE_CTL_FAILPOINTS"
+        }
         _ if path.starts_with("/extension_server/") => {
             "remote extensions are downloaded from Neon's extension storage: not available on \
              vanilla PostgreSQL (install extensions into the Postgres installation, then POST \

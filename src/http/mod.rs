@@ -332,7 +332,10 @@ fn route(api: &Api, request: &Request, path: &str, query: &str) -> Outcome {
         ("GET", "/insights") => catalog_work(api, Ok(catalog::Work::Insights)),
         ("POST", "/extensions") => catalog_work(api, catalog::extension_request(request)),
         ("POST", "/grants") => catalog_work(api, catalog::grant_request(request)),
-        ("GET", "/autoscaling_metrics") | ("POST", "/lfc/prewarm" | "/lfc/offload") => {
+        ("GET", "/autoscaling_metrics")
+        | ("GET" | "POST" | "DELETE", "/lfc/prewarm")
+        | ("GET" | "POST", "/lfc/offload")
+        | ("POST", "/failpoints") => {
             catalog::neon_only(path).map_or_else(|| not_found(path), Outcome::Now)
         }
         ("POST", _) if path.starts_with("/extension_server/") => {
@@ -362,7 +365,8 @@ fn route(api: &Api, request: &Request, path: &str, query: &str) -> Outcome {
             | "/grants"
             | "/autoscaling_metrics"
             | "/lfc/prewarm"
-            | "/lfc/offload",
+            | "/lfc/offload"
+            | "/failpoints",
         ) => Reply::error(405, format!("{method} is not allowed on {path}")).into(),
         _ if path.starts_with("/extension_server/") => {
             Reply::error(405, format!("{method} is not allowed on {path}")).into()
