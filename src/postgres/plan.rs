@@ -376,6 +376,21 @@ impl<'a> Planner<'a> {
 
     /// Whether `database` (as the catalog has it, `None`: created by this plan) lacks the
     /// privileged role's grant of all privileges.
+    /// All privileges on database `name` for the privileged role (Neon's grant).
+    fn database_grant(&self, name: &str) -> Statement {
+        Statement::new(
+            StatementKind::Grant,
+            self.privileged.database_grant_sql(name),
+            None,
+            database_object(name),
+            format!(
+                "grant all on database {} to {}",
+                quote_ident(name),
+                quote_ident(self.privileged.name())
+            ),
+        )
+    }
+
     fn lacks_database_grant(&self, database: Option<&CatalogDatabase>) -> bool {
         match (self.catalog.role(self.privileged.name()), database) {
             (Some(role), Some(db)) => !db.grants_all_to(role.oid),
@@ -804,17 +819,7 @@ impl<'a> Planner<'a> {
                     object,
                     describe,
                 ));
-                self.push(Statement::new(
-                    StatementKind::Grant,
-                    self.privileged.database_grant_sql(name),
-                    None,
-                    database_object(name),
-                    format!(
-                        "grant all on database {} to {}",
-                        quote_ident(name),
-                        quote_ident(self.privileged.name())
-                    ),
-                ));
+                self.push(self.database_grant(name));
                 let mut created = CatalogDatabase::new(0, name, owner);
                 options.apply_to(&mut created);
                 self.databases.insert(name.to_owned(), created);
@@ -861,17 +866,7 @@ impl<'a> Planner<'a> {
                     .iter()
                     .find(|d| d.oid == current.oid && d.oid != 0);
                 if self.lacks_database_grant(in_catalog) {
-                    self.push(Statement::new(
-                        StatementKind::Grant,
-                        self.privileged.database_grant_sql(name),
-                        None,
-                        database_object(name),
-                        format!(
-                            "grant all on database {} to {}",
-                            quote_ident(name),
-                            quote_ident(self.privileged.name())
-                        ),
-                    ));
+                    self.push(self.database_grant(name));
                 }
                 if let Some(db) = self.databases.get_mut(name) {
                     db.owner = owner.to_owned();

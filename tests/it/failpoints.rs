@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::adoption::postmasters_on;
-use crate::support::compute::{embedded_spec, free_port, traversable_tempdir, Compute, Launch};
+use crate::support::compute::{
+    embedded_spec, free_port, http_call, traversable_tempdir, Compute, Launch,
+};
 
 const ARM_ENV: &str = "COMPUTE_CTL_FAILPOINTS";
 const TRACE_ENV: &str = "COMPUTE_CTL_FAILPOINTS_TRACE";
@@ -150,24 +152,7 @@ fn counts(hits: &[Hit], pid: Option<u32>) -> BTreeMap<String, u64> {
 
 /// A POST's outcome: the status and body, or the connection error (compute_ctl died).
 fn post(compute: &Compute, path: &str, body: Option<&Value>) -> Result<(u16, Value), String> {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(60))
-        .build();
-    let request = agent.post(&compute.url(path));
-    let result = match body {
-        Some(body) => request
-            .set("Content-Type", "application/json")
-            .send_string(&body.to_string()),
-        None => request.call(),
-    };
-    let response = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return Err(e.to_string()),
-    };
-    let status = response.status();
-    let text = response.into_string().unwrap_or_default();
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    http_call("POST", &compute.url(path), &[], body).map(|(status, value, _)| (status, value))
 }
 
 /// The environment of a launch: the trace, and the arm if any.

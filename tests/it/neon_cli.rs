@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 
 use crate::auth::{b64url, bearer, jwt, FAR};
 use crate::support::compute::{
-    binary, embedded_spec, free_port, set_setting, standin_bindir, traversable_tempdir, Compute,
-    Launch,
+    binary, embedded_spec, free_port, http_call, set_setting, standin_bindir, traversable_tempdir,
+    Compute, Launch,
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -49,30 +49,11 @@ fn call(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(120))
-        .build();
-    let mut request = agent.request(method, &format!("http://127.0.0.1:{port}{path}"));
-    if let Some(token) = token {
-        request = request.set("Authorization", token);
-    }
-    let result = match body {
-        Some(body) => request
-            .set("Content-Type", "application/json")
-            .send_string(&body.to_string()),
-        None => request.call(),
-    };
-    let response = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {path} on port {port}: {e}"),
-    };
-    let status = response.status();
-    let text = response.into_string().unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    let headers: Vec<(&str, &str)> = token.map(|t| ("Authorization", t)).into_iter().collect();
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let (status, value, _) = http_call(method, &url, &headers, body)
+        .unwrap_or_else(|e| panic!("{method} {path} on port {port}: {e}"));
+    (status, value)
 }
 
 /// Polls `GET /status` every 100 ms with `token`, as Neon's client does, until its `status`

@@ -212,34 +212,8 @@ impl Compute {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> (u16, Value, String) {
-        let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs(120))
-            .build();
-        let mut request = agent.post(&self.url(path));
-        for (name, value) in headers {
-            request = request.set(name, value);
-        }
-        let result = match body {
-            Some(body) => request
-                .set("Content-Type", "application/json")
-                .send_string(&body.to_string()),
-            None => request.call(),
-        };
-        let (response, status) = match result {
-            Ok(r) => {
-                let s = r.status();
-                (r, s)
-            }
-            Err(ureq::Error::Status(code, r)) => (r, code),
-            Err(e) => panic!("POST {path} failed: {e}\nlog:\n{}", self.log()),
-        };
-        let id = response
-            .header("X-Request-Id")
-            .unwrap_or_default()
-            .to_string();
-        let text = response.into_string().unwrap_or_default();
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, value, id)
+        http_call("POST", &self.url(path), headers, body)
+            .unwrap_or_else(|e| panic!("POST {path} failed: {e}\nlog:\n{}", self.log()))
     }
 
     pub fn post_spec(&self, spec: &Value) -> (u16, Value) {
@@ -439,6 +413,45 @@ impl Compute {
         self.connect("cloud_admin", None, "postgres")
             .unwrap_or_else(|e| panic!("cannot connect as cloud_admin: {e}\nlog:\n{}", self.log()))
     }
+}
+
+/// `method url` with `headers` and a JSON `body`, waiting up to two minutes: (status, body as
+/// JSON or else as a string, X-Request-Id), or the error of a request that got no answer
+/// (compute_ctl gone). The body is read whole, past ureq's 10 MB limit of `into_string`.
+pub fn http_call(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Result<(u16, Value, String), String> {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(120))
+        .build();
+    let mut request = agent.request(method, url);
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    let result = match body {
+        Some(body) => request
+            .set("Content-Type", "application/json")
+            .send_string(&body.to_string()),
+        None => request.call(),
+    };
+    let response = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e.to_string()),
+    };
+    let status = response.status();
+    let id = response
+        .header("X-Request-Id")
+        .unwrap_or_default()
+        .to_string();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut response.into_reader(), &mut text)
+        .map_err(|e| format!("{method} {url}: reading the answer: {e}"))?;
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Ok((status, value, id))
 }
 
 fn into_pair(result: Result<ureq::Response, ureq::Error>) -> Result<(u16, Value), String> {
