@@ -31,6 +31,10 @@ pub struct Replay {
     /// The attempt each start-up phase reached in the last epoch, by generation, until it
     /// got to `running`.
     attempts: Vec<(u64, PhaseName, u32)>,
+    /// When each start-up phase was first entered (`ts`) in the chain of attempts that goes
+    /// on, by generation: kept across epochs, since an attempt carried over is the same
+    /// start-up going on; until `running`.
+    entered: Vec<(u64, PhaseName, String)>,
     /// Steps started in the last epoch with no `step_finished`, by (epoch, id).
     started: BTreeMap<(u64, StepId), (u64, StepName)>,
 }
@@ -104,9 +108,21 @@ impl Replay {
                         .retain(|(_, phase, _)| *phase != transition.to);
                     self.attempts
                         .push((generation, transition.to, transition.attempt));
+                    // A first attempt begins the phase afresh; a later one goes on with it.
+                    let going_on = transition.attempt > 1
+                        && self
+                            .entered
+                            .iter()
+                            .any(|(g, phase, _)| *g == generation && *phase == transition.to);
+                    if !going_on {
+                        self.entered.retain(|(_, phase, _)| *phase != transition.to);
+                        self.entered
+                            .push((generation, transition.to, record.ts.clone()));
+                    }
                 }
                 if transition.to == PhaseName::Running {
                     self.attempts.clear();
+                    self.entered.clear();
                     self.adoptable = transition
                         .generation
                         .zip(transition.spec_hash.clone())
@@ -140,6 +156,26 @@ impl Replay {
                 (d.generation, attempts)
             }),
         }
+    }
+
+    /// When each start-up phase of the desired spec was first entered (RFC 3339), for the
+    /// phases the last run left with an attempt that goes on: `/state.phase_since` shows it
+    /// when this run enters the phase again at the next attempt.
+    pub fn phases_entered(&self) -> Vec<(PhaseName, String)> {
+        let Some(desired) = &self.desired else {
+            return Vec::new();
+        };
+        self.entered
+            .iter()
+            .filter(|(generation, phase, _)| {
+                *generation == desired.generation
+                    && self
+                        .attempts
+                        .iter()
+                        .any(|(g, p, _)| g == generation && p == phase)
+            })
+            .map(|(_, phase, ts)| (*phase, ts.clone()))
+            .collect()
     }
 
     /// The steps the previous run began and never finished: every start rebuilds PGDATA

@@ -207,6 +207,15 @@ fn start(args: RunArgs) -> Result<ExitCode, Stop> {
         spec_file: args.spec.clone(),
         admission: setup.admission,
         recalled: replay.recalled(),
+        phases_entered: replay
+            .phases_entered()
+            .into_iter()
+            .filter_map(|(phase, ts)| {
+                let at = humantime::parse_rfc3339(&ts).ok()?;
+                let ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+                Some((phase, u64::try_from(ms).ok()?))
+            })
+            .collect(),
         start_time,
         reexec: std::env::current_exe()
             .ok()

@@ -73,6 +73,9 @@ pub struct DriverParts {
     pub spec_file: Option<PathBuf>,
     pub admission: SpecAdmission,
     pub recalled: Recalled,
+    /// When the start-up phases the last run left unfinished were first entered (wall ms),
+    /// for `phase_since` when this run goes on with them (`Replay::phases_entered`).
+    pub phases_entered: Vec<(PhaseName, u64)>,
     pub start_time: String,
     /// The binary file compute_ctl was started from, and its arguments, for SIGUSR2.
     pub reexec: Option<(PathBuf, Vec<std::ffi::OsString>)>,
@@ -101,6 +104,8 @@ struct Shown {
 pub struct Driver {
     phase: Phase,
     phase_since: Now,
+    /// `DriverParts::phases_entered`, each taken once.
+    phases_entered: Vec<(PhaseName, u64)>,
     journal: Box<dyn JournalStore + Send>,
     world: Box<dyn World + Send>,
     published: Arc<Published>,
@@ -186,6 +191,7 @@ impl Driver {
         let mut driver = Driver {
             phase: boot.phase.clone(),
             phase_since: now,
+            phases_entered: parts.phases_entered,
             journal: parts.journal,
             world: parts.world,
             published: parts.published,
@@ -433,6 +439,15 @@ impl Driver {
         let mut effects = Vec::new();
         if entered {
             self.phase_since = now;
+            // An attempt that goes on with the last run's shows since when the phase has
+            // been tried, not since this run came to it (issue: a crash loop is one start-up).
+            // Only the wall time: the monotonic one of another process means nothing here.
+            if self.phase.attempt() > 1 {
+                let name = self.phase.name();
+                if let Some(at) = self.phases_entered.iter().position(|(p, _)| *p == name) {
+                    self.phase_since.wall_ms = self.phases_entered.remove(at).1;
+                }
+            }
             log::info!("phase {}", self.phase.name());
             if self.phase.name() == PhaseName::Init {
                 self.shown.startup = StartupTimes::default();

@@ -543,5 +543,7 @@ fn attempts_go_on_across_restarts_of_an_interrupted_start_up() {
             .rfind(|r| r["kind"] == "transition" && r["to"] == "basebackup")
             .unwrap();
         assert_eq!(entered["attempt"], expected, "{entered}");
+        // The phase has been tried since the first run entered it.
+        assert_eq!(state["phase_since"], first["phase_since"], "{state}");
     }
 }

@@ -126,6 +126,7 @@ impl Bench {
             spec_file: None,
             admission: SpecAdmission::form_only("cloud_admin"),
             recalled: Default::default(),
+            phases_entered: Vec::new(),
             start_time: "start".into(),
             reexec: None,
         };
