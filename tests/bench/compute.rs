@@ -872,7 +872,7 @@ fn drift(ws: &Workspace, env: &Env) {
             let now = metric(&compute, "compute_ctl_drift_checks_total");
             if now > seen {
                 seen = now;
-                durations.push(metric(&compute, "compute_ctl_drift_check_us") / 1e3);
+                durations.push(metric(&compute, "compute_ctl_drift_check_seconds") * 1e3);
                 found = found.max(metric(&compute, "compute_ctl_drift_items"));
             }
         }
