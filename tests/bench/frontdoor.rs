@@ -70,8 +70,8 @@ fn start() -> Running {
     panic!("compute_ctl did not answer within 30 s");
 }
 
-/// One request on a new connection: its status.
-fn get(port: u16, path: &str) -> Option<u16> {
+/// One request on a new connection: its status and body.
+fn get(port: u16, path: &str) -> Option<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_nodelay(true).ok()?;
     stream
@@ -81,10 +81,12 @@ fn get(port: u16, path: &str) -> Option<u16> {
         .ok()?;
     let mut out = Vec::new();
     stream.read_to_end(&mut out).ok()?;
-    String::from_utf8_lossy(&out)
+    let status = String::from_utf8_lossy(out.get(..16)?)
         .split(' ')
         .nth(1)
-        .and_then(|s| s.parse().ok())
+        .and_then(|s| s.parse().ok())?;
+    let at = out.windows(4).position(|w| w == b"\r\n\r\n")?;
+    Some((status, out.split_off(at + 4)))
 }
 
 /// M slow clients, each re-opened when the server cuts it off, fed a byte a second.
@@ -145,7 +147,7 @@ fn healthz_rows(probes: usize) {
         let mut failed = 0;
         for _ in 0..probes {
             let started = Instant::now();
-            if get(port, "/healthz") != Some(200) {
+            if get(port, "/healthz").map(|(status, _)| status) != Some(200) {
                 failed += 1;
             }
             samples.push(started.elapsed());
@@ -168,20 +170,6 @@ fn healthz_rows(probes: usize) {
         drop(polls);
     }
     println!();
-}
-
-/// One request on a new connection: its body.
-fn get_body(port: u16, path: &str) -> Option<Vec<u8>> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .ok()?;
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).ok()?;
-    let at = out.windows(4).position(|w| w == b"\r\n\r\n")?;
-    Some(out.split_off(at + 4))
 }
 
 /// The baseline: `tiny_http` 0.12 with four request threads (the API's server before the
@@ -262,7 +250,7 @@ fn wrk_rows(secs: u64, rounds: usize) {
         return;
     };
     let running = start();
-    let body = get_body(running.port, "/state").expect("compute_ctl answers GET /state");
+    let (_, body) = get(running.port, "/state").expect("compute_ctl answers GET /state");
     let baseline = tiny_http_baseline(body);
     println!();
     println!("Alternated, {rounds} rounds; the baseline serves the same body.");
