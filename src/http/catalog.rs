@@ -7,9 +7,9 @@
 //! threads of its own (`CATALOG_THREADS`) behind a bounded queue (`CATALOG_QUEUE_MAX`; one
 //! more is answered 503 at once). A catalog thread does the work (`postgres::catalog_api`,
 //! each session with its `statement_timeout`) and answers through the request's `Responder`,
-//! as the parking answers a parked request. The schema dump is not streamed: it is read into
-//! a buffer of at most `SCHEMA_DUMP_BYTES_MAX` within `SCHEMA_DUMP_TIMEOUT` and answered
-//! whole (a dump over either is refused whole, never cut).
+//! as the parking answers a parked request. The schema dump is streamed (`BodyStream`, chunked)
+//! as pg_dump writes it, at most `SCHEMA_DUMP_BYTES_MAX` within `SCHEMA_DUMP_TIMEOUT`; a dump
+//! past either after its head is cut without its last chunk, so it never looks whole.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +24,7 @@ use states::PhaseName;
 use super::limits::{
     CATALOG_QUEUE_MAX, CATALOG_THREADS, SCHEMA_DUMP_BYTES_MAX, SCHEMA_DUMP_TIMEOUT,
 };
-use super::{json_body, query_param, Reply, Request, Responder};
+use super::{json_body, query_param, BodyStream, Reply, Request, Responder};
 use crate::postgres::catalog_api::{self, CatalogApiError, DumpLimits, PRIVILEGES};
 use crate::postgres::connect::AdminConnection;
 use crate::sync::lock;
@@ -163,37 +163,35 @@ impl Pool {
                 continue;
             }
             self.running.fetch_add(1, Ordering::SeqCst);
-            let reply = {
+            {
                 let _log = crate::logging::scope(None, Some(&request_id));
-                self.answer(work)
-            };
+                self.answer(work, responder, &request_id);
+            }
             self.running.fetch_sub(1, Ordering::SeqCst);
-            reply.send(responder, &request_id);
         }
     }
 
-    /// Does `work`, if Postgres still runs (the phase may have changed while it waited).
-    fn answer(&self, work: Work) -> Reply {
+    /// Does `work` and answers it, if Postgres still runs (the phase may have changed while
+    /// it waited).
+    fn answer(&self, work: Work, responder: Responder, request_id: &str) {
         if let Some(refused) = not_running(&self.published) {
-            return refused;
+            return refused.send(responder, request_id);
         }
         let Some(setup) = &self.setup else {
-            return Reply::error(503, "the catalog endpoints are not set up in this build");
+            return Reply::error(503, "the catalog endpoints are not set up in this build")
+                .send(responder, request_id);
         };
         let target = match catalog_api::target(&setup.admin, &setup.pgdata) {
             Ok(target) => target,
-            Err(e) => return error_reply(&e),
+            Err(e) => return error_reply(&e).send(responder, request_id),
         };
-        match work {
+        let reply = match work {
             Work::DbsAndRoles => match catalog_api::dbs_and_roles(&target) {
                 Ok(objects) => Reply::json(200, &objects),
                 Err(e) => error_reply(&e),
             },
             Work::DatabaseSchema { database } => {
-                match catalog_api::database_schema(&target, &setup.bindir, &database, self.limits) {
-                    Ok(dump) => Reply::sql_text(200, String::from_utf8_lossy(&dump).into_owned()),
-                    Err(e) => error_reply(&e),
-                }
+                return self.database_schema(setup, &target, &database, responder, request_id);
             }
             Work::CheckWritability => match catalog_api::check_writability(&target) {
                 Ok(()) => Reply::json(200, &true),
@@ -233,9 +231,50 @@ impl Pool {
                     Err(e) => error_reply_as(&e, "failed to grant role privileges to the schema"),
                 }
             }
+        };
+        reply.send(responder, request_id);
+    }
+
+    /// `GET /database_schema`, streamed: the head goes with pg_dump's first bytes (so a
+    /// database that is missing, or a pg_dump that fails at once, still gets its status), the
+    /// rest in chunks as pg_dump writes them. A limit passed, or pg_dump failing, after the
+    /// head cuts the answer without its last chunk: the client sees a body cut short.
+    fn database_schema(
+        &self,
+        setup: &CatalogSetup,
+        target: &catalog_api::Target,
+        database: &str,
+        responder: Responder,
+        request_id: &str,
+    ) {
+        let mut responder = Some(responder);
+        let mut body: Option<BodyStream> = None;
+        let mut sink = |piece: &[u8]| {
+            if let Some(responder) = responder.take() {
+                body = Some(responder.stream(200, SQL_TEXT, request_id));
+            }
+            body.as_mut().is_some_and(|body| body.send(piece).is_ok())
+        };
+        let dumped =
+            catalog_api::database_schema(target, &setup.bindir, database, self.limits, &mut sink);
+        match (dumped, responder, body) {
+            (Ok(_), _, Some(body)) => body.finish(),
+            (Ok(_), Some(responder), None) => {
+                Reply::sql_text(200, String::new()).send(responder, request_id)
+            }
+            (Err(e), _, Some(body)) => {
+                log::warn!("GET /database_schema cut short after its head: {e}");
+                body.abort();
+            }
+            (Err(e), Some(responder), None) => error_reply(&e).send(responder, request_id),
+            // The sink takes the responder only to make the body.
+            (_, None, None) => {}
         }
     }
 }
+
+/// The content type of a schema dump.
+const SQL_TEXT: &str = "text/plain; charset=utf-8";
 
 /// 503 naming the phase unless the compute is `running` with its postmaster.
 pub(super) fn not_running(published: &Published) -> Option<Reply> {
@@ -272,7 +311,8 @@ fn status_of(error: &CatalogApiError) -> u16 {
         CatalogApiError::DumpTimeout { .. } => 504,
         CatalogApiError::Postgres(_)
         | CatalogApiError::DumpTooLarge { .. }
-        | CatalogApiError::DumpFailed(_) => 500,
+        | CatalogApiError::DumpFailed(_)
+        | CatalogApiError::ReaderGone(_) => 500,
     }
 }
 

@@ -26,6 +26,9 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A response not taken by the client within this is dropped with its connection (logged).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of a streamed answer (a schema dump) handed to the I/O thread and not yet written,
+/// beyond which its producer waits: a slow reader holds this much, and holds pg_dump back.
+pub const STREAM_UNSENT_BYTES_MAX: usize = 1024 * 1024;
 /// Threads that parse and answer requests (none of them waits).
 pub const THREADS: usize = 4;
 /// Requests read and waiting for a thread; beyond, 503.

@@ -44,7 +44,7 @@ pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 pub use limits::{BODY_BYTES_MAX, JOURNAL_LIMIT_MAX, JOURNAL_WAIT_MAX, THREADS};
 use limits::{DRIVER_ANSWER_TIMEOUT, QUEUE_MAX, REQUEST_ID_BYTES_MAX, WAITING_ANSWER_TIMEOUT};
 use parking::{Parked, Parking, Waiting};
-pub use server::{bind, Listener, Request, Responder};
+pub use server::{bind, BodyStream, ClientGone, Listener, Request, Responder};
 
 /// Work for a request thread.
 #[derive(Debug)]

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::limits::{
     BODIES_BYTES_MAX, BODY_BYTES_MAX, BODY_TIMEOUT, CONNECTIONS_MAX, HEAD_TIMEOUT, IDLE_TIMEOUT,
-    WRITE_TIMEOUT,
+    STREAM_UNSENT_BYTES_MAX, WRITE_TIMEOUT,
 };
 use super::wire::{self, Head};
 use super::Job;
@@ -88,10 +88,23 @@ thread_local! {
     static ON_IO_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Bytes for the I/O thread to write to connection `conn`: a whole answer, or a piece of a
+/// streamed one (`more`: the answer goes on).
+#[derive(Debug)]
+struct Outgoing {
+    conn: u64,
+    bytes: Vec<u8>,
+    /// Close the connection once this is written (and nothing more comes).
+    close: bool,
+    more: bool,
+    /// A streamed answer's bytes handed over and not yet written (`BodyStream`'s limit).
+    unsent: Option<Arc<AtomicUsize>>,
+}
+
 /// What an I/O thread shares with whoever answers, and with the other I/O threads.
 #[derive(Debug)]
 pub struct Io {
-    outbox: Mutex<Vec<(u64, Vec<u8>, bool)>>,
+    outbox: Mutex<Vec<Outgoing>>,
     /// Connections the accepting thread dealt to this one.
     incoming: Mutex<Vec<(TcpStream, SocketAddr, Listener)>>,
     wake: UnixStream,
@@ -105,6 +118,16 @@ pub struct Io {
 }
 
 impl Io {
+    /// Queues `out` for the I/O thread, and wakes it unless this is the I/O thread itself
+    /// (which writes its outbox before it sleeps again).
+    fn hand_over(&self, out: Outgoing) {
+        self.writes_pending.fetch_add(1, Ordering::SeqCst);
+        lock(&self.outbox).push(out);
+        if !ON_IO_THREAD.with(|on| on.get()) {
+            self.wake();
+        }
+    }
+
     fn wake(&self) {
         // A full wake socket already wakes the loop.
         let _ = (&self.wake).write(&[1]);
@@ -175,16 +198,118 @@ impl Responder {
             crate::metrics::http_request(&method, &path, status, started.elapsed());
         }
         let bytes = wire::render(status, content_type, body, request_id, self.keep_alive);
-        self.io.writes_pending.fetch_add(1, Ordering::SeqCst);
-        lock(&self.io.outbox).push((self.conn, bytes, !self.keep_alive));
-        if !ON_IO_THREAD.with(|on| on.get()) {
-            self.io.wake();
+        self.io.hand_over(Outgoing {
+            conn: self.conn,
+            bytes,
+            close: !self.keep_alive,
+            more: false,
+            unsent: None,
+        });
+    }
+
+    /// Starts a streamed answer: the head now (`Transfer-Encoding: chunked`), the body in
+    /// pieces through the `BodyStream`, at most `STREAM_UNSENT_BYTES_MAX` ahead of the client.
+    pub fn stream(mut self, status: u16, content_type: &str, request_id: &str) -> BodyStream {
+        self.sent = true;
+        if let Some((method, path, started)) = self.label.take() {
+            crate::metrics::http_request(&method, &path, status, started.elapsed());
+        }
+        let head = wire::render_chunked_head(status, content_type, request_id, self.keep_alive);
+        let unsent = Arc::new(AtomicUsize::new(head.len()));
+        self.io.hand_over(Outgoing {
+            conn: self.conn,
+            bytes: head,
+            close: false,
+            more: true,
+            unsent: Some(unsent.clone()),
+        });
+        BodyStream {
+            conn: self.conn,
+            keep_alive: self.keep_alive,
+            gone: self.gone.clone(),
+            io: self.io.clone(),
+            unsent,
+            ended: false,
         }
     }
 
     /// The client hung up while its request waited: nobody reads the answer.
     pub fn is_gone(&self) -> bool {
         self.gone.load(Ordering::SeqCst)
+    }
+}
+
+/// The client is gone (hung up, or cut off at `WRITE_TIMEOUT`): stop producing.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ClientGone;
+
+/// The body of a streamed answer, sent in chunks from the thread that produces it. Ended by
+/// `finish`; dropped unfinished (`abort`), the connection is closed without the last chunk,
+/// so the client sees a body cut short, never one that looks whole.
+#[derive(Debug)]
+pub struct BodyStream {
+    conn: u64,
+    keep_alive: bool,
+    gone: Arc<AtomicBool>,
+    io: Arc<Io>,
+    unsent: Arc<AtomicUsize>,
+    ended: bool,
+}
+
+impl BodyStream {
+    /// Sends `data` as one chunk; waits while the client is `STREAM_UNSENT_BYTES_MAX` behind.
+    pub fn send(&mut self, data: &[u8]) -> Result<(), ClientGone> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        while self.unsent.load(Ordering::SeqCst) > STREAM_UNSENT_BYTES_MAX {
+            if self.gone.load(Ordering::SeqCst) {
+                return Err(ClientGone);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if self.gone.load(Ordering::SeqCst) {
+            return Err(ClientGone);
+        }
+        let bytes = wire::chunk(data);
+        self.unsent.fetch_add(bytes.len(), Ordering::SeqCst);
+        self.push(bytes, false, true);
+        Ok(())
+    }
+
+    /// Ends the body (the last chunk); the connection goes on unless the request said close.
+    pub fn finish(mut self) {
+        self.ended = true;
+        self.push(wire::LAST_CHUNK.to_vec(), !self.keep_alive, false);
+    }
+
+    /// Ends the answer without its last chunk and closes the connection: the body was cut
+    /// (its producer failed or passed a limit after the head was sent).
+    pub fn abort(mut self) {
+        self.cut();
+    }
+
+    fn cut(&mut self) {
+        self.ended = true;
+        self.push(Vec::new(), true, false);
+    }
+
+    fn push(&self, bytes: Vec<u8>, close: bool, more: bool) {
+        self.io.hand_over(Outgoing {
+            conn: self.conn,
+            bytes,
+            close,
+            more,
+            unsent: Some(self.unsent.clone()),
+        });
+    }
+}
+
+impl Drop for BodyStream {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.cut();
+        }
     }
 }
 
@@ -278,11 +403,14 @@ enum State {
     },
     /// A request thread or the parking has the request.
     Dispatched,
-    /// Writing `out` from `at`; `close` after it.
+    /// Writing `out` from `at`; `close` after it; `more` of a streamed answer may follow
+    /// (then back to `Dispatched` once `out` is written, until the next piece).
     Writing {
         out: Vec<u8>,
         at: usize,
         close: bool,
+        more: bool,
+        unsent: Option<Arc<AtomicUsize>>,
     },
     /// Answered and closing: what the client still sends (a refused body) is read and
     /// dropped until it stops, so that it reads the answer rather than a reset.
@@ -401,12 +529,38 @@ impl Server {
     /// Answers handed over by request threads and the parking.
     fn take_outbox(&mut self) {
         let answers = std::mem::take(&mut *lock(&self.io.outbox));
-        for (id, out, close) in answers {
+        for piece in answers {
+            let id = piece.conn;
             match self.conns.get_mut(&id) {
                 Some(conn) if matches!(conn.state, State::Dispatched) => {
-                    conn.state = State::Writing { out, at: 0, close };
+                    conn.state = State::Writing {
+                        out: piece.bytes,
+                        at: 0,
+                        close: piece.close,
+                        more: piece.more,
+                        unsent: piece.unsent,
+                    };
                     conn.deadline = Instant::now() + WRITE_TIMEOUT;
                     self.on_event(id, libc::POLLOUT);
+                }
+                // The next piece of a streamed answer whose last one is still being
+                // written: after it (one pending write per connection).
+                Some(Conn {
+                    state:
+                        State::Writing {
+                            out,
+                            close,
+                            more: more @ true,
+                            ..
+                        },
+                    deadline,
+                    ..
+                }) => {
+                    out.extend_from_slice(&piece.bytes);
+                    *close = piece.close;
+                    *more = piece.more;
+                    *deadline = Instant::now() + WRITE_TIMEOUT;
+                    self.io.writes_pending.fetch_sub(1, Ordering::SeqCst);
                 }
                 // The client hung up, or a defect answered twice: nothing to write.
                 _ => {
@@ -698,7 +852,14 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return Verdict::Close;
         };
-        let State::Writing { out, at, close } = &mut conn.state else {
+        let State::Writing {
+            out,
+            at,
+            close,
+            more,
+            unsent,
+        } = &mut conn.state
+        else {
             return Verdict::Keep;
         };
         while *at < out.len() {
@@ -712,6 +873,14 @@ impl Server {
         }
         let close = *close;
         self.io.writes_pending.fetch_sub(1, Ordering::SeqCst);
+        if let Some(unsent) = unsent {
+            unsent.store(0, Ordering::SeqCst);
+        }
+        if *more {
+            // A streamed answer between pieces: its producer has the request still.
+            conn.state = State::Dispatched;
+            return Verdict::Keep;
+        }
         if close {
             let _ = conn.stream.shutdown(std::net::Shutdown::Write);
             conn.state = State::Draining;
@@ -793,6 +962,8 @@ fn answer_and_close(io: &Io, conn: &mut Conn, status: u16, message: &str) -> Ver
         out,
         at: 0,
         close: true,
+        more: false,
+        unsent: None,
     };
     conn.deadline = Instant::now() + Duration::from_secs(1).min(WRITE_TIMEOUT);
     Verdict::Keep

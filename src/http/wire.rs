@@ -242,9 +242,57 @@ pub fn render(
     out
 }
 
+/// The head of an answer whose body follows in chunks (`Transfer-Encoding: chunked`).
+pub fn render_chunked_head(
+    status: u16,
+    content_type: &str,
+    request_id: &str,
+    keep_alive: bool,
+) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n",
+        reason(status)
+    )
+    .into_bytes();
+    if !request_id.is_empty() {
+        out.extend_from_slice(format!("X-Request-Id: {request_id}\r\n").as_bytes());
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// `data` as one chunk of a chunked body (`data` is not empty: an empty chunk ends it).
+pub fn chunk(data: &[u8]) -> Vec<u8> {
+    debug_assert!(!data.is_empty(), "an empty chunk would end the body");
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// The chunk that ends a chunked body (no trailers).
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chunked_answer_is_a_head_chunks_and_the_last_chunk() {
+        let head = String::from_utf8(render_chunked_head(200, "text/plain", "r-1", false)).unwrap();
+        assert_eq!(
+            head,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\
+             X-Request-Id: r-1\r\nConnection: close\r\n\r\n"
+        );
+        assert!(!head.contains("Content-Length"));
+        assert_eq!(chunk(b"abc"), b"3\r\nabc\r\n");
+        assert_eq!(chunk(&[b'x'; 26])[..4], *b"1a\r\n");
+        assert_eq!(LAST_CHUNK, b"0\r\n\r\n");
+    }
 
     #[test]
     fn a_head_in_pieces() {

@@ -62,10 +62,10 @@ pub enum CatalogApiError {
     /// Postgres refused or failed a statement: its own words.
     #[error("{0}")]
     Postgres(String),
-    /// The dump grew past its byte limit: refused whole, pg_dump killed.
+    /// The dump grew past its byte limit: pg_dump killed, the answer cut.
     #[error(
         "the schema dump of database {database:?} is over {bytes_max} bytes \
-         (SCHEMA_DUMP_BYTES_MAX): refused whole, pg_dump stopped"
+         (SCHEMA_DUMP_BYTES_MAX): pg_dump stopped"
     )]
     DumpTooLarge { database: String, bytes_max: usize },
     /// The dump took longer than its time limit: pg_dump killed.
@@ -77,6 +77,9 @@ pub enum CatalogApiError {
     /// pg_dump could not be started, or failed: its last words.
     #[error("{0}")]
     DumpFailed(String),
+    /// The dump's reader went away before its end: pg_dump killed.
+    #[error("the client of the schema dump of database {0:?} went away: pg_dump stopped")]
+    ReaderGone(String),
 }
 
 /// Where the catalog requests go: the admin connection to the compute's Postgres (its
@@ -201,15 +204,19 @@ pub struct DumpLimits {
     pub timeout: Duration,
 }
 
-/// `GET /database_schema`: `pg_dump --schema-only` of `database` (UTF-8), read whole into a
-/// buffer of at most `limits.bytes_max` bytes within `limits.timeout`; past either, pg_dump is
-/// killed (with its process group) and the dump refused whole: a cut schema is never given.
+/// `GET /database_schema`: `pg_dump --schema-only` of `database` (UTF-8), handed to `sink`
+/// piece by piece as pg_dump writes it (`sink` answers `false` when its reader is gone), at
+/// most `limits.bytes_max` bytes within `limits.timeout`; past either, or when the reader
+/// goes, pg_dump is killed (with its process group) and the error says why: whoever streams
+/// the pieces must then cut its answer, so that a cut schema never looks whole. Returns the
+/// bytes dumped.
 pub fn database_schema(
     target: &Target,
     bindir: &Path,
     database: &str,
     limits: DumpLimits,
-) -> Result<Vec<u8>, CatalogApiError> {
+    sink: &mut dyn FnMut(&[u8]) -> bool,
+) -> Result<u64, CatalogApiError> {
     let started = Instant::now();
     {
         let mut admin = target.session(None)?;
@@ -263,14 +270,15 @@ pub fn database_schema(
             return Err(CatalogApiError::DumpFailed("pg_dump has no pipes".into()));
         }
     };
-    let read = read_bounded(&mut stdout, &mut stderr, limits.bytes_max, deadline);
+    let read = read_bounded(&mut stdout, &mut stderr, limits.bytes_max, deadline, sink);
     if read.is_err() {
         handle.signal(libc::SIGKILL, true);
     }
     drop((stdout, stderr));
     let status = handle.reap(child);
-    let (dump, errors) = match read {
+    let (dumped, errors) = match read {
         Ok(both) => both,
+        Err(Cut::ReaderGone) => return Err(CatalogApiError::ReaderGone(database.to_string())),
         Err(Cut::TooLarge) => {
             return Err(CatalogApiError::DumpTooLarge {
                 database: database.to_string(),
@@ -297,12 +305,13 @@ pub fn database_schema(
             &format!("pg_dump failed ({status:?}): {last}"),
         )));
     }
-    Ok(dump)
+    Ok(dumped)
 }
 
 /// Why reading pg_dump's output stopped early.
 enum Cut {
     TooLarge,
+    ReaderGone,
     Late,
     Io(std::io::Error),
 }
@@ -310,15 +319,17 @@ enum Cut {
 /// Bytes of stderr kept for the error message.
 const STDERR_BYTES_MAX: usize = 64 * 1024;
 
-/// Reads `stdout` (at most `bytes_max`) and `stderr` (the first `STDERR_BYTES_MAX`) until both
-/// end, with `poll(2)`, by `deadline`: one thread, no wait past the deadline.
+/// Reads `stdout` into `sink` (at most `bytes_max`) and `stderr` (the first
+/// `STDERR_BYTES_MAX`) until both end, with `poll(2)`, by `deadline`: one thread, no wait past
+/// the deadline (a sink that waits for a slow reader counts against it too).
 fn read_bounded(
     stdout: &mut ChildStdout,
     stderr: &mut ChildStderr,
     bytes_max: usize,
     deadline: Instant,
-) -> Result<(Vec<u8>, Vec<u8>), Cut> {
-    let mut out = Vec::new();
+    sink: &mut dyn FnMut(&[u8]) -> bool,
+) -> Result<(u64, Vec<u8>), Cut> {
+    let mut out: usize = 0;
     let mut err = Vec::new();
     let (mut out_open, mut err_open) = (true, true);
     let mut chunk = vec![0_u8; 64 * 1024];
@@ -354,10 +365,13 @@ fn read_bounded(
             let n = stdout.read(&mut chunk).map_err(Cut::Io)?;
             if n == 0 {
                 out_open = false;
-            } else if out.len() + n > bytes_max {
+            } else if out + n > bytes_max {
                 return Err(Cut::TooLarge);
             } else {
-                out.extend_from_slice(&chunk[..n]);
+                out += n;
+                if !sink(&chunk[..n]) {
+                    return Err(Cut::ReaderGone);
+                }
             }
         }
         if err_open && fds[1].revents != 0 {
@@ -370,7 +384,7 @@ fn read_bounded(
             }
         }
     }
-    Ok((out, err))
+    Ok((out as u64, err))
 }
 
 /// `POST /check_writability`, as Neon's checker: one row of `public.health_check` written

@@ -132,7 +132,25 @@ fn every_catalog_endpoint_on_a_running_compute() {
         "{body}"
     );
 
-    // The byte limit: a dump over SCHEMA_DUMP_BYTES_MAX (16 MiB) is refused whole.
+    // Streamed: a chunked body, whole (its last chunk) when pg_dump ends well.
+    let mut raw = std::net::TcpStream::connect(("127.0.0.1", internal)).unwrap();
+    std::io::Write::write_all(
+        &mut raw,
+        b"GET /database_schema?database=app HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut raw, &mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.contains("\r\nTransfer-Encoding: chunked\r\n"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("\r\n0\r\n\r\n"), "no last chunk: {answer}");
+
+    // The byte limit: a dump over SCHEMA_DUMP_BYTES_MAX (16 MiB) is cut: pg_dump stopped,
+    // the answer closed without its last chunk, so the client sees a body cut short.
     let mut reports = compute.connect("cloud_admin", None, "reports").unwrap();
     reports
         .batch_execute(
@@ -141,24 +159,32 @@ fn every_catalog_endpoint_on_a_running_compute() {
              repeat('x', 17 * 1024 * 1024)); END $$;",
         )
         .unwrap();
-    let (status, body) = call(
+    let cut = http_call(
         "GET",
         &inside("/database_schema?database=reports"),
         &[],
         None,
     );
-    assert_eq!(
-        status,
-        500,
-        "{}",
-        &body.to_string()[..200.min(body.to_string().len())]
-    );
+    match &cut {
+        Err(e) => assert!(e.contains("reading the answer"), "{e}"),
+        Ok((status, body, _)) => panic!(
+            "a whole answer {status}: {}",
+            &body.to_string()[..200.min(body.to_string().len())]
+        ),
+    }
+    let deadline = Instant::now() + MINUTE;
+    while !compute.log().contains("cut short after its head") {
+        assert!(
+            Instant::now() < deadline,
+            "no cut logged:\n{}",
+            compute.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("SCHEMA_DUMP_BYTES_MAX"),
-        "{body}"
+        compute.log().contains("SCHEMA_DUMP_BYTES_MAX"),
+        "{}",
+        compute.log()
     );
 
     // A write succeeds, as Neon's checker writes it.
@@ -470,6 +496,80 @@ fn a_dump_beyond_the_time_limit_is_killed_and_answered_504() {
         assert!(
             Instant::now() < deadline,
             "pg_dump's session outlived its kill"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    compute.signal(libc::SIGTERM);
+    assert_eq!(compute.wait_exit(MINUTE).code(), Some(0));
+}
+
+/// `STREAM_UNSENT_BYTES_MAX`: a client that stops reading a streamed dump holds pg_dump back
+/// (it blocks on its pipe; compute_ctl holds at most the limit, not the dump), and a client
+/// that hangs up stops it.
+#[test]
+fn a_dump_reader_that_stops_holds_pg_dump_back_and_one_that_hangs_up_stops_it() {
+    let (mut compute, mut holder) = with_a_lockable_table(Vec::new());
+    // 12 MiB: under SCHEMA_DUMP_BYTES_MAX, far over what the small socket buffers below and
+    // the stream's own limit hold.
+    holder
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format('COMMENT ON TABLE locked IS %L', \
+             repeat('x', 12 * 1024 * 1024)); END $$;",
+        )
+        .unwrap();
+    let raw = std::net::TcpStream::connect(("127.0.0.1", compute.http_port)).unwrap();
+    let small: libc::c_int = 64 * 1024;
+    // SAFETY: a valid socket and a c_int option of its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&raw),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&small as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    std::io::Write::write_all(
+        &mut &raw,
+        b"GET /database_schema?database=app HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = [0_u8; 64];
+    let n = std::io::Read::read(&mut &raw, &mut head).unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200 OK"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    let mut admin = compute.admin();
+    let dumps = |admin: &mut postgres::Client| -> i64 {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE application_name = 'compute_ctl:database_schema'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    // Unread, the dump does not end: pg_dump is still there after it would have finished
+    // many times over (a 12 MiB dump takes well under a second here).
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        dumps(&mut admin),
+        1,
+        "pg_dump ended with its reader stopped"
+    );
+    assert_eq!(compute.get("/healthz").unwrap().0, 200);
+    // Hung up: pg_dump is stopped.
+    drop(raw);
+    let deadline = Instant::now() + MINUTE;
+    while dumps(&mut admin) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "pg_dump outlived its reader\nlog:\n{}",
+            compute.log()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
