@@ -386,10 +386,24 @@ pub fn command(bindir: &Path, program: &str, home: &Path) -> Command {
 /// A loopback port nobody listens on right now (it may be taken before Postgres binds it;
 /// `start_with` retries then).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("find a free loopback port")
+    // The kernel may give a port that was just closed again: two calls of one test (the API's
+    // port and Postgres's) or of two tests running at once would then collide. A port is
+    // handed out once per test process.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("find a free loopback port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no loopback port not handed out already in 1000 tries");
 }
 
 fn read_from(path: &Path, offset: u64) -> String {
