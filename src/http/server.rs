@@ -190,13 +190,18 @@ impl Responder {
         self.send(status, content_type, body, request_id);
     }
 
-    fn send(&mut self, status: u16, content_type: &str, body: &[u8], request_id: &str) {
+    /// Marks the answer given (`status`): counted in `/metrics` once, after a POST's failpoint
+    /// (the driver persisted what it answers; the answer is not written yet).
+    fn answered(&mut self, status: u16) {
         self.sent = true;
         if let Some((method, path, started)) = self.label.take() {
-            // After the driver persisted what it answers, before the answer is written.
             crate::failpoint!(crate::failpoint::http_point(method == "POST", &path));
             crate::metrics::http_request(&method, &path, status, started.elapsed());
         }
+    }
+
+    fn send(&mut self, status: u16, content_type: &str, body: &[u8], request_id: &str) {
+        self.answered(status);
         let bytes = wire::render(status, content_type, body, request_id, self.keep_alive);
         self.io.hand_over(Outgoing {
             conn: self.conn,
@@ -210,10 +215,7 @@ impl Responder {
     /// Starts a streamed answer: the head now (`Transfer-Encoding: chunked`), the body in
     /// pieces through the `BodyStream`, at most `STREAM_UNSENT_BYTES_MAX` ahead of the client.
     pub fn stream(mut self, status: u16, content_type: &str, request_id: &str) -> BodyStream {
-        self.sent = true;
-        if let Some((method, path, started)) = self.label.take() {
-            crate::metrics::http_request(&method, &path, status, started.elapsed());
-        }
+        self.answered(status);
         let head = wire::render_chunked_head(status, content_type, request_id, self.keep_alive);
         let unsent = Arc::new(AtomicUsize::new(head.len()));
         self.io.hand_over(Outgoing {

@@ -354,6 +354,37 @@ fn catalog_endpoints_answer_503_until_running() {
     assert_eq!(compute.wait_exit(MINUTE).code(), Some(0));
 }
 
+/// Which pg_dump sessions to count.
+#[derive(Clone, Copy)]
+enum Dumps {
+    All,
+    WaitingOnALock,
+}
+
+/// pg_dump sessions of `/database_schema` (`PGAPPNAME`) in `pg_stat_activity`.
+fn dumps(admin: &mut postgres::Client, which: Dumps) -> i64 {
+    let sql = match which {
+        Dumps::All => {
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = 'compute_ctl:database_schema'"
+        }
+        Dumps::WaitingOnALock => {
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = 'compute_ctl:database_schema' AND wait_event_type = 'Lock'"
+        }
+    };
+    admin.query_one(sql, &[]).unwrap().get(0)
+}
+
+/// Waits (a minute at most, else panics with `why`) until `dumps` counts `n`.
+fn wait_for_dumps(admin: &mut postgres::Client, which: Dumps, n: i64, why: &str) {
+    let deadline = Instant::now() + MINUTE;
+    while dumps(admin, which) != n {
+        assert!(Instant::now() < deadline, "{why}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A compute whose database `app` has a table `locked`, and a session to lock it with: a
 /// `pg_dump` then waits behind `LOCK TABLE locked IN ACCESS EXCLUSIVE MODE`.
 fn with_a_lockable_table(env: Vec<(String, String)>) -> (Compute, postgres::Client) {
@@ -395,26 +426,12 @@ fn the_catalog_pool_limit_refuses_at_once_and_the_probes_answer() {
     // threads are busy from then on, so what comes next only queues or is refused.
     send(2);
     let mut admin = compute.admin();
-    let deadline = Instant::now() + MINUTE;
-    loop {
-        let waiting: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE application_name = 'compute_ctl:database_schema' \
-                 AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        if waiting == 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the two dumps never waited on the lock"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_dumps(
+        &mut admin,
+        Dumps::WaitingOnALock,
+        2,
+        "the two dumps never waited on the lock",
+    );
     // Then ten more for a queue of eight: the two beyond it are answered at once.
     send(10);
     for _ in 0..2 {
@@ -480,25 +497,12 @@ fn a_dump_beyond_the_time_limit_is_killed_and_answered_504() {
     assert!(took < Duration::from_secs(60), "{took:?}");
     hold.rollback().unwrap();
     let mut admin = compute.admin();
-    let deadline = Instant::now() + MINUTE;
-    loop {
-        let left: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE application_name = 'compute_ctl:database_schema'",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        if left == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "pg_dump's session outlived its kill"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_dumps(
+        &mut admin,
+        Dumps::All,
+        0,
+        "pg_dump's session outlived its kill",
+    );
     compute.signal(libc::SIGTERM);
     assert_eq!(compute.wait_exit(MINUTE).code(), Some(0));
 }
@@ -543,36 +547,18 @@ fn a_dump_reader_that_stops_holds_pg_dump_back_and_one_that_hangs_up_stops_it() 
         String::from_utf8_lossy(&head[..n])
     );
     let mut admin = compute.admin();
-    let dumps = |admin: &mut postgres::Client| -> i64 {
-        admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity \
-                 WHERE application_name = 'compute_ctl:database_schema'",
-                &[],
-            )
-            .unwrap()
-            .get(0)
-    };
     // Unread, the dump does not end: pg_dump is still there after it would have finished
     // many times over (a 12 MiB dump takes well under a second here).
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        dumps(&mut admin),
+        dumps(&mut admin, Dumps::All),
         1,
         "pg_dump ended with its reader stopped"
     );
     assert_eq!(compute.get("/healthz").unwrap().0, 200);
     // Hung up: pg_dump is stopped.
     drop(raw);
-    let deadline = Instant::now() + MINUTE;
-    while dumps(&mut admin) != 0 {
-        assert!(
-            Instant::now() < deadline,
-            "pg_dump outlived its reader\nlog:\n{}",
-            compute.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_dumps(&mut admin, Dumps::All, 0, "pg_dump outlived its reader");
     compute.signal(libc::SIGTERM);
     assert_eq!(compute.wait_exit(MINUTE).code(), Some(0));
 }

@@ -202,7 +202,8 @@ impl Compute {
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(10))
             .build();
-        into_pair(agent.get(&self.url(path)).call())
+        answer_of(agent.get(&self.url(path)).call(), "GET", path)
+            .map(|(status, body, _)| (status, body))
     }
 
     /// `POST path` with a JSON body and headers: (status, body, X-Request-Id).
@@ -437,6 +438,16 @@ pub fn http_call(
             .send_string(&body.to_string()),
         None => request.call(),
     };
+    answer_of(result, method, url)
+}
+
+/// An answer's status, body (JSON, else a string) and X-Request-Id; the error of a request
+/// that got none.
+fn answer_of(
+    result: Result<ureq::Response, ureq::Error>,
+    method: &str,
+    url: &str,
+) -> Result<(u16, Value, String), String> {
     let response = match result {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
@@ -452,20 +463,6 @@ pub fn http_call(
         .map_err(|e| format!("{method} {url}: reading the answer: {e}"))?;
     let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     Ok((status, value, id))
-}
-
-fn into_pair(result: Result<ureq::Response, ureq::Error>) -> Result<(u16, Value), String> {
-    let response = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => return Err(e.to_string()),
-    };
-    let status = response.status();
-    let text = response.into_string().map_err(|e| e.to_string())?;
-    Ok((
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    ))
 }
 
 /// Runs compute_ctl to its exit on `pgdata` (with `-S spec` when given, then `args`), on a free
